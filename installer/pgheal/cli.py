@@ -1,0 +1,133 @@
+"""The ``pgheal`` command.
+
+Exit codes: 0 success, 1 a migration failed, 2 bad usage or a missing prerequisite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import psycopg
+
+from . import __version__, deploy, serverdeps
+from .runner import run_files
+
+EPILOG = """\
+The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
+(PGHOST, PGDATABASE, PGUSER, ...), like psql.
+
+examples:
+  pgheal demo --keep
+  pgheal install --dsn postgresql://postgres@localhost/app
+  pgheal migrate --dsn postgresql://app@localhost/app db/0001_init.sql db/0002_users.sql
+  pgheal uninstall
+"""
+
+
+def _dsn(args: argparse.Namespace) -> str:
+    return args.dsn or os.environ.get("PGHEAL_DSN", "")
+
+
+def _connect(args: argparse.Namespace) -> psycopg.Connection:
+    return psycopg.connect(_dsn(args), autocommit=True)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        report = deploy.install(conn, args.python_path)
+    action = f"upgraded from {report.upgraded_from}" if report.upgraded_from else "installed"
+    print(f"pgheal {report.version} {action} in database {conn.info.dbname}")
+    if report.scripts_applied:
+        print(f"  schema scripts applied: {', '.join(report.scripts_applied)}")
+    print(f"  server pglast {report.pglast} from {args.python_path}")
+    print(f"  extension catalog: {report.extension_objects} objects")
+    print("  grant heal_operator to the roles that may run heal.migrate")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        notes = deploy.uninstall(conn)
+    print("\n".join(notes) if notes else f"pgheal removed from database {conn.info.dbname}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        print(f"pgheal migrate: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    return 0 if run_files(_dsn(args), args.files, sys.stdout) else 1
+
+
+def cmd_server_deps(args: argparse.Namespace) -> int:
+    path, installed = serverdeps.install(args.target, args.python_version)
+    state = "installed" if installed else "already present"
+    print(f"pglast for the server's Python: {state} in {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run(keep=args.keep)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="pgheal",
+        description="PostgreSQL migrations that heal themselves.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"pgheal {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        p.set_defaults(func=func)
+        return p
+
+    def dsn(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dsn", help="connection string (default: $PGHEAL_DSN, libpq env)")
+
+    p = command("install", cmd_install, "deploy or upgrade pgheal in a database (one transaction)")
+    dsn(p)
+    p.add_argument(
+        "--python-path",
+        type=Path,
+        default=serverdeps.default_path(),
+        help="directory with the server's pglast (default: %(default)s)",
+    )
+    p = command("uninstall", cmd_uninstall, "remove pgheal's objects from a database")
+    dsn(p)
+    p = command("migrate", cmd_migrate, "run migration files through heal.migrate, in order")
+    dsn(p)
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p = command("server-deps", cmd_server_deps, "install pglast for the server's PL/Python")
+    p.add_argument("--target", type=Path, default=serverdeps.default_path(),
+                   help="directory to install into (default: %(default)s)")  # fmt: skip
+    p.add_argument("--python-version", help="the server's Python, e.g. 3.11 (default: probed)")
+    p = command("demo", cmd_demo, "heal a migration in a throwaway cluster, then remove it")
+    p.add_argument("--keep", action="store_true", help="leave the cluster running")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except deploy.InstallError as exc:
+        print(f"pgheal {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.OperationalError as exc:
+        print(f"pgheal {args.command}: cannot connect: {exc}".rstrip(), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Learn what each available extension provides by parsing its install scripts.
+
+The server's extension directory is the ground truth: the scripts that
+``CREATE EXTENSION`` would run are parsed with pglast and every object they
+create is recorded, so any extension on the host is known without a hand-kept
+table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+
+_SCRIPT = re.compile(r"^(?P<ext>.+?)--(?P<a>[^-]+(?:-[^-]+)*?)(?:--(?P<b>.+))?\.sql$")
+_PSQL_LINE = re.compile(r"^\s*\\.*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ProvidedObject:
+    """An object an extension script creates.
+
+    `args` holds argument type names (functions), left/right types (operators) or
+    the access method (operator classes and families).
+    """
+
+    kind: str
+    name: str
+    args: tuple[str, ...] = ()
+    min_args: int = 0
+    max_args: int | None = 0
+
+
+def script_files(extension: str, filenames: Iterable[str]) -> tuple[dict[str, str], dict]:
+    """Index an extension's scripts: install scripts by version, updates as a graph."""
+    installs: dict[str, str] = {}
+    updates: dict[str, list[tuple[str, str]]] = {}
+    prefix = f"{extension}--"
+    for filename in filenames:
+        if not filename.startswith(prefix) or not filename.endswith(".sql"):
+            continue
+        versions = filename[len(prefix) : -4].split("--")
+        if len(versions) == 1:
+            installs[versions[0]] = filename
+        elif len(versions) == 2:
+            updates.setdefault(versions[0], []).append((versions[1], filename))
+    return installs, updates
+
+
+def install_chain(extension: str, version: str, filenames: Iterable[str]) -> list[str]:
+    """The scripts CREATE EXTENSION runs for `version`: an install script, then updates.
+
+    Like the server, prefer a direct install script, otherwise the shortest path
+    from an install script through update scripts.
+    """
+    installs, updates = script_files(extension, filenames)
+    if version in installs:
+        return [installs[version]]
+    queue = deque((start, [script]) for start, script in sorted(installs.items()))
+    seen = set(installs)
+    while queue:
+        current, path = queue.popleft()
+        for target, script in sorted(updates.get(current, ())):
+            if target == version:
+                return [*path, script]
+            if target not in seen:
+                seen.add(target)
+                queue.append((target, [*path, script]))
+    return []
+
+
+def prepare(text: str, schema: str = "extensions") -> str:
+    """Make an extension script parseable: drop psql lines, fill in the placeholders."""
+    text = _PSQL_LINE.sub("", text)
+    return (
+        text.replace("@extschema@", schema)
+        .replace("@extowner@", "postgres")
+        .replace("MODULE_PATHNAME", "$libdir/extension")
+    )
+
+
+def _name(names: list) -> str:
+    return names[-1].sval
+
+
+def _type_name(type_name) -> str:
+    name = _name(type_name.names)
+    if type_name.arrayBounds:
+        name += "[]"
+    return name
+
+
+def objects_in(sql: str, pglast: ModuleType) -> Iterator[ProvidedObject]:
+    """Every object the script creates, in order."""
+    for raw in pglast.parser.parse_sql(sql):
+        yield from _objects(raw.stmt)
+
+
+def _objects(node) -> Iterator[ProvidedObject]:
+    kind = type(node).__name__
+    if kind == "CreateFunctionStmt":
+        yield _function(node)
+    elif kind == "DefineStmt":
+        yield from _define(node)
+    elif kind == "CompositeTypeStmt":
+        yield ProvidedObject("type", node.typevar.relname)
+    elif kind in ("CreateEnumStmt", "CreateRangeStmt"):
+        yield ProvidedObject("type", _name(node.typeName))
+    elif kind == "CreateDomainStmt":
+        yield ProvidedObject("type", _name(node.domainname))
+    elif kind == "CreateOpClassStmt":
+        yield ProvidedObject("opclass", _name(node.opclassname), (node.amname,))
+    elif kind == "CreateOpFamilyStmt":
+        yield ProvidedObject("opfamily", _name(node.opfamilyname), (node.amname,))
+    elif kind == "CreateAmStmt":
+        yield ProvidedObject("access_method", node.amname)
+    elif kind == "CreateCastStmt":
+        yield ProvidedObject(
+            "cast", "cast", (_type_name(node.sourcetype), _type_name(node.targettype))
+        )
+
+
+_INPUT_MODES = {"FUNC_PARAM_IN", "FUNC_PARAM_INOUT", "FUNC_PARAM_VARIADIC", "FUNC_PARAM_DEFAULT"}
+
+
+def _function(node) -> ProvidedObject:
+    inputs = [p for p in node.parameters or () if p.mode.name in _INPUT_MODES]
+    defaults = sum(1 for p in inputs if p.defexpr is not None)
+    variadic = any(p.mode.name == "FUNC_PARAM_VARIADIC" for p in inputs)
+    return ProvidedObject(
+        "procedure" if node.is_procedure else "function",
+        _name(node.funcname),
+        tuple(_type_name(p.argType) for p in inputs),
+        min_args=len(inputs) - defaults - variadic,
+        max_args=None if variadic else len(inputs),
+    )
+
+
+def _define(node) -> Iterator[ProvidedObject]:
+    kind = node.kind.name
+    name = _name(node.defnames)
+    if kind == "OBJECT_AGGREGATE":
+        args = [a for a in (node.args or [None])[0] or ()] if node.args else []
+        types = tuple(_type_name(a.argType) for a in args if a is not None and a.argType)
+        yield ProvidedObject("function", name, types, len(types), len(types))
+    elif kind == "OBJECT_OPERATOR":
+        sides = {d.defname.lower(): d.arg for d in node.definition or ()}
+        left = _type_name(sides["leftarg"]) if "leftarg" in sides else ""
+        right = _type_name(sides["rightarg"]) if "rightarg" in sides else ""
+        yield ProvidedObject("operator", name, (left, right))
+    elif kind == "OBJECT_TYPE":
+        yield ProvidedObject("type", name)
+    elif kind in ("OBJECT_TSTEMPLATE", "OBJECT_TSPARSER", "OBJECT_TSDICTIONARY"):
+        yield ProvidedObject(kind.removeprefix("OBJECT_").lower(), name)
+    elif kind == "OBJECT_COLLATION":
+        yield ProvidedObject("collation", name)

@@ -1,0 +1,61 @@
+"""The one place that imports pglast, safely inside a PostgreSQL backend.
+
+pglast bundles libpg_query, whose symbols (``palloc``, ``raw_parser``, ...) are the
+server's own. Loaded plainly inside a backend they bind to the server's functions
+and the first parse crashes it. Loading the C module with ``RTLD_DEEPBIND`` keeps
+its symbols to itself. That only works if this is the first pglast import of the
+process, so a pglast loaded any other way inside a backend is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+#: Set on the pglast module once imported here; survives a reload of pgheal's own modules.
+_MARK = "_pgheal_deepbind"
+
+
+class ParserUnavailable(RuntimeError):
+    """pglast cannot be used safely in this process."""
+
+
+def _in_backend() -> bool:
+    return "plpy" in sys.modules
+
+
+def load(site: str | None = None) -> ModuleType:
+    """Return the ``pglast`` module, importing it with ``RTLD_DEEPBIND`` the first time.
+
+    `site` is a directory put first on ``sys.path`` (the server's private copy).
+    """
+    loaded = sys.modules.get("pglast")
+    if loaded is not None and getattr(loaded, _MARK, False):
+        return loaded
+    if site and site not in sys.path:
+        sys.path.insert(0, site)
+    if "pglast" in sys.modules or "pglast.parser" in sys.modules:
+        if _in_backend():
+            raise ParserUnavailable(
+                "pglast was already imported in this backend by something other than pgheal; "
+                "parsing with it would crash the server. Remove the other import (for example "
+                "Debian's python3-pglast from PL/Python's path) or reconnect."
+            )
+        return sys.modules["pglast"]
+    old = sys.getdlopenflags()
+    sys.setdlopenflags(os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
+    try:
+        import pglast
+        import pglast.parser
+    except ImportError as exc:
+        for name in [m for m in sys.modules if m == "pglast" or m.startswith("pglast.")]:
+            del sys.modules[name]
+        raise ParserUnavailable(
+            f"cannot import pglast (site directory {site!r}): {exc}. "
+            "Install it for the server's Python with `pgheal server-deps`."
+        ) from exc
+    finally:
+        sys.setdlopenflags(old)
+    setattr(pglast, _MARK, True)
+    return pglast

@@ -1,0 +1,216 @@
+"""Decide how to heal a missing dependency.
+
+The planner asks a :class:`Catalog` (the database, or a fake in unit tests) where
+things are and returns a :class:`Plan`: the fixes to apply in order, or the reason
+there is none. It never runs anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import Missing
+from .policy import Caller, Extension, Policy, refuse_extension, refuse_schema
+
+
+@dataclass(frozen=True)
+class Fix:
+    """One change: ``create_schema``, ``create_extension``, ``search_path`` (for the
+    rest of the migration) or ``persist_search_path`` (the database's default)."""
+
+    kind: str
+    target: str
+    schema: str | None = None
+
+    def sql(self, quote: Callable[[str], str]) -> str:
+        """The DDL of a ``create_*`` fix, every name quoted by `quote` (``plpy.quote_ident``).
+
+        Search-path fixes depend on the session and are rendered where they run.
+        """
+        if self.kind == "create_schema":
+            return f"CREATE SCHEMA IF NOT EXISTS {quote(self.target)}"
+        if self.kind == "create_extension":
+            where = f" WITH SCHEMA {quote(self.schema)}" if self.schema else ""
+            return f"CREATE EXTENSION IF NOT EXISTS {quote(self.target)}{where}"
+        raise ValueError(f"fix kind {self.kind!r} has no fixed SQL")
+
+    def describe(self) -> str:
+        return {
+            "create_schema": f"create schema {self.target}",
+            "create_extension": f"install extension {self.target}"
+            + (f" in schema {self.schema}" if self.schema else ""),
+            "search_path": f"put schema {self.target} on the search path",
+            "persist_search_path": f"add schema {self.target} to the database's search_path",
+        }[self.kind]
+
+
+@dataclass
+class Plan:
+    fixes: list[Fix] = field(default_factory=list)
+    refused: str | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.fixes) and self.refused is None
+
+
+class Catalog(Protocol):
+    """What the planner needs to know about the database."""
+
+    def schema_exists(self, name: str) -> bool: ...
+
+    def schemas_on_path(self) -> list[str]: ...
+
+    def locate(self, missing: Missing) -> list[str]:
+        """Schemas where an object matching `missing` exists."""
+        ...
+
+    def providers(self, missing: Missing) -> dict[str, list[tuple[str, ...]]]:
+        """Available extensions whose scripts create such an object, with the
+        argument types of each candidate object."""
+        ...
+
+    def extension(self, name: str) -> Extension | None: ...
+
+    def database_search_path(self) -> list[str]: ...
+
+
+def plan(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
+    """The fixes for `missing`, checked against `policy` for `caller`."""
+    if missing.kind == "schema":
+        refused = refuse_schema(missing.name, policy, caller)
+        return Plan([Fix("create_schema", missing.name)], refused=refused)
+    if missing.schema is None and missing.kind != "access_method":
+        found = _found_elsewhere(missing, catalog, policy)
+        if isinstance(found, Plan):
+            return found
+    return _install(missing, catalog, policy, caller)
+
+
+def _found_elsewhere(missing: Missing, catalog: Catalog, policy: Policy) -> Plan | None:
+    on_path = set(catalog.schemas_on_path())
+    schemas = [s for s in catalog.locate(missing) if s not in on_path]
+    if not schemas:
+        return None
+    if policy.extension_schema in schemas:
+        chosen = policy.extension_schema
+    elif len(schemas) == 1:
+        chosen = schemas[0]
+    else:
+        return Plan(
+            reason=f"{missing.describe()} exists in several schemas that are not on the "
+            f"search path ({', '.join(sorted(schemas))}): qualify the name or set search_path"
+        )
+    fixes = [Fix("search_path", chosen)]
+    fixes += _persist(chosen, catalog, policy)
+    return Plan(fixes)
+
+
+def _persist(schema: str, catalog: Catalog, policy: Policy) -> list[Fix]:
+    """Also put the extension schema on the database's default path, so what comes
+    after the migration (application queries, string-body functions, operators)
+    finds what was healed."""
+    if not policy.persist_search_path or schema != policy.extension_schema:
+        return []
+    if schema in catalog.database_search_path():
+        return []
+    return [Fix("persist_search_path", schema)]
+
+
+_TYPE_ALIASES = {
+    "integer": "int4", "int": "int4", "smallint": "int2", "bigint": "int8",
+    "real": "float4", "double precision": "float8", "boolean": "bool",
+    "character varying": "varchar", "character": "bpchar", "char": "bpchar",
+    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz",
+    "time without time zone": "time", "time with time zone": "timetz", "decimal": "numeric",
+}  # fmt: skip
+
+
+def normalize_type(name: str) -> str:
+    """A type as the server prints it or a script writes it, in ``pg_type`` spelling."""
+    name = name.strip().lower()
+    if name.endswith("[]"):
+        return "_" + normalize_type(name[:-2])
+    name = name.split("(")[0].strip()
+    return _TYPE_ALIASES.get(name, name)
+
+
+def _matches(wanted: tuple[str, ...], candidate: tuple[str, ...]) -> bool:
+    """Whether printed argument types fit a candidate's; ``unknown`` fits anything."""
+    if len(wanted) != len(candidate):
+        return False
+    return all(
+        not w or w == "unknown" or normalize_type(w) == normalize_type(c)
+        for w, c in zip(wanted, candidate, strict=True)
+    )
+
+
+def _choose(
+    missing: Missing, candidates: dict[str, list[tuple[str, ...]]]
+) -> tuple[str | None, str | None]:
+    """Pick the provider, by argument types where they decide; never guess."""
+    names = sorted(candidates)
+    if len(names) > 1 and missing.args and missing.kind != "opclass":
+        fitting = [n for n in names if any(_matches(missing.args, a) for a in candidates[n])]
+        names = fitting or names
+    if len(names) == 1:
+        return names[0], None
+    if not names:
+        return None, f"no available extension provides {missing.describe()}"
+    return None, (
+        f"{missing.describe()} is provided by several extensions "
+        f"({', '.join(sorted(names))}): install the one you mean"
+    )
+
+
+def _install(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
+    name, reason = _choose(missing, catalog.providers(missing))
+    if name is None:
+        return Plan(reason=reason)
+    ext = catalog.extension(name)
+    if ext is None:
+        return Plan(reason=f"extension {name} is not available on this server")
+    if ext.installed_schema is not None:
+        return Plan(
+            reason=f"extension {name} is installed (schema {ext.installed_schema}) but does not "
+            f"provide {missing.describe()}: check the name and argument types"
+        )
+    target = missing.schema or policy.extension_schema
+    result = Plan()
+    for dep in _with_requirements(ext, catalog):
+        if dep.installed_schema is not None:
+            continue
+        refused = refuse_extension(dep, policy, caller)
+        if refused and result.refused is None:
+            result.refused = refused
+        where = dep.schema or target  # a control file's fixed schema wins
+        creating = Fix("create_schema", target)
+        if where == target and creating not in result.fixes and not catalog.schema_exists(target):
+            result.fixes.append(creating)
+        result.fixes.append(Fix("create_extension", dep.name, where))
+    if target not in catalog.schemas_on_path() and missing.schema is None:
+        result.fixes.append(Fix("search_path", target))
+    result.fixes += _persist(target, catalog, policy)
+    return result
+
+
+def _with_requirements(ext: Extension, catalog: Catalog) -> list[Extension]:
+    """`ext` after everything it requires, each once, dependencies first."""
+    ordered: list[Extension] = []
+    seen: set[str] = set()
+
+    def visit(e: Extension) -> None:
+        if e.name in seen:
+            return
+        seen.add(e.name)
+        for req in e.requires:
+            dep = catalog.extension(req)
+            if dep is not None:
+                visit(dep)
+        ordered.append(e)
+
+    visit(ext)
+    return ordered

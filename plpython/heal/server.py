@@ -1,0 +1,598 @@
+"""The thin layer between pgheal's pure logic and PostgreSQL (``plpy``).
+
+Only this module talks to the server. ``heal.migrate`` runs as the caller;
+every change it makes on the caller's behalf goes through ``heal.apply_fix``,
+a SECURITY DEFINER function that checks the policy again for that caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import plpy
+
+from . import PGLAST_VERSION, __version__, parser
+from .errors import HEALABLE_SQLSTATES, Missing, classify
+from .extcatalog import install_chain, objects_in, prepare
+from .planner import Fix, plan
+from .policy import Caller, Extension, Policy, refuse_extension, refuse_schema
+from .script import ScriptError, Statement, split
+
+
+def _rows(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
+    if not args:
+        return list(plpy.execute(query))
+    plan_ = plpy.prepare(query, list(types or ("text",) * len(args)))
+    return list(plpy.execute(plan_, list(args)))
+
+
+def _value(query: str, *args: Any, types: tuple[str, ...] = ()) -> Any:
+    rows = _rows(query, *args, types=types)
+    return next(iter(rows[0].values())) if rows else None
+
+
+def settings() -> dict[str, str]:
+    return {r["name"]: r["value"] for r in _rows("SELECT name, value FROM heal.settings")}
+
+
+def load_parser():
+    site = _value("SELECT python_path FROM heal.installation")
+    return parser.load(site or None)
+
+
+def server_info() -> dict[str, Any]:
+    """What the installer checks: the server's Python and its pglast."""
+    import sys
+
+    info: dict[str, Any] = {
+        "heal_version": __version__,
+        "python": sys.version.split()[0],
+        "pglast_wanted": PGLAST_VERSION,
+    }
+    try:
+        pglast = load_parser()
+        info["pglast"] = pglast.__version__.lstrip("v")
+        info["pglast_path"] = os.path.dirname(pglast.__file__)
+        pglast.split("SELECT 1")
+    except parser.ParserUnavailable as exc:
+        info["pglast"] = None
+        info["error"] = str(exc)
+    return info
+
+
+# -- what the database knows -------------------------------------------------------------
+
+
+def _search_path_list(value: str) -> list[str]:
+    """``"$user", public, "My Schema"`` -> ``['$user', 'public', 'My Schema']``."""
+    names = []
+    for part in value.split(","):
+        part = part.strip()
+        if len(part) >= 2 and part[0] == part[-1] == '"':
+            part = part[1:-1].replace('""', '"')
+        if part:
+            names.append(part)
+    return names
+
+
+def database_search_path() -> list[str]:
+    """The database's default search_path (``ALTER DATABASE ... SET``), else the server's."""
+    value = _value(
+        """SELECT substr(s, length('search_path=') + 1)
+             FROM pg_catalog.pg_db_role_setting r, unnest(r.setconfig) s
+            WHERE r.setdatabase = (SELECT oid FROM pg_catalog.pg_database
+                                    WHERE datname = current_database())
+              AND r.setrole = 0 AND s LIKE 'search_path=%'"""
+    )
+    if value is None:
+        value = _value("SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'")
+    return _search_path_list(value or "")
+
+
+_LOCATE = {
+    "function": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_proc p
+                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                    WHERE p.proname = $1 AND p.prokind = ANY($2::"char"[])
+                      AND ($3 BETWEEN p.pronargs - p.pronargdefaults AND p.pronargs
+                           OR (p.provariadic <> 0 AND $3 >= p.pronargs - 1))""",
+    "type": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_type t
+                 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+                WHERE t.typname = $1""",
+    "operator": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_operator o
+                     JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+                    WHERE o.oprname = $1""",
+    "opclass": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_opclass c
+                    JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
+                    JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+                   WHERE c.opcname = $1 AND a.amname = $2""",
+}
+
+_PROVIDER_KINDS = {
+    "function": ["function"],
+    "procedure": ["procedure"],
+    "type": ["type"],
+    "operator": ["operator"],
+    "opclass": ["opclass"],
+    "access_method": ["access_method"],
+}
+
+
+class DatabaseCatalog:
+    """:class:`heal.planner.Catalog` answered from the system catalogs."""
+
+    def schema_exists(self, name: str) -> bool:
+        return bool(_value("SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1", name))
+
+    def schemas_on_path(self) -> list[str]:
+        return list(_value("SELECT current_schemas(true)") or [])
+
+    def database_search_path(self) -> list[str]:
+        return database_search_path()
+
+    def locate(self, missing: Missing) -> list[str]:
+        if missing.kind in ("function", "procedure"):
+            kinds = ["p"] if missing.kind == "procedure" else ["f", "a", "w"]
+            rows = _rows(
+                _LOCATE["function"],
+                missing.name,
+                kinds,
+                len(missing.args),
+                types=("name", "text[]", "int4"),
+            )
+        elif missing.kind == "type":
+            rows = _rows(_LOCATE["type"], missing.name, types=("name",))
+        elif missing.kind == "operator":
+            rows = _rows(_LOCATE["operator"], missing.name, types=("name",))
+        elif missing.kind == "opclass":
+            rows = _rows(_LOCATE["opclass"], missing.name, missing.args[0], types=("name", "name"))
+        else:
+            return []
+        return sorted(r["nspname"] for r in rows)
+
+    def providers(self, missing: Missing) -> dict[str, list[tuple[str, ...]]]:
+        refresh_extension_catalog()
+        query = """SELECT extension, args FROM heal.extension_objects
+                    WHERE kind = ANY($1) AND name = $2"""
+        args: list[Any] = [_PROVIDER_KINDS.get(missing.kind, [missing.kind]), missing.name]
+        types = ["text[]", "text"]
+        if missing.kind in ("function", "procedure"):
+            query += " AND $3 >= min_args AND (max_args IS NULL OR $3 <= max_args)"
+            args.append(len(missing.args))
+            types.append("int4")
+        elif missing.kind == "opclass":
+            query += " AND args[1] = $3"
+            args.append(missing.args[0])
+            types.append("text")
+        found: dict[str, list[tuple[str, ...]]] = {}
+        for row in _rows(query, *args, types=tuple(types)):
+            found.setdefault(row["extension"], []).append(tuple(row["args"] or ()))
+        return found
+
+    def extension(self, name: str) -> Extension | None:
+        rows = _rows(
+            """SELECT v.name, v.version, v.trusted, v.superuser, v.relocatable, v.schema,
+                      v.requires, n.nspname AS installed_schema, a.comment
+                 FROM pg_catalog.pg_available_extensions a
+                 JOIN pg_catalog.pg_available_extension_versions v
+                   ON v.name = a.name AND v.version = a.default_version
+                 LEFT JOIN pg_catalog.pg_extension e ON e.extname = a.name
+                 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                WHERE a.name = $1""",
+            name,
+            types=("name",),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Extension(
+            name=r["name"],
+            version=r["version"],
+            trusted=r["trusted"],
+            superuser=r["superuser"],
+            relocatable=r["relocatable"],
+            schema=r["schema"],
+            requires=tuple(r["requires"] or ()),
+            installed_schema=r["installed_schema"],
+            comment=r["comment"],
+        )
+
+
+def caller(role: str | None = None) -> Caller:
+    row = _rows(
+        """SELECT r.rolname, r.rolsuper,
+                  has_database_privilege(r.oid, current_database(), 'CREATE') AS can_create
+             FROM pg_catalog.pg_roles r WHERE r.rolname = coalesce($1, current_user)""",
+        role,
+        types=("name",),
+    )[0]
+    return Caller(row["rolname"], row["rolsuper"], row["can_create"])
+
+
+# -- the extension catalog ---------------------------------------------------------------
+
+
+def refresh_extension_catalog(force: bool = False) -> int:
+    """Rebuild ``heal.extension_objects`` when the available extensions changed.
+
+    Returns the number of objects recorded (0 when nothing had to be done).
+    """
+    fingerprint = _value(
+        """SELECT md5(string_agg(name || ':' || version, ',' ORDER BY name, version))
+             FROM pg_catalog.pg_available_extension_versions"""
+    )
+    current = _value(
+        "SELECT fingerprint FROM heal.extension_catalog_builds ORDER BY id DESC LIMIT 1"
+    )
+    if current == fingerprint and not force:
+        return 0
+    # Only the installer's role may rebuild; the call runs with its rights.
+    return int(_value("SELECT heal.rebuild_extension_catalog($1)", fingerprint))
+
+
+def rebuild_extension_catalog(fingerprint: str) -> int:
+    started = time.monotonic()
+    pglast = load_parser()
+    sharedir = _value("SELECT setting FROM pg_catalog.pg_config WHERE name = 'SHAREDIR'")
+    directory = os.path.join(sharedir, "extension")
+    filenames = os.listdir(directory)
+    available = _rows("SELECT name, default_version FROM pg_catalog.pg_available_extensions")
+    plpy.execute("DELETE FROM heal.extension_objects")
+    insert = plpy.prepare(
+        """INSERT INTO heal.extension_objects (extension, kind, name, args, min_args, max_args)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        ["text", "text", "text", "text[]", "int4", "int4"],
+    )
+    count, problems = 0, []
+    for ext in available:
+        for script in install_chain(ext["name"], ext["default_version"], filenames):
+            with open(os.path.join(directory, script), encoding="utf-8") as f:
+                text = prepare(f.read())
+            try:
+                objects = list(objects_in(text, pglast))
+            except pglast.parser.ParseError as exc:
+                problems.append(f"{script}: {exc}")
+                continue
+            for o in objects:
+                plpy.execute(
+                    insert, [ext["name"], o.kind, o.name, list(o.args), o.min_args, o.max_args]
+                )
+                count += 1
+    _rows(
+        """INSERT INTO heal.extension_catalog_builds
+                  (fingerprint, extensions, objects, duration_ms, problems)
+           VALUES ($1, $2, $3, $4, $5)""",
+        fingerprint,
+        len(available),
+        count,
+        round((time.monotonic() - started) * 1000, 1),
+        problems,
+        types=("text", "int4", "int4", "float8", "text[]"),
+    )
+    return count
+
+
+# -- applying fixes (SECURITY DEFINER side) ----------------------------------------------
+
+
+def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
+    """Apply one fix for `role`, after checking the policy again; return the SQL run."""
+    if not _value("SELECT pg_has_role(session_user, $1, 'MEMBER')", role, types=("name",)):
+        plpy.error(
+            f'heal.apply_fix: session user is not a member of role "{role}"', sqlstate="42501"
+        )
+    policy = Policy.from_settings(settings())
+    who = caller(role)
+    fix = Fix(kind, target, schema)
+    q = plpy.quote_ident
+    if kind == "create_schema":
+        if target == policy.extension_schema:
+            sql = f"{fix.sql(q)}; GRANT USAGE ON SCHEMA {q(target)} TO PUBLIC"
+        else:
+            _refuse(refuse_schema(target, policy, who))
+            sql = f"{fix.sql(q)} AUTHORIZATION {q(role)}"
+    elif kind == "create_extension":
+        ext = DatabaseCatalog().extension(target)
+        if ext is None:
+            plpy.error(f'extension "{target}" is not available on this server', sqlstate="58P01")
+        _refuse(refuse_extension(ext, policy, who))
+        sql = fix.sql(q)
+    elif kind == "persist_search_path":
+        if not policy.persist_search_path or target != policy.extension_schema:
+            _refuse(
+                f"only the extension schema ({policy.extension_schema}) is added to the "
+                "database's search_path, and only while heal.settings persist_search_path is on"
+            )
+        path = [p for p in database_search_path() if p != target] + [target]
+        database = _value("SELECT current_database()")
+        sql = f"ALTER DATABASE {q(database)} SET search_path = {', '.join(map(q, path))}"
+    else:
+        plpy.error(f"heal.apply_fix: unknown fix kind {kind!r}", sqlstate="22023")
+    for statement in sql.split("; "):
+        plpy.execute(statement)
+    return sql
+
+
+def _refuse(reason: str | None) -> None:
+    if reason:
+        plpy.error(f"pgheal policy: {reason}", sqlstate="42501")
+
+
+# -- heal.migrate --------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class PgError:
+    """An error as PostgreSQL reported it, and where in the script it happened."""
+
+    sqlstate: str
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+    statement: Statement | None = None
+    position: int = 0
+
+    @classmethod
+    def from_spi(cls, exc: Exception, stmt: Statement) -> PgError:
+        data = getattr(exc, "spidata", None) or (None,) * 10
+        return cls(
+            sqlstate=getattr(exc, "sqlstate", None) or "XX000",
+            message=str(exc.args[0]) if exc.args else str(exc),
+            detail=data[1],
+            hint=data[2],
+            statement=stmt,
+            position=data[4] or 0,
+        )
+
+    def where(self, script: str) -> str:
+        stmt = self.statement
+        if stmt is None:
+            return ""
+        if not self.position:
+            return f"statement {stmt.number}, line {stmt.line}"
+        offset = stmt.offset + self.position - 1
+        line = script.count("\n", 0, offset) + 1
+        column = offset - (script.rfind("\n", 0, offset) + 1) + 1
+        return f"statement {stmt.number}, line {line}, column {column}"
+
+
+class MigrationFailed(Exception):
+    def __init__(self, error: PgError, note: str | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.note = note
+
+
+@dataclass
+class Run:
+    """One call of heal.migrate: what happened, recorded when it ends."""
+
+    sql: str
+    source: str = "migration"
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=_now)
+    events: list[dict] = field(default_factory=list)
+    statements: int = 0
+    heals: int = 0
+    attempts: int = 0
+
+    def event(self, event_type: str, **fields: Any) -> dict:
+        row = {"event_type": event_type, "created_at": _now(), **fields}
+        self.events.append(row)
+        return row
+
+    def elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 3)
+
+    def record(self, status: str, error: str | None = None) -> int:
+        migration = {
+            "checksum": _value("SELECT md5($1)", self.sql),
+            "status": status,
+            "started_at": self.started_at,
+            "statements": self.statements,
+            "attempts": self.attempts,
+            "heals": self.heals,
+            "error": error,
+            "duration_ms": self.elapsed_ms(),
+            "source": self.source,
+            "run_by": _value("SELECT current_user"),
+        }
+        return int(
+            _value(
+                "SELECT heal.record_migration($1::jsonb, $2::jsonb)",
+                json.dumps(migration),
+                json.dumps(self.events),
+            )
+        )
+
+
+def migrate(sql: str | None) -> None:
+    """Body of ``CALL heal.migrate(sql)``."""
+    if sql is None:
+        plpy.error(
+            "heal.migrate: sql must not be NULL",
+            hint="Pass the migration script as text: CALL heal.migrate($$ ... $$)",
+            sqlstate="22004",
+        )
+    run = Run(sql)
+    run.event("migration_started", detail={"bytes": len(sql.encode())})
+    try:
+        script = split(sql, load_parser())
+    except ScriptError as exc:
+        run.event("migration_failed", sqlstate=exc.sqlstate, message=exc.message)
+        _finish_failed(run, exc.message)
+        plpy.error(exc.message, hint=exc.hint, sqlstate=exc.sqlstate)
+    except parser.ParserUnavailable as exc:
+        plpy.error(f"heal.migrate: {exc}", sqlstate="58P01")
+    for notice in script.notices:
+        plpy.notice(f"heal.migrate: {notice}")
+    if not script.statements:
+        plpy.notice("heal.migrate: the script has no statements; nothing was run")
+        return
+    run.statements = len(script.statements)
+    healer = Healer(run, Policy.from_settings(settings()), caller())
+    try:
+        with plpy.subtransaction():
+            for stmt in script.statements:
+                healer.execute(stmt)
+    except MigrationFailed as failed:
+        err = failed.error
+        where = err.where(sql)
+        run.event(
+            "migration_failed",
+            statement=err.statement.number if err.statement else None,
+            sqlstate=err.sqlstate,
+            message=err.message,
+            detail={"where": where, "note": failed.note},
+        )
+        _finish_failed(run, err.message)
+        detail = "\n".join(
+            part
+            for part in (
+                err.detail,
+                f"heal.migrate: failed at {where}; the migration was rolled back.",
+                f"heal.migrate: {failed.note}" if failed.note else None,
+            )
+            if part
+        )
+        plpy.error(err.message, detail=detail, hint=err.hint, sqlstate=err.sqlstate)
+    run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail={"heals": run.heals})
+    run.record("succeeded")
+    if run.heals:
+        plpy.notice(
+            f"heal.migrate: {run.statements} statements run, {run.heals} healed "
+            f"in {run.elapsed_ms():.0f} ms"
+        )
+
+
+def _finish_failed(run: Run, error: str) -> None:
+    """Record the failure; make the record durable when the CALL may commit."""
+    run.record("failed", error)
+    with contextlib.suppress(plpy.SPIError):
+        plpy.commit()  # fails inside a transaction block: the caller's transaction decides
+
+
+class Healer:
+    """Runs statements one by one, healing the errors that have a fix."""
+
+    def __init__(self, run: Run, policy: Policy, who: Caller) -> None:
+        self.run = run
+        self.policy = policy
+        self.caller = who
+        self.catalog = DatabaseCatalog()
+
+    def run_statement(self, stmt: Statement) -> PgError | None:
+        try:
+            with plpy.subtransaction():
+                plpy.execute(stmt.text)
+        except plpy.SPIError as exc:
+            return PgError.from_spi(exc, stmt)
+        return None
+
+    def execute(self, stmt: Statement) -> None:
+        """Run `stmt`, healing and retrying until it passes or cannot be healed."""
+        healed: set[tuple[str, str]] = set()
+        pending: dict | None = None  # the last heal, confirmed once the retry gets past it
+        while True:
+            error = self.run_statement(stmt)
+            key = (error.sqlstate, error.message) if error else None
+            if pending is not None and key not in healed:
+                self.run.heals += 1
+                self.run.event("auto_heal_success", **pending)
+                plpy.notice(
+                    f"heal.migrate: statement {stmt.number} (line {stmt.line}): "
+                    f"{pending['detail']['missing']} -> {pending['detail']['fixes']}"
+                )
+            pending = None
+            if error is None:
+                return
+            if key in healed:
+                note = "the error survived its own fix; tried: " + "; ".join(self._tried(stmt))
+                self._failed(stmt, error, note)
+                raise MigrationFailed(error, note)
+            missing = classify(error.sqlstate, error.message)
+            if error.sqlstate not in HEALABLE_SQLSTATES or missing is None:
+                raise MigrationFailed(error)
+            if len(healed) >= self.policy.max_attempts:
+                note = f"gave up after {len(healed)} fixes (heal.settings max_attempts)"
+                self._failed(stmt, error, note, missing)
+                raise MigrationFailed(error, note)
+            pending = self.heal(stmt, error, missing)
+            healed.add(key)
+
+    def heal(self, stmt: Statement, error: PgError, missing: Missing) -> dict:
+        """Plan and apply the fix for one error; return the success event's fields."""
+        started = time.monotonic()
+        self.run.attempts += 1
+        planned = plan(missing, self.catalog, self.policy, self.caller)
+        detail = {
+            "missing": missing.describe(),
+            "pattern": missing.pattern,
+            "fixes": ", ".join(f.describe() for f in planned.fixes),
+            "way": "reactive",
+        }
+        fields = {
+            "statement": stmt.number,
+            "sqlstate": error.sqlstate,
+            "message": error.message,
+            "detail": detail,
+        }
+        self.run.event("auto_heal_attempt", **fields)
+        if not planned.ok:
+            reason = planned.refused or planned.reason or "no fix is known"
+            self._failed(stmt, error, reason, missing)
+            raise MigrationFailed(error, reason)
+        applied = [self.apply(fix) for fix in planned.fixes]
+        return {
+            **fields,
+            "fix_sql": ";\n".join(applied),
+            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+        }
+
+    def _tried(self, stmt: Statement) -> list[str]:
+        return [
+            e["fix_sql"]
+            for e in self.run.events
+            if e.get("statement") == stmt.number and e.get("fix_sql")
+        ]
+
+    def _failed(
+        self, stmt: Statement, error: PgError, reason: str, missing: Missing | None = None
+    ) -> None:
+        self.run.event(
+            "auto_heal_failed",
+            statement=stmt.number,
+            sqlstate=error.sqlstate,
+            message=error.message,
+            detail={
+                "reason": reason,
+                "missing": missing.describe() if missing else None,
+                "pattern": missing.pattern if missing else None,
+            },
+        )
+
+    def apply(self, fix: Fix) -> str:
+        if fix.kind == "search_path":
+            current = _value("SELECT current_setting('search_path')") or ""
+            value = ", ".join(p for p in (current.strip(), plpy.quote_ident(fix.target)) if p)
+            _value("SELECT set_config('search_path', $1, true)", value)
+            return f"SET LOCAL search_path = {value}"
+        return str(
+            _value(
+                "SELECT heal.apply_fix($1, $2, $3, $4)",
+                self.caller.role,
+                fix.kind,
+                fix.target,
+                fix.schema,
+                types=("name", "text", "text", "text"),
+            )
+        )

@@ -1,0 +1,142 @@
+-- The SQL surface. PL/Python bodies are one-line stubs into the server package "heal",
+-- whose sources heal._load() imports from heal.modules.
+
+-- Import (or re-import after an upgrade) the server package in this backend.
+CREATE OR REPLACE FUNCTION heal._load() RETURNS void
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+import importlib.abc
+import importlib.util
+import sys
+
+stamp = plpy.execute(
+    "SELECT version || ' ' || installed_at::text AS stamp FROM heal.installation"
+)[0]["stamp"]
+if GD.get("heal.stamp") == stamp:
+    return
+sources = {r["name"]: r["source"] for r in plpy.execute("SELECT name, source FROM heal.modules")}
+
+
+class HealModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in sources:
+            return None
+        return importlib.util.spec_from_loader(fullname, self, is_package=fullname == "heal")
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        code = compile(sources[module.__name__], "heal.modules:" + module.__name__, "exec")
+        exec(code, module.__dict__)
+
+
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "HealModules"]
+sys.meta_path.insert(0, HealModules())
+for name in [m for m in sys.modules if m == "heal" or m.startswith("heal.")]:
+    del sys.modules[name]
+GD["heal.stamp"] = stamp
+$$;
+
+CREATE OR REPLACE FUNCTION heal.server_info() RETURNS jsonb
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+import json
+plpy.execute("SELECT heal._load()")
+from heal.server import server_info
+return json.dumps(server_info())
+$$;
+COMMENT ON FUNCTION heal.server_info() IS
+    'The server''s Python and pglast as pgheal sees them (checked by pgheal install).';
+
+-- Runs the migration with the caller's rights; fixes go through heal.apply_fix.
+-- No SET clause: a procedure with one cannot commit, and the failure record must.
+CREATE OR REPLACE PROCEDURE heal.migrate(sql text)
+LANGUAGE plpython3u
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.server import migrate
+migrate(sql)
+$$;
+COMMENT ON PROCEDURE heal.migrate(text) IS
+    'Run a migration script atomically, healing missing schemas, extensions and search paths.';
+
+CREATE OR REPLACE FUNCTION heal.apply_fix(role name, kind text, target text, schema text)
+RETURNS text
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.server import apply_fix
+return apply_fix(role, kind, target, schema)
+$$;
+COMMENT ON FUNCTION heal.apply_fix(name, text, text, text) IS
+    'Apply one fix for role, within heal.settings policy; returns the SQL it ran.';
+
+CREATE OR REPLACE FUNCTION heal.refresh_extension_catalog(force boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.server import refresh_extension_catalog
+return refresh_extension_catalog(force)
+$$;
+COMMENT ON FUNCTION heal.refresh_extension_catalog(boolean) IS
+    'Rebuild heal.extension_objects if the server''s available extensions changed (or force).';
+
+CREATE OR REPLACE FUNCTION heal.rebuild_extension_catalog(fingerprint text) RETURNS integer
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.server import rebuild_extension_catalog
+return rebuild_extension_catalog(fingerprint)
+$$;
+
+-- Write one run's record: the migration row, its events, the pattern counters.
+CREATE OR REPLACE FUNCTION heal.record_migration(migration jsonb, events jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    migration_id bigint;
+BEGIN
+    INSERT INTO heal.migrations
+           (checksum, status, source, started_at, statements, attempts, heals,
+            duration_ms, error, run_by)
+    SELECT m.checksum, m.status, coalesce(m.source, 'migration'), m.started_at,
+           m.statements, m.attempts, m.heals, m.duration_ms, m.error,
+           CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
+                THEN m.run_by ELSE session_user END
+      FROM jsonb_to_record(migration) AS m(
+           checksum text, status text, source text, started_at timestamptz,
+           statements integer, attempts integer, heals integer, duration_ms numeric,
+           error text, run_by name)
+    RETURNING id INTO migration_id;
+
+    INSERT INTO heal.build_events
+           (created_at, event_type, migration_id, statement, sqlstate, message, fix_sql,
+            duration_ms, detail)
+    SELECT e.created_at, e.event_type, migration_id, e.statement, e.sqlstate, e.message,
+           e.fix_sql, e.duration_ms, e.detail
+      FROM jsonb_to_recordset(events) AS e(
+           created_at timestamptz, event_type text, statement integer, sqlstate text,
+           message text, fix_sql text, duration_ms numeric, detail jsonb);
+
+    UPDATE heal.universal_error_patterns p
+       SET times_seen  = p.times_seen + c.seen,
+           times_fixed = p.times_fixed + c.fixed,
+           first_seen  = coalesce(p.first_seen, c.first_seen),
+           last_seen   = greatest(p.last_seen, c.last_seen)
+      FROM (SELECT e.detail ->> 'pattern' AS pattern,
+                   count(*) FILTER (WHERE e.event_type = 'auto_heal_attempt') AS seen,
+                   count(*) FILTER (WHERE e.event_type = 'auto_heal_success') AS fixed,
+                   min(e.created_at) AS first_seen,
+                   max(e.created_at) AS last_seen
+              FROM jsonb_to_recordset(events) AS e(
+                   created_at timestamptz, event_type text, detail jsonb)
+             WHERE e.detail ->> 'pattern' IS NOT NULL
+             GROUP BY 1) c
+     WHERE p.pattern = c.pattern;
+
+    RETURN migration_id;
+END
+$$;

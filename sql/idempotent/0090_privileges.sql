@@ -1,0 +1,18 @@
+-- Who may do what. Objects belong to the installing superuser; heal.migrate is for
+-- members of heal_operator, never PUBLIC.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'heal_operator') THEN
+        CREATE ROLE heal_operator NOLOGIN;
+    END IF;
+END
+$$;
+COMMENT ON ROLE heal_operator IS 'Grant to roles that may run heal.migrate and read pgheal''s records.';
+
+REVOKE ALL ON ALL ROUTINES IN SCHEMA heal FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA heal FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA heal TO heal_operator;
+GRANT SELECT ON ALL TABLES IN SCHEMA heal TO heal_operator;
+GRANT EXECUTE ON ALL ROUTINES IN SCHEMA heal TO heal_operator;
