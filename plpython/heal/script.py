@@ -76,12 +76,35 @@ def leading_words(text: str) -> str:
     return text[_LEADING_NOISE.match(text).end() :]
 
 
+def _meta_lines(sql: str, pglast: ModuleType) -> list[tuple[int, int, str]]:
+    """(start, end, command) of the psql meta-command lines: a backslash the SQL
+    scanner sees as a token of its own, not one inside a literal or comment."""
+    candidates = [
+        (m.start(), m.end(), m.group(1), m.start(1) - 1) for m in _META_LINE.finditer(sql)
+    ]
+    if not candidates:
+        return []
+    try:
+        backslashes = {t.start for t in pglast.parser.scan(sql) if t.name == "ASCII_92"}
+    except pglast.parser.ParseError:
+        backslashes = {c[3] for c in candidates}
+    return [(start, end, command) for start, end, command, at in candidates if at in backslashes]
+
+
 def split(sql: str, pglast: ModuleType) -> Script:
     """Split `sql` into statements; raise :class:`ScriptError` when it cannot run."""
     lines = _Lines(sql)
-    metas = [(m.start(), m.end(), m.group(1)) for m in _META_LINE.finditer(sql)]
+    script = Script(statements=[])
     blanked = sql
-    for start, end, _ in metas:
+    for start, end, command in _meta_lines(sql, pglast):
+        line, _ = lines.at(start)
+        if command not in SKIPPED_META_COMMANDS:
+            raise ScriptError(
+                "42601",
+                f"psql meta-command \\{command} on line {line} is not SQL",
+                hint="heal.migrate runs SQL only: remove the line, or run the script with psql.",
+            )
+        script.notices.append(f"skipped psql meta-command \\{command} on line {line}")
         blanked = _blank(blanked, start, end)
 
     try:
@@ -96,26 +119,11 @@ def split(sql: str, pglast: ModuleType) -> Script:
             hint="Nothing was run: fix the script and run it again.",
         ) from None
 
-    script = Script(statements=[])
-    inside = [(s.start, s.stop) for s in spans]
-    for start, _end, command in metas:
-        if any(a <= start < b for a, b in inside):
-            continue  # a backslash inside a literal or body: part of the statement
-        line, _ = lines.at(start)
-        if command in SKIPPED_META_COMMANDS:
-            script.notices.append(f"skipped psql meta-command \\{command} on line {line}")
-            continue
-        raise ScriptError(
-            "42601",
-            f"psql meta-command \\{command} on line {line} is not SQL",
-            hint="heal.migrate runs SQL only: remove the line, or run the script with psql.",
-        )
-
     for number, span in enumerate(spans, 1):
-        # Take the text from the original: a blanked "meta line" inside a literal is data.
-        text = sql[span.start : span.stop]
         line, column = lines.at(span.start)
-        script.statements.append(Statement(number, text, span.start, line, column))
+        script.statements.append(
+            Statement(number, sql[span.start : span.stop], span.start, line, column)
+        )
     _check_runnable(script, pglast)
     return script
 

@@ -415,13 +415,22 @@ class Run:
         )
 
 
-def migrate(sql: str | None) -> None:
-    """Body of ``CALL heal.migrate(sql)``."""
+def _failure(sqlstate: str, message: str, detail: str, hint: str) -> dict[str, str]:
+    """What heal.migrate raises: PL/pgSQL raises it, so the message keeps no Python prefix."""
+    return {"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint}
+
+
+ROLLED_BACK_HINT = "The migration was rolled back; heal.build_events has each step."
+
+
+def migrate(sql: str | None) -> dict[str, str] | None:
+    """Body of ``CALL heal.migrate(sql)``: run, heal, record; return the error to raise."""
     if sql is None:
-        plpy.error(
+        return _failure(
+            "22004",
             "heal.migrate: sql must not be NULL",
-            hint="Pass the migration script as text: CALL heal.migrate($$ ... $$)",
-            sqlstate="22004",
+            "Nothing was run.",
+            "Pass the migration script as text: CALL heal.migrate($$ ... $$)",
         )
     run = Run(sql)
     run.event("migration_started", detail={"bytes": len(sql.encode())})
@@ -430,14 +439,14 @@ def migrate(sql: str | None) -> None:
     except ScriptError as exc:
         run.event("migration_failed", sqlstate=exc.sqlstate, message=exc.message)
         _finish_failed(run, exc.message)
-        plpy.error(exc.message, hint=exc.hint, sqlstate=exc.sqlstate)
+        return _failure(exc.sqlstate, exc.message, "Nothing was run.", exc.hint or "")
     except parser.ParserUnavailable as exc:
-        plpy.error(f"heal.migrate: {exc}", sqlstate="58P01")
+        return _failure("58P01", f"heal.migrate: {exc}", "Nothing was run.", "See pgheal install.")
     for notice in script.notices:
         plpy.notice(f"heal.migrate: {notice}")
     if not script.statements:
         plpy.notice("heal.migrate: the script has no statements; nothing was run")
-        return
+        return None
     run.statements = len(script.statements)
     healer = Healer(run, Policy.from_settings(settings()), caller())
     try:
@@ -464,7 +473,7 @@ def migrate(sql: str | None) -> None:
             )
             if part
         )
-        plpy.error(err.message, detail=detail, hint=err.hint, sqlstate=err.sqlstate)
+        return _failure(err.sqlstate, err.message, detail, err.hint or ROLLED_BACK_HINT)
     run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail={"heals": run.heals})
     run.record("succeeded")
     if run.heals:
@@ -472,6 +481,7 @@ def migrate(sql: str | None) -> None:
             f"heal.migrate: {run.statements} statements run, {run.heals} healed "
             f"in {run.elapsed_ms():.0f} ms"
         )
+    return None
 
 
 def _finish_failed(run: Run, error: str) -> None:
@@ -551,7 +561,12 @@ class Healer:
             reason = planned.refused or planned.reason or "no fix is known"
             self._failed(stmt, error, reason, missing)
             raise MigrationFailed(error, reason)
-        applied = [self.apply(fix) for fix in planned.fixes]
+        try:
+            applied = [self.apply(fix) for fix in planned.fixes]
+        except plpy.SPIError as exc:
+            reason = str(exc.args[0]) if exc.args else str(exc)
+            self._failed(stmt, error, reason, missing)
+            raise MigrationFailed(error, reason) from None
         return {
             **fields,
             "fix_sql": ";\n".join(applied),

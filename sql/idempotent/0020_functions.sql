@@ -50,16 +50,37 @@ COMMENT ON FUNCTION heal.server_info() IS
     'The server''s Python and pglast as pgheal sees them (checked by pgheal install).';
 
 -- Runs the migration with the caller's rights; fixes go through heal.apply_fix.
--- No SET clause: a procedure with one cannot commit, and the failure record must.
+-- No SET clauses: a procedure with one cannot commit, and the failure record must.
+-- The work is done in PL/Python; the error is raised here so that the client sees
+-- PostgreSQL's own message and SQLSTATE, without a Python exception name.
 CREATE OR REPLACE PROCEDURE heal.migrate(sql text)
-LANGUAGE plpython3u
+LANGUAGE plpgsql
 AS $$
-plpy.execute("SELECT heal._load()")
-from heal.server import migrate
-migrate(sql)
+DECLARE
+    failure jsonb;
+BEGIN
+    CALL heal.run_migration(sql, failure);
+    IF failure IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = failure ->> 'sqlstate',
+            MESSAGE = failure ->> 'message',
+            DETAIL = failure ->> 'detail',
+            HINT = failure ->> 'hint';
+    END IF;
+END
 $$;
 COMMENT ON PROCEDURE heal.migrate(text) IS
     'Run a migration script atomically, healing missing schemas, extensions and search paths.';
+
+CREATE OR REPLACE PROCEDURE heal.run_migration(sql text, INOUT failure jsonb DEFAULT NULL)
+LANGUAGE plpython3u
+AS $$
+import json
+plpy.execute("SELECT heal._load()")
+from heal.server import migrate
+result = migrate(sql)
+return (json.dumps(result) if result else None,)
+$$;
 
 CREATE OR REPLACE FUNCTION heal.apply_fix(role name, kind text, target text, schema text)
 RETURNS text
