@@ -38,8 +38,9 @@ def _connect(args: argparse.Namespace) -> psycopg.Connection:
 def cmd_install(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         report = deploy.install(conn, args.python_path)
+        dbname = conn.info.dbname
     action = f"upgraded from {report.upgraded_from}" if report.upgraded_from else "installed"
-    print(f"pgheal {report.version} {action} in database {conn.info.dbname}")
+    print(f"pgheal {report.version} {action} in database {dbname}")
     if report.scripts_applied:
         print(f"  schema scripts applied: {', '.join(report.scripts_applied)}")
     print(f"  server pglast {report.pglast} from {args.python_path}")
@@ -50,8 +51,10 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
-        notes = deploy.uninstall(conn)
-    print("\n".join(notes) if notes else f"pgheal removed from database {conn.info.dbname}")
+        summary, *notes = deploy.uninstall(conn)
+    print(summary)
+    for note in notes:
+        print(f"  {note}")
     return 0
 
 

@@ -150,24 +150,44 @@ def dependents(conn: psycopg.Connection) -> list[str]:
     rows = conn.execute(
         """SELECT DISTINCT pg_describe_object(d.classid, d.objid, 0)
              FROM pg_depend d
-            CROSS JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) AS ref
-            CROSS JOIN LATERAL pg_identify_object(d.classid, d.objid, 0) AS dep
-            WHERE ref.schema = 'heal' AND d.deptype IN ('n', 'a')
-              AND dep.schema IS DISTINCT FROM 'heal'"""
+             JOIN LATERAL pg_identify_object(d.refclassid, d.refobjid, 0) AS ref
+               ON ref.schema = 'heal'
+            WHERE d.deptype IN ('n', 'a')
+              AND 'heal'::regnamespace IS DISTINCT FROM CASE d.classid
+                  WHEN 'pg_class'::regclass THEN
+                       (SELECT relnamespace FROM pg_class WHERE oid = d.objid)
+                  WHEN 'pg_proc'::regclass THEN
+                       (SELECT pronamespace FROM pg_proc WHERE oid = d.objid)
+                  WHEN 'pg_type'::regclass THEN
+                       (SELECT typnamespace FROM pg_type WHERE oid = d.objid)
+                  WHEN 'pg_rewrite'::regclass THEN
+                       (SELECT c.relnamespace FROM pg_rewrite r
+                          JOIN pg_class c ON c.oid = r.ev_class WHERE r.oid = d.objid)
+                  WHEN 'pg_attrdef'::regclass THEN
+                       (SELECT c.relnamespace FROM pg_attrdef a
+                          JOIN pg_class c ON c.oid = a.adrelid WHERE a.oid = d.objid)
+                  WHEN 'pg_trigger'::regclass THEN
+                       (SELECT c.relnamespace FROM pg_trigger t
+                          JOIN pg_class c ON c.oid = t.tgrelid WHERE t.oid = d.objid)
+                  WHEN 'pg_constraint'::regclass THEN
+                       (SELECT coalesce(c.relnamespace, k.connamespace) FROM pg_constraint k
+                          LEFT JOIN pg_class c ON c.oid = k.conrelid WHERE k.oid = d.objid)
+              END"""
     ).fetchall()
     return sorted(r[0] for r in rows)
 
 
 def uninstall(conn: psycopg.Connection) -> list[str]:
-    """Remove pgheal's objects and nothing else; return notes for the user.
+    """Remove pgheal's objects and nothing else; return what happened, line by line.
 
     Extensions and schemas pgheal created for migrations stay: they belong to the
     user's schema now.
     """
-    notes: list[str] = []
+    dbname = conn.info.dbname
+    notes = [f"pgheal removed from database {dbname}"]
     with conn.transaction():
         if not conn.execute("SELECT to_regnamespace('heal')").fetchone()[0]:
-            return ["pgheal is not installed in this database"]
+            return [f"pgheal is not installed in database {dbname}: nothing to remove"]
         users = dependents(conn)
         if users:
             raise InstallError(
@@ -179,6 +199,6 @@ def uninstall(conn: psycopg.Connection) -> list[str]:
     try:
         with conn.transaction():
             conn.execute("DROP ROLE IF EXISTS heal_operator")
-    except psycopg.errors.DependentObjectsStillReferenced:
+    except psycopg.errors.DependentObjectsStillExist:
         notes.append("role heal_operator was kept: pgheal is still installed in another database")
     return notes

@@ -110,7 +110,8 @@ def split(sql: str, pglast: ModuleType) -> Script:
     try:
         spans = pglast.split(blanked, with_parser=True, only_slices=True)
     except pglast.parser.ParseError as exc:
-        message, location = exc.args[0], exc.args[1] if len(exc.args) > 1 else 0
+        message = exc.args[0]
+        location = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(sql)
         line, column = lines.at(location)
         number = _statement_at(blanked, location, pglast)
         raise ScriptError(

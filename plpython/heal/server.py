@@ -511,6 +511,7 @@ class Healer:
     def execute(self, stmt: Statement) -> None:
         """Run `stmt`, healing and retrying until it passes or cannot be healed."""
         healed: set[tuple[str, str]] = set()
+        tried: list[str] = []
         pending: dict | None = None  # the last heal, confirmed once the retry gets past it
         while True:
             error = self.run_statement(stmt)
@@ -526,7 +527,7 @@ class Healer:
             if error is None:
                 return
             if key in healed:
-                note = "the error survived its own fix; tried: " + "; ".join(self._tried(stmt))
+                note = "the error survived its own fix; tried: " + "; ".join(tried)
                 self._failed(stmt, error, note)
                 raise MigrationFailed(error, note)
             missing = classify(error.sqlstate, error.message)
@@ -537,6 +538,7 @@ class Healer:
                 self._failed(stmt, error, note, missing)
                 raise MigrationFailed(error, note)
             pending = self.heal(stmt, error, missing)
+            tried.append(pending["fix_sql"])
             healed.add(key)
 
     def heal(self, stmt: Statement, error: PgError, missing: Missing) -> dict:
@@ -572,13 +574,6 @@ class Healer:
             "fix_sql": ";\n".join(applied),
             "duration_ms": round((time.monotonic() - started) * 1000, 3),
         }
-
-    def _tried(self, stmt: Statement) -> list[str]:
-        return [
-            e["fix_sql"]
-            for e in self.run.events
-            if e.get("statement") == stmt.number and e.get("fix_sql")
-        ]
 
     def _failed(
         self, stmt: Statement, error: PgError, reason: str, missing: Missing | None = None

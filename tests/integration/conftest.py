@@ -11,10 +11,9 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from pytest_postgresql import factories
-
 from pgheal import deploy, serverdeps
 from pgheal.cluster import Cluster
+from pytest_postgresql import factories
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,7 +70,7 @@ def psql(dsn: str, *args: str, input: str | None = None) -> subprocess.Completed
     )
 
 
-def scalar(conn: psycopg.Connection, query: str, params: tuple = ()) -> object:
+def scalar(conn: psycopg.Connection, query: str, params: tuple | None = None) -> object:
     row = conn.execute(query, params).fetchone()
     return row[0] if row else None
 

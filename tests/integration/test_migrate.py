@@ -11,11 +11,16 @@ from .conftest import connect, events, extensions, migrate, psql, scalar
 def test_missing_schema_is_created(conn):
     notices = migrate(conn, "CREATE TABLE app.items (id int PRIMARY KEY);")
     assert scalar(conn, "SELECT to_regclass('app.items')::text") == "app.items"
-    assert scalar(conn, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'app'") \
+    assert (
+        scalar(conn, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'app'")
         == "postgres"
+    )
     kinds = [e[0] for e in events(conn)]
     assert kinds == [
-        "migration_started", "auto_heal_attempt", "auto_heal_success", "migration_succeeded",
+        "migration_started",
+        "auto_heal_attempt",
+        "auto_heal_success",
+        "migration_succeeded",
     ]
     assert events(conn)[2][3] == "CREATE SCHEMA IF NOT EXISTS app AUTHORIZATION postgres"
     assert any("schema app -> create schema app" in n for n in notices)
@@ -59,8 +64,10 @@ def test_function_through_psql_file(conn, dsn, tmp_path):
     [
         ("CREATE TABLE h (attrs hstore);", "hstore"),
         ("CREATE TABLE tree (path ltree);", "ltree"),
-        ("CREATE TABLE s (x text, d int GENERATED ALWAYS AS (levenshtein(x, 'a')) STORED);",
-         "fuzzystrmatch"),
+        (
+            "CREATE TABLE s (x text, d int GENERATED ALWAYS AS (levenshtein(x, 'a')) STORED);",
+            "fuzzystrmatch",
+        ),
         ("CREATE TABLE p (pw text DEFAULT crypt('secret', gen_salt('bf')));", "pgcrypto"),
         ("CREATE TABLE un (x text CHECK (unaccent(x) <> ''));", "unaccent"),
         ("CREATE TABLE sim (a text, score real DEFAULT similarity('a', 'b'));", "pg_trgm"),
@@ -79,7 +86,7 @@ def test_extension_with_requirement_installs_dependency_first(conn):
     )
     installed = extensions(conn)
     assert installed["cube"] == "extensions" and installed["earthdistance"] == "extensions"
-    fix = [e[3] for e in events(conn) if e[0] == "auto_heal_success"][0]
+    fix = next(e[3] for e in events(conn) if e[0] == "auto_heal_success")
     assert fix.index("cube") < fix.index("earthdistance")
 
 
@@ -103,12 +110,16 @@ def test_object_in_another_schema_only_fixes_search_path(conn):
 
 def test_object_in_a_user_schema_is_found_but_not_persisted(conn, dsn):
     conn.execute("CREATE SCHEMA util")
-    conn.execute("CREATE FUNCTION util.slugify(t text) RETURNS text LANGUAGE sql "
-                 "AS $$ SELECT lower(t) $$")
+    conn.execute(
+        "CREATE FUNCTION util.slugify(t text) RETURNS text LANGUAGE sql AS $$ SELECT lower(t) $$"
+    )
     migrate(conn, "SET search_path = public; CREATE TABLE posts (s text DEFAULT slugify('A'));")
     assert scalar(conn, "SELECT to_regclass('public.posts')::text") == "posts"
-    setting = scalar(conn, "SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d "
-                           "ON d.oid = s.setdatabase WHERE d.datname = current_database()")
+    setting = scalar(
+        conn,
+        "SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d "
+        "ON d.oid = s.setdatabase WHERE d.datname = current_database()",
+    )
     assert setting is None
 
 
@@ -152,8 +163,14 @@ def test_later_failure_rolls_back_the_heals_too(conn):
     assert extensions(conn) == before
     assert scalar(conn, "SELECT to_regclass('t')") is None
     assert scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'extensions'") == 0
-    assert scalar(conn, "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d "
-                        "ON d.oid = s.setdatabase WHERE d.datname = current_database()") == 0
+    assert (
+        scalar(
+            conn,
+            "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d "
+            "ON d.oid = s.setdatabase WHERE d.datname = current_database()",
+        )
+        == 0
+    )
     # The record of what happened survives the rollback.
     kinds = [e[0] for e in events(conn)]
     assert kinds[-1] == "migration_failed" and "auto_heal_success" in kinds
@@ -198,8 +215,13 @@ def test_non_transactional_statement_is_refused_before_anything_runs(conn):
 
 @pytest.mark.parametrize(
     "statement",
-    ["VACUUM", "CREATE DATABASE x", "ALTER SYSTEM SET work_mem = '8MB'",
-     "REINDEX TABLE CONCURRENTLY pg_class", "DROP INDEX CONCURRENTLY i"],
+    [
+        "VACUUM",
+        "CREATE DATABASE x",
+        "ALTER SYSTEM SET work_mem = '8MB'",
+        "REINDEX TABLE CONCURRENTLY pg_class",
+        "DROP INDEX CONCURRENTLY i",
+    ],
 )
 def test_other_non_transactional_statements(conn, statement):
     with pytest.raises(psycopg.errors.ActiveSqlTransaction):
@@ -215,8 +237,9 @@ def test_null_and_empty_input(conn):
 
 
 def test_transaction_control_and_pg_dump_meta_commands(conn):
-    notices = migrate(conn, "\\restrict abc123\nBEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\n"
-                            "\\unrestrict abc123\n")
+    notices = migrate(
+        conn, "\\restrict abc123\nBEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\n\\unrestrict abc123\n"
+    )
     assert scalar(conn, "SELECT to_regclass('t')::text") == "t"
     assert any("skipped psql meta-command \\restrict on line 1" in n for n in notices)
     assert any("skipped BEGIN" in n for n in notices)

@@ -1,0 +1,134 @@
+"""What may be created for whom: heal.settings, roles, and the SECURITY DEFINER boundary."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from .conftest import connect, events, extensions, migrate, scalar
+
+
+@pytest.fixture
+def app_role(conn):
+    """A login role that may run heal.migrate (member of heal_operator), not a superuser."""
+    name = f"app_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE heal_operator")
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
+    return name
+
+
+def as_role(dsn: str, role: str) -> psycopg.Connection:
+    return connect(dsn.replace("user=postgres", f"user={role}"))
+
+
+def test_denied_extension_names_the_setting(conn):
+    with pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(conn, "SELECT dblink_connect('host=nowhere');")
+    detail = info.value.diag.message_detail
+    assert 'extension "dblink" is on the deny list' in detail
+    assert "allow_extensions" in detail
+    assert "dblink" not in extensions(conn)
+
+
+def test_allow_list_overrides_the_deny_list(conn):
+    conn.execute("UPDATE heal.settings SET value = 'dblink' WHERE name = 'allow_extensions'")
+    migrate(conn, "CREATE VIEW v AS SELECT dblink_get_connections() AS c;")
+    assert "dblink" in extensions(conn)
+
+
+def test_non_superuser_gets_trusted_extensions_with_create_on_database(conn, dsn, app_role):
+    conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {app_role}")
+    with as_role(dsn, app_role) as app:
+        migrate(app, "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4(), e citext);")
+        owner = scalar(app, "SELECT tableowner FROM pg_tables WHERE tablename = 't'")
+    assert owner == app_role
+    assert {"uuid-ossp", "citext"} <= set(extensions(conn))
+
+
+def test_non_superuser_never_gets_an_untrusted_extension(conn, dsn, app_role):
+    conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {app_role}")
+    with as_role(dsn, app_role) as app, pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(app, "SELECT pg_stat_statements_reset();")
+    assert 'extension "pg_stat_statements" is not trusted' in info.value.diag.message_detail
+    assert "pg_stat_statements" not in extensions(conn)
+
+
+def test_non_superuser_without_create_on_database_gets_no_extension(conn, dsn, app_role):
+    conn.execute(f"REVOKE CREATE ON DATABASE {conn.info.dbname} FROM PUBLIC")
+    with as_role(dsn, app_role) as app, pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(app, "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4());")
+    assert "has no CREATE privilege on this database" in info.value.diag.message_detail
+    assert "uuid-ossp" not in extensions(conn)
+
+
+def test_non_superuser_without_create_on_database_gets_no_schema(conn, dsn, app_role):
+    conn.execute(f"REVOKE CREATE ON DATABASE {conn.info.dbname} FROM PUBLIC")
+    with as_role(dsn, app_role) as app, pytest.raises(psycopg.errors.InvalidSchemaName) as info:
+        migrate(app, "CREATE TABLE app.t (a int);")
+    assert "could not create" in info.value.diag.message_detail
+    assert scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'app'") == 0
+
+
+def test_schema_created_for_a_role_belongs_to_it(conn, dsn, app_role):
+    conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {app_role}")
+    with as_role(dsn, app_role) as app:
+        migrate(app, "CREATE TABLE billing.invoices (id int);")
+    owner = scalar(
+        conn, "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'billing'"
+    )
+    assert owner == app_role
+
+
+def test_schema_creation_can_be_turned_off(conn):
+    conn.execute("UPDATE heal.settings SET value = 'off' WHERE name = 'create_schemas'")
+    with pytest.raises(psycopg.errors.InvalidSchemaName) as info:
+        migrate(conn, "CREATE TABLE app.t (a int);")
+    assert "create_schemas" in info.value.diag.message_detail
+
+
+def test_migrate_is_not_granted_to_public(conn, dsn):
+    name = f"stranger_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN")
+    with as_role(dsn, name) as stranger, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        migrate(stranger, "SELECT 1")
+
+
+def test_the_migration_runs_with_the_callers_rights(conn, dsn, app_role):
+    conn.execute("CREATE TABLE secret (a int)")
+    with as_role(dsn, app_role) as app, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        migrate(app, "DROP TABLE secret;")
+    assert scalar(conn, "SELECT to_regclass('secret')::text") == "secret"
+
+
+def test_apply_fix_refuses_a_role_the_session_cannot_act_as(conn, dsn, app_role):
+    with as_role(dsn, app_role) as app, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("SELECT heal.apply_fix('postgres', 'create_extension', 'dblink', 'public')")
+    assert "dblink" not in extensions(conn)
+
+
+def test_attempts_are_bounded(conn):
+    conn.execute("UPDATE heal.settings SET value = '1' WHERE name = 'max_attempts'")
+    with pytest.raises(psycopg.errors.UndefinedObject) as info:
+        migrate(conn, "CREATE TABLE app.t (id uuid DEFAULT uuid_generate_v4(), e citext);")
+    assert "gave up after 1 fixes (heal.settings max_attempts)" in info.value.diag.message_detail
+    assert [e[0] for e in events(conn)].count("auto_heal_success") == 1
+    assert scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'app'") == 0
+
+
+def test_bad_setting_value_is_a_clear_error(conn):
+    conn.execute("UPDATE heal.settings SET value = 'many' WHERE name = 'max_attempts'")
+    with pytest.raises(psycopg.Error) as info:
+        migrate(conn, "SELECT 1")
+    assert "max_attempts must be a whole number" in str(info.value)
+
+
+def test_an_error_that_survives_its_fix_stops_the_run(conn, dsn, app_role):
+    conn.execute("CREATE SCHEMA locked")
+    conn.execute("CREATE TYPE locked.mood AS ENUM ('ok')")  # no USAGE for the app role
+    with as_role(dsn, app_role) as app, pytest.raises(psycopg.errors.UndefinedObject) as info:
+        migrate(app, "CREATE TABLE t (m mood);")
+    detail = info.value.diag.message_detail
+    assert info.value.diag.message_primary == 'type "mood" does not exist'
+    assert "the error survived its own fix; tried: SET LOCAL search_path" in detail

@@ -1,0 +1,101 @@
+"""What heal.migrate records, and the monitoring queries operators run."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from .conftest import connect, migrate, scalar
+
+DEMO = """CREATE TABLE app.users (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v4(),
+    email citext NOT NULL UNIQUE);"""
+
+
+def test_monitoring_queries_run_verbatim(conn):
+    migrate(conn, DEMO)
+    recent = conn.execute(
+        "SELECT * FROM heal.build_events WHERE event_type = 'auto_heal_success' "
+        "ORDER BY created_at DESC LIMIT 10;"
+    ).fetchall()
+    assert len(recent) == 3
+    patterns = conn.execute(
+        "SELECT pattern, times_seen, times_fixed FROM heal.universal_error_patterns "
+        "WHERE category = 'auto_heal' AND auto_fixable = true;"
+    ).fetchall()
+    counts = {p: (seen, fixed) for p, seen, fixed in patterns}
+    assert counts['schema "%" does not exist'] == (1, 1)
+    assert counts['type "%" does not exist'] == (1, 1)
+    assert counts["function %(%) does not exist"] == (1, 1)
+    assert len(patterns) >= 7
+
+
+def test_migration_row_and_event_columns(conn):
+    migrate(conn, DEMO)
+    row = conn.execute(
+        "SELECT status, statements, attempts, heals, run_by, checksum = md5(%s), "
+        "finished_at >= started_at FROM heal.migrations",
+        (DEMO,),
+    ).fetchone()
+    assert row == ("succeeded", 1, 3, 3, "postgres", True, True)
+    success = conn.execute(
+        "SELECT migration_id IS NOT NULL, statement, sqlstate, message, fix_sql, "
+        "duration_ms >= 0, detail->>'missing', detail->>'way' FROM heal.build_events "
+        "WHERE event_type = 'auto_heal_success' ORDER BY id LIMIT 1"
+    ).fetchone()
+    assert success == (
+        True, 1, "3F000", 'schema "app" does not exist',
+        "CREATE SCHEMA IF NOT EXISTS app AUTHORIZATION postgres", True, "schema app", "reactive",
+    )  # fmt: skip
+
+
+def test_failed_and_unfixable_counted(conn):
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        migrate(conn, "SELECT nope_fn();")
+    assert (
+        scalar(
+            conn,
+            "SELECT times_seen - times_fixed FROM heal.universal_error_patterns "
+            "WHERE pattern = 'function %(%) does not exist'",
+        )
+        == 1
+    )
+    kinds = [r[0] for r in conn.execute("SELECT event_type FROM heal.build_events ORDER BY id")]
+    assert kinds == ["migration_started", "auto_heal_attempt", "auto_heal_failed",
+                     "migration_failed"]  # fmt: skip
+
+
+def test_syntax_error_is_recorded_durably(conn):
+    with pytest.raises(psycopg.errors.SyntaxError):
+        migrate(conn, "SELEC 1;")
+    assert scalar(conn, "SELECT status FROM heal.migrations") == "failed"
+
+
+def test_a_clean_migration_logs_no_heal(conn):
+    migrate(conn, "CREATE TABLE t (a int); INSERT INTO t VALUES (1);")
+    kinds = [r[0] for r in conn.execute("SELECT event_type FROM heal.build_events ORDER BY id")]
+    assert kinds == ["migration_started", "migration_succeeded"]
+
+
+def test_parser_survives_many_calls_in_one_backend(conn):
+    pid = scalar(conn, "SELECT pg_backend_pid()")
+    for i in range(150):
+        migrate(conn, f"CREATE TABLE t{i} (a int); DROP TABLE t{i};")
+        with pytest.raises(psycopg.errors.SyntaxError):
+            migrate(conn, f"CREATE TABLE t{i} (a int")
+    big = "\n".join(f"SELECT {i}, 'é{i}';" for i in range(5000))
+    migrate(conn, big)
+    assert scalar(conn, "SELECT pg_backend_pid()") == pid
+    assert scalar(conn, "SELECT count(*) FROM heal.migrations") == 301
+
+
+def test_concurrent_backends_parse_safely(conn, dsn):
+    others = [connect(dsn) for _ in range(3)]
+    try:
+        for round_ in range(20):
+            for i, other in enumerate(others):
+                migrate(other, f"CREATE TABLE c{round_}_{i} (a int);")
+        assert scalar(conn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'c%\\_%'") == 60
+    finally:
+        for other in others:
+            other.close()
