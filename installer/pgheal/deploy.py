@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import psycopg
+
 from heal import PGLAST_VERSION, __version__
 
 MIN_SERVER_VERSION = 150000

@@ -127,13 +127,13 @@ _INPUT_MODES = {"FUNC_PARAM_IN", "FUNC_PARAM_INOUT", "FUNC_PARAM_VARIADIC", "FUN
 
 def _function(node) -> ProvidedObject:
     inputs = [p for p in node.parameters or () if p.mode.name in _INPUT_MODES]
-    defaults = sum(1 for p in inputs if p.defexpr is not None)
     variadic = any(p.mode.name == "FUNC_PARAM_VARIADIC" for p in inputs)
+    required = [p for p in inputs if p.defexpr is None and p.mode.name != "FUNC_PARAM_VARIADIC"]
     return ProvidedObject(
         "procedure" if node.is_procedure else "function",
         _name(node.funcname),
         tuple(_type_name(p.argType) for p in inputs),
-        min_args=len(inputs) - defaults - variadic,
+        min_args=len(required),
         max_args=None if variadic else len(inputs),
     )
 

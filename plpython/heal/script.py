@@ -130,14 +130,12 @@ def split(sql: str, pglast: ModuleType) -> Script:
 
 
 def _statement_at(blanked: str, location: int, pglast: ModuleType) -> int:
+    """The number of the statement at `location`: one more than the semicolons before it."""
     try:
-        spans = pglast.split(blanked, with_parser=False, only_slices=True)
+        tokens = pglast.parser.scan(blanked[:location])
     except pglast.parser.ParseError:
         return 1
-    for number, span in enumerate(spans, 1):
-        if location < span.stop:
-            return number
-    return max(len(spans), 1)
+    return 1 + sum(1 for t in tokens if t.name == "ASCII_59")
 
 
 def _check_runnable(script: Script, pglast: ModuleType) -> None:

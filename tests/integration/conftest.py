@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from pytest_postgresql import factories
+
 from pgheal import deploy, serverdeps
 from pgheal.cluster import Cluster
-from pytest_postgresql import factories
 
 
 @pytest.fixture(scope="session", autouse=True)

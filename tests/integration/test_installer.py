@@ -8,6 +8,7 @@ import sys
 
 import psycopg
 import pytest
+
 from pgheal import deploy, serverdeps
 
 from .conftest import connect, extensions, migrate, scalar

@@ -1,0 +1,54 @@
+"""Reading the server's error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from heal.errors import classify, split_args
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "kind", "name", "schema", "args"),
+    [
+        ("3F000", 'schema "app" does not exist', "schema", "app", None, ()),
+        ("42883", "function uuid_generate_v4() does not exist", "function", "uuid_generate_v4",
+         None, ()),
+        ("42883", "function extensions.gen_random_bytes(integer) does not exist", "function",
+         "gen_random_bytes", "extensions", ("integer",)),
+        ("42883", 'function "Odd Name"(text, numeric(10, 2)) does not exist', "function",
+         "Odd Name", None, ("text", "numeric(10, 2)")),
+        ("42883", "procedure refresh(integer) does not exist", "procedure", "refresh", None,
+         ("integer",)),
+        ("42883", "operator does not exist: character varying % character varying",
+         "operator", "%", None, ("character varying", "character varying")),
+        ("42883", "operator does not exist: - hstore", "operator", "-", None, ("", "hstore")),
+        ("42704", 'type "citext" does not exist', "type", "citext", None, ()),
+        ("42704", 'type "ext.citext[]" does not exist', "type", "citext", "ext", ()),
+        ("42704", 'operator class "gin_trgm_ops" does not exist for access method "gin"',
+         "opclass", "gin_trgm_ops", None, ("gin",)),
+        ("42704", 'access method "bloom" does not exist', "access_method", "bloom", None, ()),
+    ],
+)  # fmt: skip
+def test_classify(sqlstate, message, kind, name, schema, args):
+    missing = classify(sqlstate, message)
+    assert (missing.kind, missing.name, missing.schema, missing.args) == (kind, name, schema, args)
+    assert missing.pattern
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message"),
+    [
+        ("42P01", 'relation "t" does not exist'),
+        ("42883", "could not identify an equality operator for type json"),
+        ("3F000", "no schema has been selected to create in"),
+        ("42704", 'role "app" does not exist'),
+        ("22012", "division by zero"),
+    ],
+)
+def test_not_a_missing_dependency(sqlstate, message):
+    assert classify(sqlstate, message) is None
+
+
+def test_split_args_keeps_parenthesised_types():
+    assert split_args("") == ()
+    assert split_args("numeric(10, 2), text") == ("numeric(10, 2)", "text")

@@ -1,0 +1,191 @@
+"""Planning fixes against a catalog, and the policy that allows them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from heal.errors import Missing, classify
+from heal.planner import Fix, normalize_type, plan
+from heal.policy import Caller, Extension, Policy
+
+SUPERUSER = Caller("postgres", superuser=True, create_on_database=True)
+APP = Caller("app", superuser=False, create_on_database=True)
+GUEST = Caller("guest", superuser=False, create_on_database=False)
+
+
+def ext(name: str, **kw) -> Extension:
+    return Extension(name, "1.0", kw.pop("trusted", True), kw.pop("superuser", True),
+                     kw.pop("relocatable", True), **kw)  # fmt: skip
+
+
+@dataclass
+class FakeCatalog:
+    schemas: set[str] = field(default_factory=lambda: {"public"})
+    path: list[str] = field(default_factory=lambda: ["pg_catalog", "public"])
+    located: dict[str, list[str]] = field(default_factory=dict)
+    provided: dict[str, dict[str, list[tuple[str, ...]]]] = field(default_factory=dict)
+    extensions: dict[str, Extension] = field(default_factory=dict)
+    db_path: list[str] = field(default_factory=lambda: ["$user", "public"])
+
+    def schema_exists(self, name):
+        return name in self.schemas
+
+    def schemas_on_path(self):
+        return self.path
+
+    def locate(self, missing):
+        return self.located.get(missing.name, [])
+
+    def providers(self, missing):
+        return self.provided.get(missing.name, {})
+
+    def extension(self, name):
+        return self.extensions.get(name)
+
+    def database_search_path(self):
+        return self.db_path
+
+
+def uuid_catalog(**kw) -> FakeCatalog:
+    return FakeCatalog(
+        provided={"uuid_generate_v4": {"uuid-ossp": [()]}},
+        extensions={"uuid-ossp": ext("uuid-ossp")},
+        **kw,
+    )
+
+
+UUID = classify("42883", "function uuid_generate_v4() does not exist")
+
+
+def test_missing_schema():
+    result = plan(Missing("schema", "app"), FakeCatalog(), Policy(), APP)
+    assert result.ok and result.fixes == [Fix("create_schema", "app")]
+
+
+def test_missing_function_installs_into_the_extension_schema():
+    result = plan(UUID, uuid_catalog(), Policy(), SUPERUSER)
+    assert result.fixes == [
+        Fix("create_schema", "extensions"),
+        Fix("create_extension", "uuid-ossp", "extensions"),
+        Fix("search_path", "extensions"),
+        Fix("persist_search_path", "extensions"),
+    ]
+
+
+def test_persisting_the_path_can_be_off_and_is_skipped_when_present():
+    off = plan(UUID, uuid_catalog(), Policy(persist_search_path=False), SUPERUSER)
+    assert Fix("persist_search_path", "extensions") not in off.fixes
+    present = plan(UUID, uuid_catalog(db_path=["public", "extensions"]), Policy(), SUPERUSER)
+    assert Fix("persist_search_path", "extensions") not in present.fixes
+
+
+def test_found_elsewhere_only_touches_the_search_path():
+    catalog = uuid_catalog(located={"uuid_generate_v4": ["extensions"]})
+    result = plan(UUID, catalog, Policy(), APP)
+    assert result.fixes == [
+        Fix("search_path", "extensions"),
+        Fix("persist_search_path", "extensions"),
+    ]
+
+
+def test_found_in_a_user_schema_is_not_persisted():
+    catalog = uuid_catalog(located={"uuid_generate_v4": ["util"]})
+    assert plan(UUID, catalog, Policy(), APP).fixes == [Fix("search_path", "util")]
+
+
+def test_found_in_several_schemas_is_ambiguous():
+    catalog = uuid_catalog(located={"uuid_generate_v4": ["a", "b"]})
+    result = plan(UUID, catalog, Policy(), APP)
+    assert not result.ok and "several schemas" in result.reason
+
+
+def test_requirements_come_first_and_each_is_checked():
+    catalog = FakeCatalog(
+        provided={"ll_to_earth": {"earthdistance": [("float8", "float8")]}},
+        extensions={"cube": ext("cube"), "earthdistance": ext("earthdistance", requires=("cube",))},
+        schemas={"public", "extensions"},
+    )
+    missing = classify(
+        "42883", "function ll_to_earth(double precision, double precision) does not exist"
+    )
+    result = plan(missing, catalog, Policy(), SUPERUSER)
+    assert [f.target for f in result.fixes if f.kind == "create_extension"] == [
+        "cube",
+        "earthdistance",
+    ]
+    denied = plan(missing, catalog, Policy(deny_extensions=frozenset({"cube"})), SUPERUSER)
+    assert not denied.ok and '"cube" is on the deny list' in denied.refused
+
+
+def test_fixed_schema_from_the_control_file_wins():
+    catalog = FakeCatalog(
+        provided={"f": {"pinned": [()]}},
+        extensions={"pinned": ext("pinned", relocatable=False, schema="pg_catalog")},
+    )
+    result = plan(Missing("function", "f"), catalog, Policy(), SUPERUSER)
+    assert Fix("create_extension", "pinned", "pg_catalog") in result.fixes
+
+
+def test_ambiguous_providers_are_decided_by_argument_types_or_reported():
+    catalog = FakeCatalog(
+        provided={"f": {"a": [("int4",)], "b": [("text",)]}},
+        extensions={"a": ext("a"), "b": ext("b")},
+    )
+    by_type = plan(Missing("function", "f", args=("integer",)), catalog, Policy(), SUPERUSER)
+    assert Fix("create_extension", "a", "extensions") in by_type.fixes
+    unknown = plan(Missing("function", "f", args=("unknown",)), catalog, Policy(), SUPERUSER)
+    assert not unknown.ok and "several extensions (a, b)" in unknown.reason
+
+
+def test_no_provider_and_installed_provider():
+    assert "no available extension" in plan(UUID, FakeCatalog(), Policy(), SUPERUSER).reason
+    installed = uuid_catalog()
+    installed.extensions["uuid-ossp"] = ext("uuid-ossp", installed_schema="public")
+    assert "is installed" in plan(UUID, installed, Policy(), SUPERUSER).reason
+
+
+def test_qualified_name_installs_into_that_schema_without_touching_the_path():
+    missing = classify("42883", "function util.uuid_generate_v4() does not exist")
+    result = plan(missing, uuid_catalog(schemas={"public", "util"}), Policy(), SUPERUSER)
+    assert result.fixes == [Fix("create_extension", "uuid-ossp", "util")]
+
+
+def test_policy_by_role():
+    untrusted = FakeCatalog(provided={"f": {"u": [()]}}, extensions={"u": ext("u", trusted=False)})
+    assert plan(Missing("function", "f"), untrusted, Policy(), SUPERUSER).ok
+    refused = plan(Missing("function", "f"), untrusted, Policy(), APP)
+    assert "not trusted" in refused.refused and "allow_extensions" in refused.refused
+    allowed = Policy(allow_extensions=frozenset({"u"}))
+    assert plan(Missing("function", "f"), untrusted, allowed, APP).ok
+    assert "no CREATE privilege" in plan(UUID, uuid_catalog(), Policy(), GUEST).refused
+    assert (
+        "no CREATE privilege"
+        in plan(Missing("schema", "s"), FakeCatalog(), Policy(), GUEST).refused
+    )
+    off = plan(Missing("schema", "s"), FakeCatalog(), Policy(create_schemas=False), SUPERUSER)
+    assert "create_schemas" in off.refused
+
+
+def test_policy_from_settings():
+    policy = Policy.from_settings(
+        {"allow_extensions": "dblink, postgres_fdw", "max_attempts": "2", "create_schemas": "off"}
+    )
+    assert policy.allow_extensions == {"dblink", "postgres_fdw"}
+    assert policy.max_attempts == 2 and not policy.create_schemas
+    assert "dblink" in policy.deny_extensions
+
+
+def test_fix_sql_quotes_names():
+    def quote(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    assert Fix("create_extension", "uuid-ossp", "my schema").sql(quote) == (
+        'CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA "my schema"'
+    )
+    assert Fix("create_schema", 'x"; DROP').sql(quote) == 'CREATE SCHEMA IF NOT EXISTS "x""; DROP"'
+
+
+def test_normalize_type():
+    assert normalize_type("integer[]") == "_int4"
+    assert normalize_type("character varying(20)") == "varchar"
+    assert normalize_type("double precision") == "float8"
