@@ -251,3 +251,27 @@ def test_transaction_control_and_pg_dump_meta_commands(conn):
 def test_backslash_inside_a_literal_is_data(conn):
     migrate(conn, "CREATE TABLE t (s text);\nINSERT INTO t VALUES ('a\n\\echo b');")
     assert scalar(conn, "SELECT s FROM t") == "a\n\\echo b"
+
+
+@pytest.mark.parametrize(
+    ("setup", "sql", "check"),
+    [
+        ("", "CREATE TABLE app.t (a int)", "SELECT to_regclass('app.t') IS NOT NULL"),
+        ("", "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4())",
+         "SELECT count(*) = 1 FROM pg_extension WHERE extname = 'uuid-ossp'"),
+        ("", "CREATE TABLE t (h hstore)",
+         "SELECT count(*) = 1 FROM pg_extension WHERE extname = 'hstore'"),
+        ("CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions",
+         "SET search_path = public; CREATE TABLE t (e citext)",
+         "SELECT to_regclass('public.t') IS NOT NULL"),
+        ("", "CREATE TABLE t (id uuid DEFAULT extensions.uuid_generate_v4())",
+         "SELECT count(*) = 1 FROM pg_extension WHERE extname = 'uuid-ossp'"),
+    ],
+)  # fmt: skip
+def test_each_fix_kind_through_psql(conn, dsn, setup, sql, check):
+    if setup:
+        conn.execute(setup)
+    result = psql(dsn, "-c", f"CALL heal.migrate($migration${sql}$migration$)")
+    assert result.returncode == 0, result.stderr
+    assert "healed in" in result.stderr
+    assert scalar(conn, check) is True
