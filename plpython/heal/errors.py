@@ -1,8 +1,8 @@
 """Read a PostgreSQL error and say which dependency is missing.
 
-The messages parsed here are the server's own (``src/backend/parser``); only the
-SQLSTATE and message are used, never anything pasted into SQL: names found here
-are always quoted before they reach a fix.
+The messages parsed here are the server's own (``src/backend``); only the SQLSTATE
+and message are used, never anything pasted into SQL: names found here are always
+quoted before they reach a fix.
 """
 
 from __future__ import annotations
@@ -10,83 +10,106 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .typenames import normalize_type
+
 UNDEFINED_FUNCTION = "42883"
 UNDEFINED_OBJECT = "42704"
 INVALID_SCHEMA_NAME = "3F000"
+DUPLICATE_OBJECT = "42710"
 
-#: SQLSTATEs heal.migrate looks into; any other error fails as plain PostgreSQL would.
+#: SQLSTATEs whose message may name a missing dependency.
 HEALABLE_SQLSTATES = frozenset({UNDEFINED_FUNCTION, UNDEFINED_OBJECT, INVALID_SCHEMA_NAME})
+
+#: Failures that go away by themselves: retried with backoff.
+TRANSIENT_SQLSTATES = {
+    "55P03": "lock_not_available",
+    "40P01": "deadlock_detected",
+    "40001": "serialization_failure",
+}
 
 
 @dataclass(frozen=True)
 class Missing:
     """A dependency an error says is missing.
 
-    `kind` is one of ``schema``, ``function``, ``procedure``, ``type``,
-    ``operator``, ``opclass``, ``access_method``; `schema` is the qualifier the
-    statement used, if any; `args` are argument types as the server printed them.
+    `kind` is one of :data:`PATTERNS`' keys; `schema` is the qualifier the statement
+    used, if any; `args` are argument types as the server printed them (functions),
+    the left and right types (operators) or the access method (operator classes).
     """
 
     kind: str
     name: str
     schema: str | None = None
     args: tuple[str, ...] = ()
-    pattern: str = ""
+
+    @property
+    def pattern(self) -> str:
+        return PATTERNS[self.kind][1]
 
     def describe(self) -> str:
         qualified = f"{self.schema}.{self.name}" if self.schema else self.name
         if self.kind in ("function", "procedure"):
             return f"{self.kind} {qualified}({', '.join(self.args)})"
         if self.kind == "operator":
-            return f"operator {' '.join(a for a in (self.args[0], qualified, self.args[1]) if a)}"
-        return f"{self.kind.replace('_', ' ')} {qualified}"
+            left, right = self.args
+            return "operator " + " ".join(p for p in (left, qualified, right) if p)
+        if self.kind == "default_opclass":
+            return f"default operator class for type {self.name} and access method {self.args[0]}"
+        if self.kind == "opclass":
+            return f"operator class {qualified} for access method {self.args[0]}"
+        return f"{LABELS.get(self.kind, self.kind)} {qualified}"
 
+
+LABELS = {
+    "access_method": "access method",
+    "tablesample": "tablesample method",
+    "tstemplate": "text search template",
+    "tsparser": "text search parser",
+    "tsdictionary": "text search dictionary",
+    "tsconfig": "text search configuration",
+}
 
 _IDENT = r'(?:"(?:[^"]|"")+"|[^\s."(]+)'
 _QUALIFIED = rf"(?:(?P<schema>{_IDENT})\.)?(?P<name>{_IDENT})"
+_QUOTED = r'"(?P<qualified>.+)"'
 
-_PATTERNS: list[tuple[str, str, re.Pattern[str]]] = [
-    (INVALID_SCHEMA_NAME, "schema", re.compile(r'^schema "(?P<name>.+)" does not exist$')),
-    (
-        UNDEFINED_FUNCTION,
-        "function",
-        re.compile(rf"^(?P<kind>function|procedure) {_QUALIFIED}\((?P<args>.*)\) does not exist$"),
-    ),
-    (
-        UNDEFINED_FUNCTION,
-        "operator",
-        re.compile(r"^operator does not exist: (?P<body>.+)$"),
-    ),
-    (UNDEFINED_OBJECT, "type", re.compile(r'^type "(?P<qualified>.+)" does not exist$')),
-    (
-        UNDEFINED_OBJECT,
-        "opclass",
-        re.compile(
-            r'^operator class "(?P<qualified>.+)" does not exist for access method "(?P<am>.+)"$'
-        ),
-    ),
-    (
-        UNDEFINED_OBJECT,
-        "access_method",
-        re.compile(r'^access method "(?P<name>.+)" does not exist$'),
-    ),
-]
-
-#: Message templates of the built-in patterns, by kind of missing object: the keys of
-#: ``heal.universal_error_patterns`` (where their descriptions live).
-PATTERNS: dict[str, str] = {
-    "schema": 'schema "%" does not exist',
-    "function": "function %(%) does not exist",
-    "procedure": "procedure %(%) does not exist",
-    "operator": "operator does not exist: % % %",
-    "type": 'type "%" does not exist',
-    "opclass": 'operator class "%" does not exist for access method "%"',
-    "access_method": 'access method "%" does not exist',
-}
-
-
-def _template(kind: str) -> str:
-    return PATTERNS[kind]
+#: kind -> (SQLSTATE, message template, message regex). The template is the key of
+#: ``heal.universal_error_patterns``, where the fix descriptions live.
+PATTERNS: dict[str, tuple[str, str, re.Pattern[str]]] = {
+    kind: (state, template, re.compile(regex))
+    for kind, state, template, regex in [
+        ("schema", INVALID_SCHEMA_NAME, 'schema "%" does not exist',
+         r'^schema "(?P<name>.+)" does not exist$'),
+        ("function", UNDEFINED_FUNCTION, "function %(%) does not exist",
+         rf"^function {_QUALIFIED}\((?P<args>.*)\) does not exist$"),
+        ("procedure", UNDEFINED_FUNCTION, "procedure %(%) does not exist",
+         rf"^procedure {_QUALIFIED}\((?P<args>.*)\) does not exist$"),
+        ("operator", UNDEFINED_FUNCTION, "operator does not exist: % % %",
+         r"^operator does not exist: (?:(?P<left>.+?) )?(?:(?P<schema>[^\s.]+)\.)?"
+         r"(?P<name>[-+*/<>=~!@#%^&|`?]+) (?P<right>.+)$"),
+        ("type", UNDEFINED_OBJECT, 'type "%" does not exist',
+         rf"^type {_QUOTED} does not exist$"),
+        ("opclass", UNDEFINED_OBJECT, 'operator class "%" does not exist for access method "%"',
+         rf'^operator class {_QUOTED} does not exist for access method "(?P<am>.+)"$'),
+        ("default_opclass", UNDEFINED_OBJECT,
+         'data type % has no default operator class for access method "%"',
+         r'^data type (?P<name>.+) has no default operator class for access method "(?P<am>.+)"$'),
+        ("access_method", UNDEFINED_OBJECT, 'access method "%" does not exist',
+         r'^access method "(?P<name>.+)" does not exist$'),
+        ("tablesample", UNDEFINED_OBJECT, 'tablesample method % does not exist',
+         rf"^tablesample method {_QUALIFIED} does not exist$"),
+        ("tstemplate", UNDEFINED_OBJECT, 'text search template "%" does not exist',
+         rf"^text search template {_QUOTED} does not exist$"),
+        ("tsparser", UNDEFINED_OBJECT, 'text search parser "%" does not exist',
+         rf"^text search parser {_QUOTED} does not exist$"),
+        ("tsdictionary", UNDEFINED_OBJECT, 'text search dictionary "%" does not exist',
+         rf"^text search dictionary {_QUOTED} does not exist$"),
+        ("tsconfig", UNDEFINED_OBJECT, 'text search configuration "%" does not exist',
+         rf"^text search configuration {_QUOTED} does not exist$"),
+        ("role", UNDEFINED_OBJECT, 'role "%" does not exist',
+         r'^role "(?P<name>.+)" does not exist$'),
+    ]
+}  # fmt: skip
 
 
 def unquote(ident: str) -> str:
@@ -121,51 +144,30 @@ def split_args(text: str) -> tuple[str, ...]:
 
 def classify(sqlstate: str, message: str) -> Missing | None:
     """What is missing according to this error, or None when it is not a missing dependency."""
-    for state, pattern, regex in _PATTERNS:
+    message = message.strip()
+    for kind, (state, _template, regex) in PATTERNS.items():
         if state != sqlstate:
             continue
-        match = regex.match(message.strip())
-        if not match:
-            continue
-        groups = match.groupdict()
-        if pattern == "schema":
-            return Missing("schema", groups["name"], pattern=_template("schema"))
-        if pattern == "function":
-            kind = groups["kind"]
-            return Missing(
-                kind,
-                unquote(groups["name"]),
-                unquote(groups["schema"]) if groups["schema"] else None,
-                split_args(groups["args"]),
-                pattern=_template(kind),
-            )
-        if pattern == "operator":
-            return _operator(groups["body"])
-        if pattern == "access_method":
-            return Missing("access_method", groups["name"], pattern=_template("access_method"))
-        schema, name = split_qualified(groups["qualified"])
-        if pattern == "opclass":
-            return Missing("opclass", name, schema, (groups["am"],), pattern=_template("opclass"))
-        name, is_array = (name[:-2], True) if name.endswith("[]") else (name, False)
-        del is_array  # an array of a missing type needs the same fix as the type
-        return Missing("type", name, schema, pattern=_template("type"))
+        match = regex.match(message)
+        if match:
+            return _missing(kind, match.groupdict())
     return None
 
 
-_OPERATOR = re.compile(
-    r"^(?:(?P<left>.+?) )?(?:(?P<schema>[^\s.]+)\.)?(?P<op>[-+*/<>=~!@#%^&|`?]+) (?P<right>.+)$"
-)
-
-
-def _operator(body: str) -> Missing | None:
-    """``text % text``, ``- integer``, ``a OPERATOR(s.@>) b`` as the server prints them."""
-    match = _OPERATOR.match(body)
-    if not match:
-        return None
-    return Missing(
-        "operator",
-        match["op"],
-        match["schema"],
-        (match["left"] or "", match["right"]),
-        pattern=_template("operator"),
-    )
+def _missing(kind: str, groups: dict[str, str | None]) -> Missing:
+    if groups.get("qualified"):
+        schema, name = split_qualified(groups["qualified"])
+    else:
+        schema = unquote(groups["schema"]) if groups.get("schema") else None
+        name = unquote(groups["name"] or "") if kind != "schema" else groups["name"] or ""
+    if kind in ("function", "procedure"):
+        return Missing(kind, name, schema, split_args(groups["args"] or ""))
+    if kind == "operator":
+        return Missing(kind, name, schema, (groups["left"] or "", groups["right"] or ""))
+    if kind == "type" and name.endswith("[]"):
+        name = name[:-2]  # an array of a missing type needs the same fix as the type
+    if kind == "opclass":
+        return Missing(kind, name, schema, (groups["am"] or "",))
+    if kind == "default_opclass":
+        return Missing(kind, normalize_type(name), None, (groups["am"] or "",))
+    return Missing(kind, name, schema)

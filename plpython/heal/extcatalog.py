@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
+from .typenames import normalize_type
+
 _SCRIPT = re.compile(r"^(?P<ext>.+?)--(?P<a>[^-]+(?:-[^-]+)*?)(?:--(?P<b>.+))?\.sql$")
 _PSQL_LINE = re.compile(r"^\s*\\.*$", re.MULTILINE)
 
@@ -101,7 +103,7 @@ def objects_in(sql: str, pglast: ModuleType) -> Iterator[ProvidedObject]:
 def _objects(node) -> Iterator[ProvidedObject]:
     kind = type(node).__name__
     if kind == "CreateFunctionStmt":
-        yield _function(node)
+        yield from _function(node)
     elif kind == "DefineStmt":
         yield from _define(node)
     elif kind == "CompositeTypeStmt":
@@ -111,7 +113,10 @@ def _objects(node) -> Iterator[ProvidedObject]:
     elif kind == "CreateDomainStmt":
         yield ProvidedObject("type", _name(node.domainname))
     elif kind == "CreateOpClassStmt":
-        yield ProvidedObject("opclass", _name(node.opclassname), (node.amname,))
+        for_type = _type_name(node.datatype)
+        yield ProvidedObject("opclass", _name(node.opclassname), (node.amname, for_type))
+        if node.isDefault:
+            yield ProvidedObject("default_opclass", normalize_type(for_type), (node.amname,))
     elif kind == "CreateOpFamilyStmt":
         yield ProvidedObject("opfamily", _name(node.opfamilyname), (node.amname,))
     elif kind == "CreateAmStmt":
@@ -125,17 +130,28 @@ def _objects(node) -> Iterator[ProvidedObject]:
 _INPUT_MODES = {"FUNC_PARAM_IN", "FUNC_PARAM_INOUT", "FUNC_PARAM_VARIADIC", "FUNC_PARAM_DEFAULT"}
 
 
-def _function(node) -> ProvidedObject:
+def _function(node) -> Iterator[ProvidedObject]:
     inputs = [p for p in node.parameters or () if p.mode.name in _INPUT_MODES]
     variadic = any(p.mode.name == "FUNC_PARAM_VARIADIC" for p in inputs)
     required = [p for p in inputs if p.defexpr is None and p.mode.name != "FUNC_PARAM_VARIADIC"]
-    return ProvidedObject(
+    name = _name(node.funcname)
+    yield ProvidedObject(
         "procedure" if node.is_procedure else "function",
-        _name(node.funcname),
+        name,
         tuple(_type_name(p.argType) for p in inputs),
         min_args=len(required),
         max_args=None if variadic else len(inputs),
     )
+    if node.returnType is not None and _name(node.returnType.names) == "tsm_handler":
+        yield ProvidedObject("tablesample", name)
+
+
+_TEXT_SEARCH = {
+    "OBJECT_TSTEMPLATE": "tstemplate",
+    "OBJECT_TSPARSER": "tsparser",
+    "OBJECT_TSDICTIONARY": "tsdictionary",
+    "OBJECT_TSCONFIGURATION": "tsconfig",
+}
 
 
 def _define(node) -> Iterator[ProvidedObject]:
@@ -152,7 +168,7 @@ def _define(node) -> Iterator[ProvidedObject]:
         yield ProvidedObject("operator", name, (left, right))
     elif kind == "OBJECT_TYPE":
         yield ProvidedObject("type", name)
-    elif kind in ("OBJECT_TSTEMPLATE", "OBJECT_TSPARSER", "OBJECT_TSDICTIONARY"):
-        yield ProvidedObject(kind.removeprefix("OBJECT_").lower(), name)
+    elif kind in _TEXT_SEARCH:
+        yield ProvidedObject(_TEXT_SEARCH[kind], name)
     elif kind == "OBJECT_COLLATION":
         yield ProvidedObject("collation", name)

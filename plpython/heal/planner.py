@@ -12,13 +12,28 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import Missing
-from .policy import Caller, Extension, Policy, refuse_extension, refuse_schema
+from .policy import (
+    Caller,
+    Extension,
+    Policy,
+    refuse_extension,
+    refuse_role,
+    refuse_schema,
+)
+from .typenames import POLYMORPHIC, normalize_type
+
+#: Kinds of object that live in a schema, so can be found by putting it on the path.
+SCHEMA_OBJECTS = frozenset(
+    {"function", "procedure", "type", "operator", "opclass", "tstemplate", "tsparser",
+     "tsdictionary", "tsconfig"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Fix:
-    """One change: ``create_schema``, ``create_extension``, ``search_path`` (for the
-    rest of the migration) or ``persist_search_path`` (the database's default)."""
+    """One change. Kinds: ``create_schema``, ``create_extension``, ``create_role``,
+    ``search_path`` (for the rest of the migration), ``persist_search_path`` (the
+    database's default)."""
 
     kind: str
     target: str
@@ -34,6 +49,8 @@ class Fix:
         if self.kind == "create_extension":
             where = f" WITH SCHEMA {quote(self.schema)}" if self.schema else ""
             return f"CREATE EXTENSION IF NOT EXISTS {quote(self.target)}{where}"
+        if self.kind == "create_role":
+            return f"CREATE ROLE {quote(self.target)} NOLOGIN"
         raise ValueError(f"fix kind {self.kind!r} has no fixed SQL")
 
     def describe(self) -> str:
@@ -41,6 +58,7 @@ class Fix:
             "create_schema": f"create schema {self.target}",
             "create_extension": f"install extension {self.target}"
             + (f" in schema {self.schema}" if self.schema else ""),
+            "create_role": f"create role {self.target} (NOLOGIN)",
             "search_path": f"put schema {self.target} on the search path",
             "persist_search_path": f"add schema {self.target} to the database's search_path",
         }[self.kind]
@@ -64,8 +82,14 @@ class Catalog(Protocol):
 
     def schemas_on_path(self) -> list[str]: ...
 
+    def database_search_path(self) -> list[str]: ...
+
     def locate(self, missing: Missing) -> list[str]:
         """Schemas where an object matching `missing` exists."""
+        ...
+
+    def name_on_path(self, missing: Missing) -> bool:
+        """Whether something of that kind and name (any arguments) is visible already."""
         ...
 
     def providers(self, missing: Missing) -> dict[str, list[tuple[str, ...]]]:
@@ -73,19 +97,28 @@ class Catalog(Protocol):
         argument types of each candidate object."""
         ...
 
-    def extension(self, name: str) -> Extension | None: ...
+    def known(self, missing: Missing) -> list[tuple[str, str]]:
+        """(extension, OS package) of well-known extensions this server does not have."""
+        ...
 
-    def database_search_path(self) -> list[str]: ...
+    def castable(self, source: str, target: str) -> bool:
+        """Whether a value of type `source` is implicitly cast to `target`."""
+        ...
+
+    def extension(self, name: str) -> Extension | None: ...
 
 
 def plan(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
     """The fixes for `missing`, checked against `policy` for `caller`."""
     if missing.kind == "schema":
-        refused = refuse_schema(missing.name, policy, caller)
-        return Plan([Fix("create_schema", missing.name)], refused=refused)
-    if missing.schema is None and missing.kind != "access_method":
+        return Plan(
+            [Fix("create_schema", missing.name)], refuse_schema(missing.name, policy, caller)
+        )
+    if missing.kind == "role":
+        return Plan([Fix("create_role", missing.name)], refuse_role(missing.name, policy))
+    if missing.schema is None and missing.kind in SCHEMA_OBJECTS:
         found = _found_elsewhere(missing, catalog, policy)
-        if isinstance(found, Plan):
+        if found is not None:
             return found
     return _install(missing, catalog, policy, caller)
 
@@ -104,70 +137,69 @@ def _found_elsewhere(missing: Missing, catalog: Catalog, policy: Policy) -> Plan
             reason=f"{missing.describe()} exists in several schemas that are not on the "
             f"search path ({', '.join(sorted(schemas))}): qualify the name or set search_path"
         )
-    fixes = [Fix("search_path", chosen)]
-    fixes += _persist(chosen, catalog, policy)
-    return Plan(fixes)
+    fixes = [Fix("search_path", chosen), *_persist(chosen, catalog, policy)]
+    return Plan(fixes, refused=policy.refuse_kind("search_path"))
 
 
 def _persist(schema: str, catalog: Catalog, policy: Policy) -> list[Fix]:
     """Also put the extension schema on the database's default path, so what comes
     after the migration (application queries, string-body functions, operators)
-    finds what was healed."""
-    if not policy.persist_search_path or schema != policy.extension_schema:
-        return []
-    if schema in catalog.database_search_path():
+    finds what was healed. Never any other schema: that would hand every session
+    a path into a schema someone else may own."""
+    if (
+        not policy.persist_search_path
+        or "persist_search_path" in policy.disabled_fixes
+        or schema != policy.extension_schema
+        or schema in catalog.database_search_path()
+    ):
         return []
     return [Fix("persist_search_path", schema)]
 
 
-_TYPE_ALIASES = {
-    "integer": "int4", "int": "int4", "smallint": "int2", "bigint": "int8",
-    "real": "float4", "double precision": "float8", "boolean": "bool",
-    "character varying": "varchar", "character": "bpchar", "char": "bpchar",
-    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz",
-    "time without time zone": "time", "time with time zone": "timetz", "decimal": "numeric",
-}  # fmt: skip
-
-
-def normalize_type(name: str) -> str:
-    """A type as the server prints it or a script writes it, in ``pg_type`` spelling."""
-    name = name.strip().lower()
-    if name.endswith("[]"):
-        return "_" + normalize_type(name[:-2])
-    name = name.split("(")[0].strip()
-    return _TYPE_ALIASES.get(name, name)
-
-
-def _matches(wanted: tuple[str, ...], candidate: tuple[str, ...]) -> bool:
-    """Whether printed argument types fit a candidate's; ``unknown`` fits anything."""
+def _fits(wanted: tuple[str, ...], candidate: tuple[str, ...], catalog: Catalog) -> bool:
+    """Whether printed argument types fit a candidate's, as the server would resolve them."""
     if len(wanted) != len(candidate):
         return False
-    return all(
-        not w or w == "unknown" or normalize_type(w) == normalize_type(c)
-        for w, c in zip(wanted, candidate, strict=True)
-    )
+    for w, c in zip(wanted, candidate, strict=True):
+        w_type, c_type = normalize_type(w) if w else "", normalize_type(c) if c else ""
+        if w_type in ("", "unknown") or c_type in POLYMORPHIC or w_type == c_type:
+            continue
+        if not catalog.castable(w_type, c_type):
+            return False
+    return True
 
 
 def _choose(
-    missing: Missing, candidates: dict[str, list[tuple[str, ...]]]
+    missing: Missing, candidates: dict[str, list[tuple[str, ...]]], catalog: Catalog
 ) -> tuple[str | None, str | None]:
     """Pick the provider, by argument types where they decide; never guess."""
     names = sorted(candidates)
-    if len(names) > 1 and missing.args and missing.kind != "opclass":
-        fitting = [n for n in names if any(_matches(missing.args, a) for a in candidates[n])]
-        names = fitting or names
+    typed = missing.kind in ("function", "procedure", "operator") and missing.args
+    if typed and (len(names) > 1 or catalog.name_on_path(missing)):
+        # With the name already visible, the error is about argument types: an
+        # extension helps only if it has a fitting signature.
+        names = [n for n in names if any(_fits(missing.args, a, catalog) for a in candidates[n])]
     if len(names) == 1:
         return names[0], None
-    if not names:
-        return None, f"no available extension provides {missing.describe()}"
-    return None, (
-        f"{missing.describe()} is provided by several extensions "
-        f"({', '.join(sorted(names))}): install the one you mean"
-    )
+    if names:
+        return None, (
+            f"{missing.describe()} is provided by several extensions "
+            f"({', '.join(names)}): install the one you mean"
+        )
+    known = catalog.known(missing)
+    if known:
+        which = " or ".join(f"extension {ext} (OS package {package})" for ext, package in known)
+        return None, (
+            f"{missing.describe()} is provided by {which}, which this server does not have: "
+            "install it on the database host, then run the migration again"
+        )
+    if candidates:
+        return None, f"no available extension provides {missing.describe()} with these types"
+    return None, f"no available extension provides {missing.describe()}"
 
 
 def _install(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
-    name, reason = _choose(missing, catalog.providers(missing))
+    name, reason = _choose(missing, catalog.providers(missing), catalog)
     if name is None:
         return Plan(reason=reason)
     ext = catalog.extension(name)
@@ -191,7 +223,7 @@ def _install(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller)
         if where == target and creating not in result.fixes and not catalog.schema_exists(target):
             result.fixes.append(creating)
         result.fixes.append(Fix("create_extension", dep.name, where))
-    if target not in catalog.schemas_on_path() and missing.schema is None:
+    if missing.schema is None and target not in catalog.schemas_on_path():
         result.fixes.append(Fix("search_path", target))
     result.fixes += _persist(target, catalog, policy)
     return result

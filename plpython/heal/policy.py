@@ -1,10 +1,11 @@
-"""What pgheal may create on a caller's behalf.
+"""What pgheal may do on a caller's behalf.
 
 The default is "what the caller could have done by hand": a superuser gets any
 extension the server has; other roles trusted extensions where they hold CREATE
 on the database, and schemas likewise. Extensions that reach files, the network
-or server internals are denied unless allow-listed. Settings live in
-``heal.settings``; each refusal names the setting that would change it.
+or server internals are denied unless allow-listed; roles are created only when
+the policy names them. Settings live in ``heal.settings``; each refusal names
+the setting that would change it.
 """
 
 from __future__ import annotations
@@ -24,48 +25,118 @@ DEFAULT_DENY = frozenset(
     }
 )  # fmt: skip
 
+#: The kinds of fix, each of which ``disabled_fixes`` can turn off.
+FIX_KINDS = (
+    "create_schema", "create_extension", "search_path", "persist_search_path",
+    "create_role", "skip_identical_policy", "retry_transient",
+)  # fmt: skip
+
+
+class SettingError(ValueError):
+    """A value in heal.settings that cannot be used."""
+
 
 def _list(value: str) -> frozenset[str]:
     return frozenset(v.strip() for v in value.split(",") if v.strip())
 
 
-def _flag(value: str) -> bool:
-    return value.strip().lower() in ("on", "true", "yes", "1")
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("on", "true", "yes", "1"):
+        return True
+    if lowered in ("off", "false", "no", "0"):
+        return False
+    raise SettingError(f"heal.settings {name} must be on or off, not {value!r}")
+
+
+def _whole(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise SettingError(
+            f"heal.settings {name} must be a whole number from {low} to {high}, not {value!r}"
+        )
+    return number
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The settings of ``heal.settings`` that decide what may be fixed."""
+    """The settings of ``heal.settings`` that decide what may be fixed, and how hard."""
 
     extension_schema: str = "extensions"
     allow_extensions: frozenset[str] = frozenset()
     deny_extensions: frozenset[str] = DEFAULT_DENY
     create_schemas: bool = True
+    schema_roles: frozenset[str] = frozenset()
+    grant_roles: frozenset[str] = frozenset()
     persist_search_path: bool = True
+    disabled_fixes: frozenset[str] = frozenset()
     max_attempts: int = 5
+    predict: bool = True
+    lock_timeout_ms: int = 60000
+    retry_delay_ms: int = 100
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str]) -> Policy:
-        """Build from ``heal.settings`` rows; unknown names are ignored, missing ones default."""
+        """Build from ``heal.settings`` rows; missing ones default, bad values raise."""
         base = cls()
-        try:
-            max_attempts = int(settings.get("max_attempts", base.max_attempts))
-        except ValueError:
-            raise ValueError(
-                f"heal.settings max_attempts must be a whole number, "
-                f"not {settings['max_attempts']!r}"
-            ) from None
+        get = settings.get
+        disabled = _list(get("disabled_fixes", ""))
+        unknown = disabled - set(FIX_KINDS)
+        if unknown:
+            raise SettingError(
+                f"heal.settings disabled_fixes names unknown fix kinds {sorted(unknown)}; "
+                f"known: {', '.join(FIX_KINDS)}"
+            )
         return cls(
-            extension_schema=settings.get("extension_schema", base.extension_schema).strip()
-            or base.extension_schema,
-            allow_extensions=_list(settings.get("allow_extensions", "")),
+            extension_schema=get("extension_schema", "").strip() or base.extension_schema,
+            allow_extensions=_list(get("allow_extensions", "")),
             deny_extensions=_list(settings["deny_extensions"])
             if "deny_extensions" in settings
             else base.deny_extensions,
-            create_schemas=_flag(settings.get("create_schemas", "on")),
-            persist_search_path=_flag(settings.get("persist_search_path", "on")),
-            max_attempts=max(1, max_attempts),
+            create_schemas=_flag("create_schemas", get("create_schemas", "on")),
+            schema_roles=_list(get("schema_roles", "")),
+            grant_roles=_list(get("grant_roles", "")),
+            persist_search_path=_flag("persist_search_path", get("persist_search_path", "on")),
+            disabled_fixes=disabled,
+            max_attempts=_whole("max_attempts", get("max_attempts", "5"), 1, 100),
+            predict=_flag("predict", get("predict", "on")),
+            lock_timeout_ms=_whole("lock_timeout_ms", get("lock_timeout_ms", "60000"), 0, 86400000),
+            retry_delay_ms=_whole("retry_delay_ms", get("retry_delay_ms", "100"), 0, 60000),
         )
+
+    def refuse_kind(self, kind: str) -> str | None:
+        if kind in self.disabled_fixes:
+            return (
+                f"fixes of kind {kind} are turned off (heal.settings disabled_fixes). "
+                f"To allow them, remove {kind} from disabled_fixes"
+            )
+        return None
+
+
+#: The names ``heal.settings`` may hold.
+SETTING_NAMES = frozenset(
+    {"extension_schema", "allow_extensions", "deny_extensions", "create_schemas", "schema_roles",
+     "grant_roles", "persist_search_path", "disabled_fixes", "max_attempts", "predict",
+     "lock_timeout_ms", "retry_delay_ms"}
+)  # fmt: skip
+
+
+def setting_problem(name: str, value: str | None) -> str | None:
+    """Why `value` cannot be stored for setting `name`, or None when it can."""
+    if name not in SETTING_NAMES:
+        return f"unknown setting {name!r}; known: {', '.join(sorted(SETTING_NAMES))}"
+    if value is None:
+        return f"heal.settings {name} must not be NULL"
+    if name == "extension_schema" and not value.strip():
+        return "heal.settings extension_schema must name a schema"
+    try:
+        Policy.from_settings({name: value})
+    except SettingError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,7 +150,7 @@ class Caller:
 
 @dataclass(frozen=True)
 class Extension:
-    """An available extension, as ``pg_available_extension_versions`` describes its default."""
+    """An available extension, as its control file describes its default version."""
 
     name: str
     version: str
@@ -94,6 +165,8 @@ class Extension:
 
 def refuse_extension(ext: Extension, policy: Policy, caller: Caller) -> str | None:
     """Why `ext` may not be installed for `caller`, or None when it may."""
+    if refused := policy.refuse_kind("create_extension"):
+        return refused
     if ext.name in policy.allow_extensions:
         return None
     if ext.name in policy.deny_extensions:
@@ -120,14 +193,29 @@ def refuse_extension(ext: Extension, policy: Policy, caller: Caller) -> str | No
 
 def refuse_schema(name: str, policy: Policy, caller: Caller) -> str | None:
     """Why schema `name` may not be created for `caller`, or None when it may."""
+    if refused := policy.refuse_kind("create_schema"):
+        return refused
     if not policy.create_schemas:
         return (
             f'creating schema "{name}" is turned off (heal.settings create_schemas = off). '
             f"To allow it, set create_schemas to on"
         )
-    if caller.superuser or caller.create_on_database:
+    if caller.superuser or caller.create_on_database or caller.role in policy.schema_roles:
         return None
     return (
         f'role "{caller.role}" has no CREATE privilege on this database, so it could not create '
-        f'schema "{name}" by hand. Grant it: GRANT CREATE ON DATABASE ... TO "{caller.role}"'
+        f'schema "{name}" by hand. Grant it (GRANT CREATE ON DATABASE ... TO "{caller.role}"), '
+        f"or add the role to heal.settings schema_roles"
+    )
+
+
+def refuse_role(name: str, policy: Policy) -> str | None:
+    """Why role `name` may not be created (NOLOGIN) to heal a GRANT, or None when it may."""
+    if refused := policy.refuse_kind("create_role"):
+        return refused
+    if name in policy.grant_roles:
+        return None
+    return (
+        f'role "{name}" is not in heal.settings grant_roles, so pgheal does not create it. '
+        f"To allow it, add it to grant_roles (it is created NOLOGIN)"
     )

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,10 +20,25 @@ from typing import Any
 import plpy
 
 from . import PGLAST_VERSION, __version__, parser
-from .errors import HEALABLE_SQLSTATES, Missing, classify
+from .errors import (
+    DUPLICATE_OBJECT,
+    HEALABLE_SQLSTATES,
+    PATTERNS,
+    TRANSIENT_SQLSTATES,
+    Missing,
+    classify,
+)
 from .extcatalog import install_chain, objects_in, prepare
 from .planner import Fix, plan
-from .policy import Caller, Extension, Policy, refuse_extension, refuse_schema
+from .policy import (
+    Caller,
+    Extension,
+    Policy,
+    SettingError,
+    refuse_extension,
+    refuse_role,
+    refuse_schema,
+)
 from .script import ScriptError, Statement, split
 
 
@@ -95,36 +112,77 @@ def database_search_path() -> list[str]:
     return _search_path_list(value or "")
 
 
-_LOCATE = {
-    "function": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_proc p
-                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                    WHERE p.proname = $1 AND p.prokind = ANY($2::"char"[])
-                      AND ($3 BETWEEN p.pronargs - p.pronargdefaults AND p.pronargs
-                           OR (p.provariadic <> 0 AND $3 >= p.pronargs - 1))""",
-    "type": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_type t
-                 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-                WHERE t.typname = $1""",
-    "operator": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_operator o
-                     JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-                    WHERE o.oprname = $1""",
-    "opclass": """SELECT DISTINCT n.nspname FROM pg_catalog.pg_opclass c
-                    JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
-                    JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
-                   WHERE c.opcname = $1 AND a.amname = $2""",
+#: Per kind: a query for the schemas holding objects of that name, and whether each
+#: fits the call (argument count); its parameters; how to get them from a Missing.
+_LOCATE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "function": (
+        """SELECT n.nspname, $3 BETWEEN p.pronargs - p.pronargdefaults AND p.pronargs
+                  OR (p.provariadic <> 0 AND $3 >= p.pronargs - 1) AS fits
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.proname = $1 AND p.prokind = ANY($2::"char"[])""",
+        ("name", "text[]", "int4"),
+    ),
+    "type": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_type t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = $1""",
+        ("name",),
+    ),
+    "operator": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_operator o
+             JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oprname = $1""",
+        ("name",),
+    ),
+    "opclass": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_opclass c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
+             JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+            WHERE c.opcname = $1 AND a.amname = $2""",
+        ("name", "name"),
+    ),
+    "tstemplate": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_template t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.tmplnamespace WHERE t.tmplname = $1""",
+        ("name",),
+    ),
+    "tsparser": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_parser t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.prsnamespace WHERE t.prsname = $1""",
+        ("name",),
+    ),
+    "tsdictionary": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_dict t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.dictnamespace WHERE t.dictname = $1""",
+        ("name",),
+    ),
+    "tsconfig": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_config t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.cfgnamespace WHERE t.cfgname = $1""",
+        ("name",),
+    ),
 }
 
-_PROVIDER_KINDS = {
-    "function": ["function"],
-    "procedure": ["procedure"],
-    "type": ["type"],
-    "operator": ["operator"],
-    "opclass": ["opclass"],
-    "access_method": ["access_method"],
-}
+
+def _locate_params(missing: Missing) -> list[Any]:
+    if missing.kind in ("function", "procedure"):
+        kinds = ["p"] if missing.kind == "procedure" else ["f", "a", "w"]
+        return [missing.name, kinds, len(missing.args)]
+    if missing.kind == "opclass":
+        return [missing.name, missing.args[0]]
+    return [missing.name]
 
 
 class DatabaseCatalog:
     """:class:`heal.planner.Catalog` answered from the system catalogs."""
+
+    def __init__(self) -> None:
+        self._found: dict[Missing, list[dict]] = {}
+        self._fresh = False
+
+    def _ensure_fresh(self) -> None:
+        """Check the extension catalog once per migration: the check reads every control file."""
+        if not self._fresh:
+            refresh_extension_catalog()
+            self._fresh = True
 
     def schema_exists(self, name: str) -> bool:
         return bool(_value("SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1", name))
@@ -135,37 +193,32 @@ class DatabaseCatalog:
     def database_search_path(self) -> list[str]:
         return database_search_path()
 
+    def _objects(self, missing: Missing) -> list[dict]:
+        if missing not in self._found:
+            kind = "function" if missing.kind == "procedure" else missing.kind
+            if kind not in _LOCATE:
+                return []
+            query, types = _LOCATE[kind]
+            self._found[missing] = _rows(query, *_locate_params(missing), types=types)
+        return self._found[missing]
+
     def locate(self, missing: Missing) -> list[str]:
-        if missing.kind in ("function", "procedure"):
-            kinds = ["p"] if missing.kind == "procedure" else ["f", "a", "w"]
-            rows = _rows(
-                _LOCATE["function"],
-                missing.name,
-                kinds,
-                len(missing.args),
-                types=("name", "text[]", "int4"),
-            )
-        elif missing.kind == "type":
-            rows = _rows(_LOCATE["type"], missing.name, types=("name",))
-        elif missing.kind == "operator":
-            rows = _rows(_LOCATE["operator"], missing.name, types=("name",))
-        elif missing.kind == "opclass":
-            rows = _rows(_LOCATE["opclass"], missing.name, missing.args[0], types=("name", "name"))
-        else:
-            return []
-        return sorted(r["nspname"] for r in rows)
+        return sorted({r["nspname"] for r in self._objects(missing) if r["fits"]})
+
+    def name_on_path(self, missing: Missing) -> bool:
+        on_path = set(self.schemas_on_path())
+        return any(r["nspname"] in on_path for r in self._objects(missing))
 
     def providers(self, missing: Missing) -> dict[str, list[tuple[str, ...]]]:
-        refresh_extension_catalog()
-        query = """SELECT extension, args FROM heal.extension_objects
-                    WHERE kind = ANY($1) AND name = $2"""
-        args: list[Any] = [_PROVIDER_KINDS.get(missing.kind, [missing.kind]), missing.name]
-        types = ["text[]", "text"]
+        self._ensure_fresh()
+        query = "SELECT extension, args FROM heal.extension_objects WHERE kind = $1 AND name = $2"
+        args: list[Any] = [missing.kind, missing.name]
+        types = ["text", "text"]
         if missing.kind in ("function", "procedure"):
             query += " AND $3 >= min_args AND (max_args IS NULL OR $3 <= max_args)"
             args.append(len(missing.args))
             types.append("int4")
-        elif missing.kind == "opclass":
+        elif missing.kind in ("opclass", "default_opclass"):
             query += " AND args[1] = $3"
             args.append(missing.args[0])
             types.append("text")
@@ -174,18 +227,40 @@ class DatabaseCatalog:
             found.setdefault(row["extension"], []).append(tuple(row["args"] or ()))
         return found
 
-    def extension(self, name: str) -> Extension | None:
+    def known(self, missing: Missing) -> list[tuple[str, str]]:
         rows = _rows(
-            """SELECT v.name, v.version, v.trusted, v.superuser, v.relocatable, v.schema,
-                      v.requires, n.nspname AS installed_schema, a.comment
-                 FROM pg_catalog.pg_available_extensions a
-                 JOIN pg_catalog.pg_available_extension_versions v
-                   ON v.name = a.name AND v.version = a.default_version
+            """SELECT extension, replace(package, '{major}',
+                      (current_setting('server_version_num')::int / 10000)::text) AS package
+                 FROM heal.known_extensions
+                WHERE kind = $1 AND name = lower($2)
+                  AND extension NOT IN (SELECT name FROM pg_catalog.pg_available_extensions)
+                ORDER BY extension""",
+            missing.kind,
+            missing.name,
+        )
+        return [(r["extension"], r["package"]) for r in rows]
+
+    def castable(self, source: str, target: str) -> bool:
+        return bool(
+            _value(
+                """SELECT count(*) FROM pg_catalog.pg_cast
+                    WHERE castsource = to_regtype($1) AND casttarget = to_regtype($2)
+                      AND castcontext = 'i'""",
+                source,
+                target,
+            )
+        )
+
+    def extension(self, name: str) -> Extension | None:
+        self._ensure_fresh()
+        rows = _rows(
+            """SELECT a.name, a.version, a.trusted, a.superuser, a.relocatable, a.schema,
+                      a.requires, n.nspname AS installed_schema, a.comment
+                 FROM heal.available_extensions a
                  LEFT JOIN pg_catalog.pg_extension e ON e.extname = a.name
                  LEFT JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
                 WHERE a.name = $1""",
             name,
-            types=("name",),
         )
         if not rows:
             return None
@@ -243,6 +318,16 @@ def rebuild_extension_catalog(fingerprint: str) -> int:
     filenames = os.listdir(directory)
     available = _rows("SELECT name, default_version FROM pg_catalog.pg_available_extensions")
     plpy.execute("DELETE FROM heal.extension_objects")
+    plpy.execute("DELETE FROM heal.available_extensions")
+    plpy.execute(
+        """INSERT INTO heal.available_extensions
+                  (name, version, trusted, superuser, relocatable, schema, requires, comment)
+           SELECT v.name, v.version, v.trusted, v.superuser, v.relocatable, v.schema,
+                  coalesce(v.requires::text[], '{}'), a.comment
+             FROM pg_catalog.pg_available_extensions a
+             JOIN pg_catalog.pg_available_extension_versions v
+               ON v.name = a.name AND v.version = a.default_version"""
+    )
     insert = plpy.prepare(
         """INSERT INTO heal.extension_objects (extension, kind, name, args, min_args, max_args)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
@@ -292,17 +377,21 @@ def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
     q = plpy.quote_ident
     if kind == "create_schema":
         if target == policy.extension_schema:
-            sql = f"{fix.sql(q)}; GRANT USAGE ON SCHEMA {q(target)} TO PUBLIC"
+            statements = [fix.sql(q), f"GRANT USAGE ON SCHEMA {q(target)} TO PUBLIC"]
         else:
             _refuse(refuse_schema(target, policy, who))
-            sql = f"{fix.sql(q)} AUTHORIZATION {q(role)}"
+            statements = [f"{fix.sql(q)} AUTHORIZATION {q(role)}"]
     elif kind == "create_extension":
         ext = DatabaseCatalog().extension(target)
         if ext is None:
             plpy.error(f'extension "{target}" is not available on this server', sqlstate="58P01")
         _refuse(refuse_extension(ext, policy, who))
-        sql = fix.sql(q)
+        statements = [fix.sql(q)]
+    elif kind == "create_role":
+        _refuse(refuse_role(target, policy))
+        statements = [fix.sql(q)]
     elif kind == "persist_search_path":
+        _refuse(policy.refuse_kind(kind))
         if not policy.persist_search_path or target != policy.extension_schema:
             _refuse(
                 f"only the extension schema ({policy.extension_schema}) is added to the "
@@ -310,12 +399,12 @@ def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
             )
         path = [p for p in database_search_path() if p != target] + [target]
         database = _value("SELECT current_database()")
-        sql = f"ALTER DATABASE {q(database)} SET search_path = {', '.join(map(q, path))}"
+        statements = [f"ALTER DATABASE {q(database)} SET search_path = {', '.join(map(q, path))}"]
     else:
         plpy.error(f"heal.apply_fix: unknown fix kind {kind!r}", sqlstate="22023")
-    for statement in sql.split("; "):
+    for statement in statements:
         plpy.execute(statement)
-    return sql
+    return ";\n".join(statements)
 
 
 def _refuse(reason: str | None) -> None:
@@ -448,7 +537,11 @@ def migrate(sql: str | None) -> dict[str, str] | None:
         plpy.notice("heal.migrate: the script has no statements; nothing was run")
         return None
     run.statements = len(script.statements)
-    healer = Healer(run, Policy.from_settings(settings()), caller())
+    try:
+        policy = Policy.from_settings(settings())
+    except SettingError as exc:
+        return _failure("22023", str(exc), "Nothing was run.", "Fix the value in heal.settings.")
+    healer = Healer(run, policy, caller())
     try:
         with plpy.subtransaction():
             for stmt in script.statements:
@@ -491,6 +584,9 @@ def _finish_failed(run: Run, error: str) -> None:
         plpy.commit()  # fails inside a transaction block: the caller's transaction decides
 
 
+_POLICY_EXISTS = re.compile(r'^policy "(?P<name>.+)" for table "(?P<table>.+)" already exists$')
+
+
 class Healer:
     """Runs statements one by one, healing the errors that have a fix."""
 
@@ -508,28 +604,39 @@ class Healer:
             return PgError.from_spi(exc, stmt)
         return None
 
-    def execute(self, stmt: Statement) -> None:
-        """Run `stmt`, healing and retrying until it passes or cannot be healed."""
+    def execute(self, stmt: Statement, predicted: Iterable[Missing] = ()) -> None:
+        """Run `stmt`, healing and retrying until it passes or cannot be healed.
+
+        `predicted` are dependencies static analysis found missing: they are fixed
+        before the statement runs, so it needs no failed attempt.
+        """
+        for missing in predicted:
+            self.heal_predicted(stmt, missing)
         healed: set[tuple[str, str]] = set()
         tried: list[str] = []
+        retries = 0
         pending: dict | None = None  # the last heal, confirmed once the retry gets past it
+        pending_key: tuple[str, str] | None = None
         while True:
             error = self.run_statement(stmt)
             key = (error.sqlstate, error.message) if error else None
-            if pending is not None and key not in healed:
-                self.run.heals += 1
-                self.run.event("auto_heal_success", **pending)
-                plpy.notice(
-                    f"heal.migrate: statement {stmt.number} (line {stmt.line}): "
-                    f"{pending['detail']['missing']} -> {pending['detail']['fixes']}"
-                )
+            if pending is not None and key != pending_key:
+                self._succeeded(stmt, pending)
             pending = None
             if error is None:
                 return
+            if error.sqlstate in TRANSIENT_SQLSTATES:
+                pending, pending_key = self.retry_transient(stmt, error, retries), key
+                retries += 1
+                continue
             if key in healed:
                 note = "the error survived its own fix; tried: " + "; ".join(tried)
                 self._failed(stmt, error, note)
                 raise MigrationFailed(error, note)
+            match = _POLICY_EXISTS.match(error.message)
+            if error.sqlstate == DUPLICATE_OBJECT and match:
+                self.policy_collision(stmt, error)
+                return
             missing = classify(error.sqlstate, error.message)
             if error.sqlstate not in HEALABLE_SQLSTATES or missing is None:
                 raise MigrationFailed(error)
@@ -537,27 +644,26 @@ class Healer:
                 note = f"gave up after {len(healed)} fixes (heal.settings max_attempts)"
                 self._failed(stmt, error, note, missing)
                 raise MigrationFailed(error, note)
-            pending = self.heal(stmt, error, missing)
+            pending, pending_key = self.heal(stmt, missing, error), key
             tried.append(pending["fix_sql"])
             healed.add(key)
 
-    def heal(self, stmt: Statement, error: PgError, missing: Missing) -> dict:
+    def _succeeded(self, stmt: Statement, fields: dict) -> None:
+        self.run.heals += 1
+        self.run.event("auto_heal_success", **fields)
+        detail = fields["detail"]
+        plpy.notice(
+            f"heal.migrate: statement {stmt.number} (line {stmt.line}): "
+            f"{detail['missing']} -> {detail['fixes']}"
+            + (" (predicted)" if detail.get("way") == "predicted" else "")
+        )
+
+    def heal(self, stmt: Statement, missing: Missing, error: PgError) -> dict:
         """Plan and apply the fix for one error; return the success event's fields."""
         started = time.monotonic()
         self.run.attempts += 1
         planned = plan(missing, self.catalog, self.policy, self.caller)
-        detail = {
-            "missing": missing.describe(),
-            "pattern": missing.pattern,
-            "fixes": ", ".join(f.describe() for f in planned.fixes),
-            "way": "reactive",
-        }
-        fields = {
-            "statement": stmt.number,
-            "sqlstate": error.sqlstate,
-            "message": error.message,
-            "detail": detail,
-        }
+        fields = self._fields(stmt, missing, planned.fixes, "reactive", error)
         self.run.event("auto_heal_attempt", **fields)
         if not planned.ok:
             reason = planned.refused or planned.reason or "no fix is known"
@@ -566,23 +672,114 @@ class Healer:
         try:
             applied = [self.apply(fix) for fix in planned.fixes]
         except plpy.SPIError as exc:
-            reason = str(exc.args[0]) if exc.args else str(exc)
+            reason = _message(exc)
             self._failed(stmt, error, reason, missing)
             raise MigrationFailed(error, reason) from None
+        fields["fix_sql"] = ";\n".join(applied)
+        fields["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        return fields
+
+    def heal_predicted(self, stmt: Statement, missing: Missing) -> None:
+        """Fix what analysis found before the statement runs. A prediction that cannot
+        be fixed is left alone: the statement then fails, or heals, as it would have."""
+        started = time.monotonic()
+        planned = plan(missing, self.catalog, self.policy, self.caller)
+        if not planned.ok:
+            return
+        fields = self._fields(stmt, missing, planned.fixes, "predicted", None)
+        self.run.attempts += 1
+        self.run.event("auto_heal_attempt", **fields)
+        try:
+            with plpy.subtransaction():
+                applied = [self.apply(fix) for fix in planned.fixes]
+        except plpy.SPIError as exc:
+            self._failed(stmt, None, _message(exc), missing)
+            return
+        fields["fix_sql"] = ";\n".join(applied)
+        fields["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        self._succeeded(stmt, fields)
+
+    @staticmethod
+    def _fields(
+        stmt: Statement, missing: Missing, fixes: list[Fix], way: str, error: PgError | None
+    ) -> dict:
         return {
-            **fields,
-            "fix_sql": ";\n".join(applied),
-            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "statement": stmt.number,
+            "sqlstate": error.sqlstate if error else PATTERNS[missing.kind][0],
+            "message": error.message if error else f"{missing.describe()} is missing",
+            "detail": {
+                "missing": missing.describe(),
+                "pattern": missing.pattern,
+                "fixes": ", ".join(f.describe() for f in fixes),
+                "way": way,
+            },
         }
 
+    def retry_transient(self, stmt: Statement, error: PgError, retries: int) -> dict:
+        """Wait and retry a lock timeout, deadlock or serialization failure, with backoff."""
+        name = TRANSIENT_SQLSTATES[error.sqlstate]
+        refused = self.policy.refuse_kind("retry_transient")
+        if refused or retries >= self.policy.max_attempts:
+            note = refused or f"still {name} after {retries} retries (heal.settings max_attempts)"
+            self._failed(stmt, error, note)
+            raise MigrationFailed(error, note)
+        delay = self.policy.retry_delay_ms * 2**retries / 1000
+        self.run.attempts += 1
+        fields = {
+            "statement": stmt.number,
+            "sqlstate": error.sqlstate,
+            "message": error.message,
+            "detail": {
+                "missing": f"{name} (transient)",
+                "fixes": f"retry after {delay:g} s",
+                "way": "retry",
+                "retry": retries + 1,
+            },
+        }
+        self.run.event("auto_heal_attempt", **fields)
+        _value("SELECT pg_catalog.pg_sleep($1)", delay, types=("float8",))
+        return {**fields, "duration_ms": delay * 1000}
+
+    def policy_collision(self, stmt: Statement, error: PgError) -> None:
+        """CREATE POLICY whose name is taken on that table: skip it when the existing
+        policy is the same, otherwise fail showing both definitions."""
+        refused = self.policy.refuse_kind("skip_identical_policy")
+        if refused:
+            raise MigrationFailed(error, refused)
+        existing, wanted = compare_policy(stmt.text)
+        if existing is None or wanted is None:
+            raise MigrationFailed(error)
+        if existing != wanted:
+            note = (
+                "a policy of that name already exists with another definition; "
+                f"existing: {_show_policy(existing)}; this migration: {_show_policy(wanted)}"
+            )
+            self._failed(stmt, error, note)
+            raise MigrationFailed(error, note)
+        self.run.attempts += 1
+        self._succeeded(
+            stmt,
+            {
+                "statement": stmt.number,
+                "sqlstate": error.sqlstate,
+                "message": error.message,
+                "fix_sql": None,
+                "detail": {
+                    "missing": "policy exists already",
+                    "fixes": "skipped the statement: the existing policy is identical",
+                    "way": "reactive",
+                },
+            },
+        )
+
     def _failed(
-        self, stmt: Statement, error: PgError, reason: str, missing: Missing | None = None
+        self, stmt: Statement, error: PgError | None, reason: str, missing: Missing | None = None
     ) -> None:
         self.run.event(
             "auto_heal_failed",
             statement=stmt.number,
-            sqlstate=error.sqlstate,
-            message=error.message,
+            sqlstate=error.sqlstate if error else None,
+            message=error.message if error else None,
             detail={
                 "reason": reason,
                 "missing": missing.describe() if missing else None,
@@ -606,3 +803,60 @@ class Healer:
                 types=("name", "text", "text", "text"),
             )
         )
+
+
+def _message(exc: Exception) -> str:
+    """An SPI error's message without the ``plpy.Error: `` prefix of a nested PL/Python raise."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return re.sub(r"^(?:plpy|spiexceptions)\.\w+: ", "", text)
+
+
+_POLICY_COLUMNS = """SELECT p.polpermissive AS permissive, p.polcmd AS command,
+       ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END
+               FROM unnest(p.polroles) r ORDER BY 1) AS roles,
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS using,
+       pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
+  FROM pg_catalog.pg_policy p WHERE p.polrelid = $1::regclass AND p.polname = $2"""
+
+
+class _Probe(Exception):
+    """Raised to roll back the subtransaction that tried a policy out."""
+
+
+def compare_policy(sql: str) -> tuple[dict | None, dict | None]:
+    """The existing policy named by a CREATE POLICY, and what the statement would create."""
+    pglast = load_parser()
+    from pglast.stream import RawStream
+
+    node = pglast.parser.parse_sql(sql)[0].stmt
+    if type(node).__name__ != "CreatePolicyStmt":
+        return None, None
+    rel = node.table
+    table = ".".join(plpy.quote_ident(p) for p in (rel.schemaname, rel.relname) if p)
+    rows = _rows(_POLICY_COLUMNS, table, node.policy_name)
+    existing = rows[0] if rows else None
+    probe = f"pgheal_probe_{os.getpid()}"
+    node.policy_name = probe
+    wanted = None
+    try:
+        with plpy.subtransaction():
+            plpy.execute(RawStream()(node))
+            rows = _rows(_POLICY_COLUMNS, table, probe)
+            wanted = rows[0] if rows else None
+            raise _Probe
+    except _Probe:
+        pass
+    return existing, wanted
+
+
+def _show_policy(p: dict) -> str:
+    kind = "PERMISSIVE" if p["permissive"] else "RESTRICTIVE"
+    command = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}.get(
+        p["command"], p["command"]
+    )
+    parts = [f"AS {kind} FOR {command} TO {', '.join(p['roles'])}"]
+    if p["using"]:
+        parts.append(f"USING ({p['using']})")
+    if p["with_check"]:
+        parts.append(f"WITH CHECK ({p['with_check']})")
+    return " ".join(parts)

@@ -1,27 +1,42 @@
 -- Default settings and built-in patterns. New rows are added on upgrade; values an
--- operator changed are kept.
+-- operator changed are kept. Values are checked on every change (heal.check_setting).
 
-INSERT INTO heal.settings (name, value, description) VALUES
-    ('extension_schema', 'extensions',
+INSERT INTO heal.settings AS s (name, kind, value, description) VALUES
+    ('extension_schema', 'identifier', 'extensions',
      'Schema extensions are installed into (created when missing, USAGE granted to PUBLIC).'),
-    ('allow_extensions', '',
-     'Comma-separated extensions any caller may get installed, even if denied or untrusted.'),
-    ('deny_extensions',
+    ('allow_extensions', 'list', '',
+     'Extensions any caller may get installed, even if denied or untrusted.'),
+    ('deny_extensions', 'list',
      'adminpack, amcheck, bool_plperlu, dblink, file_fdw, hstore_plperlu, hstore_plpython3u, '
      'jsonb_plperlu, jsonb_plpython3u, ltree_plpython3u, old_snapshot, pageinspect, '
      'pg_buffercache, pg_freespacemap, pg_prewarm, pg_surgery, pg_visibility, pg_walinspect, '
      'pgrowlocks, pgstattuple, plperlu, plpython2u, plpython3u, plpythonu, pltclu, '
      'postgres_fdw, sepgsql',
-     'Comma-separated extensions never installed automatically (files, network, server '
-     'internals, untrusted languages) unless also in allow_extensions.'),
-    ('create_schemas', 'on',
-     'Whether missing schemas are created (for callers with CREATE on the database).'),
-    ('persist_search_path', 'on',
+     'Extensions never installed automatically (files, network, server internals, untrusted '
+     'languages) unless also in allow_extensions.'),
+    ('create_schemas', 'boolean', 'on',
+     'Whether missing schemas are created (for callers with CREATE on the database, '
+     'and the roles in schema_roles).'),
+    ('schema_roles', 'list', '',
+     'Roles that get missing schemas created even without CREATE on the database.'),
+    ('grant_roles', 'list', '',
+     'Roles pgheal may create (NOLOGIN) when a GRANT or other statement names them '
+     'and they do not exist. Empty: never create roles.'),
+    ('persist_search_path', 'boolean', 'on',
      'Whether the extension schema is added to the database''s default search_path '
      '(ALTER DATABASE ... SET search_path) so later sessions find what was healed.'),
-    ('max_attempts', '5',
-     'Most fixes tried for one statement before the migration fails.')
-ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description;
+    ('disabled_fixes', 'list', '',
+     'Kinds of fix never applied: create_schema, create_extension, search_path, '
+     'persist_search_path, create_role, skip_identical_policy, retry_transient.'),
+    ('max_attempts', 'integer', '5',
+     'Most fixes (or transient retries) for one statement before the migration fails.'),
+    ('predict', 'boolean', 'on',
+     'Whether heal.migrate applies the fixes static analysis finds before running a statement.'),
+    ('lock_timeout_ms', 'integer', '60000',
+     'How long a named migration waits for another runner of the same name (milliseconds).'),
+    ('retry_delay_ms', 'integer', '100',
+     'First wait before retrying a transient failure; doubled on each retry (milliseconds).')
+ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, kind = EXCLUDED.kind;
 
 INSERT INTO heal.universal_error_patterns
        (pattern, sqlstate, category, auto_fixable, fix_description, source)
@@ -43,7 +58,22 @@ VALUES
     ('operator class "%" does not exist for access method "%"', '42704', 'auto_heal', true,
      'put the schema that has the operator class on the search path, '
      'or install the extension that provides it', 'builtin'),
+    ('data type % has no default operator class for access method "%"', '42704', 'auto_heal',
+     true, 'install the extension that provides a default operator class (e.g. btree_gist)',
+     'builtin'),
     ('access method "%" does not exist', '42704', 'auto_heal', true,
-     'install the extension that provides the access method', 'builtin')
+     'install the extension that provides the access method', 'builtin'),
+    ('tablesample method % does not exist', '42704', 'auto_heal', true,
+     'install the extension that provides the tablesample method', 'builtin'),
+    ('text search template "%" does not exist', '42704', 'auto_heal', true,
+     'put its schema on the search path, or install the extension that provides it', 'builtin'),
+    ('text search parser "%" does not exist', '42704', 'auto_heal', true,
+     'put its schema on the search path, or install the extension that provides it', 'builtin'),
+    ('text search dictionary "%" does not exist', '42704', 'auto_heal', true,
+     'put its schema on the search path, or install the extension that provides it', 'builtin'),
+    ('text search configuration "%" does not exist', '42704', 'auto_heal', true,
+     'put its schema on the search path, or install the extension that provides it', 'builtin'),
+    ('role "%" does not exist', '42704', 'auto_heal', true,
+     'create the role NOLOGIN, only if heal.settings grant_roles names it', 'builtin')
 ON CONFLICT (pattern) DO UPDATE
     SET sqlstate = EXCLUDED.sqlstate, fix_description = EXCLUDED.fix_description;

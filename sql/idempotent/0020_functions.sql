@@ -112,6 +112,32 @@ from heal.server import rebuild_extension_catalog
 return rebuild_extension_catalog(fingerprint)
 $$;
 
+-- heal.settings values are checked when they change, not when a migration needs them.
+CREATE OR REPLACE FUNCTION heal.setting_problem(name text, value text) RETURNS text
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.policy import setting_problem
+return setting_problem(name, value)
+$$;
+
+CREATE OR REPLACE FUNCTION heal.check_setting() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    problem text := heal.setting_problem(NEW.name, NEW.value);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = problem,
+            HINT = 'See the description column of heal.settings.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER settings_check BEFORE INSERT OR UPDATE ON heal.settings
+    FOR EACH ROW EXECUTE FUNCTION heal.check_setting();
+
 -- Write one run's record: the migration row, its events, the pattern counters.
 CREATE OR REPLACE FUNCTION heal.record_migration(migration jsonb, events jsonb)
 RETURNS bigint

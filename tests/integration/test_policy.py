@@ -117,11 +117,26 @@ def test_attempts_are_bounded(conn):
     assert scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'app'") == 0
 
 
-def test_bad_setting_value_is_a_clear_error(conn):
-    conn.execute("UPDATE heal.settings SET value = 'many' WHERE name = 'max_attempts'")
-    with pytest.raises(psycopg.Error) as info:
-        migrate(conn, "SELECT 1")
-    assert "max_attempts must be a whole number" in str(info.value)
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("max_attempts", "many", "max_attempts must be a whole number from 1 to 100"),
+        ("create_schemas", "perhaps", "create_schemas must be on or off"),
+        ("disabled_fixes", "create_table", "unknown fix kinds ['create_table']"),
+        ("extension_schema", " ", "extension_schema must name a schema"),
+    ],
+)
+def test_bad_setting_values_are_refused_when_set(conn, name, value, problem):
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as info:
+        conn.execute("UPDATE heal.settings SET value = %s WHERE name = %s", (value, name))
+    assert problem in str(info.value)
+
+
+def test_unknown_setting_is_refused(conn):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="unknown setting 'max_tries'"):
+        conn.execute(
+            "INSERT INTO heal.settings (name, value, description) VALUES ('max_tries', '1', '')"
+        )
 
 
 def test_an_error_that_survives_its_fix_stops_the_run(conn, dsn, app_role):

@@ -27,6 +27,15 @@ from heal.errors import classify, split_args
         ("42704", 'operator class "gin_trgm_ops" does not exist for access method "gin"',
          "opclass", "gin_trgm_ops", None, ("gin",)),
         ("42704", 'access method "bloom" does not exist', "access_method", "bloom", None, ()),
+        ("42704", 'data type integer has no default operator class for access method "gist"',
+         "default_opclass", "int4", None, ("gist",)),
+        ("42704", "tablesample method system_rows does not exist", "tablesample", "system_rows",
+         None, ()),
+        ("42704", 'text search template "intdict_template" does not exist', "tstemplate",
+         "intdict_template", None, ()),
+        ("42704", 'text search dictionary "public.unaccent" does not exist', "tsdictionary",
+         "unaccent", "public", ()),
+        ("42704", 'role "app_reader" does not exist', "role", "app_reader", None, ()),
     ],
 )  # fmt: skip
 def test_classify(sqlstate, message, kind, name, schema, args):
@@ -41,7 +50,6 @@ def test_classify(sqlstate, message, kind, name, schema, args):
         ("42P01", 'relation "t" does not exist'),
         ("42883", "could not identify an equality operator for type json"),
         ("3F000", "no schema has been selected to create in"),
-        ("42704", 'role "app" does not exist'),
         ("22012", "division by zero"),
     ],
 )

@@ -42,7 +42,7 @@ def test_objects_in_a_script():
         ProvidedObject("type", "mood"),
         ProvidedObject("type", "d"),
         ProvidedObject("operator", "%", ("text", "text")),
-        ProvidedObject("opclass", "t_ops", ("gist",)),
+        ProvidedObject("opclass", "t_ops", ("gist", "t")),
         ProvidedObject("access_method", "am"),
         ProvidedObject("function", "agg", ("int4",), 1, 1),
         ProvidedObject("procedure", "p", (), 0, 0),

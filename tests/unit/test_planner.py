@@ -26,6 +26,9 @@ class FakeCatalog:
     provided: dict[str, dict[str, list[tuple[str, ...]]]] = field(default_factory=dict)
     extensions: dict[str, Extension] = field(default_factory=dict)
     db_path: list[str] = field(default_factory=lambda: ["$user", "public"])
+    visible: set[str] = field(default_factory=set)
+    known_ext: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    casts: set[tuple[str, str]] = field(default_factory=lambda: {("varchar", "text")})
 
     def schema_exists(self, name):
         return name in self.schemas
@@ -44,6 +47,15 @@ class FakeCatalog:
 
     def database_search_path(self):
         return self.db_path
+
+    def name_on_path(self, missing):
+        return missing.name in self.visible
+
+    def known(self, missing):
+        return self.known_ext.get(missing.name, [])
+
+    def castable(self, source, target):
+        return (source, target) in self.casts
 
 
 def uuid_catalog(**kw) -> FakeCatalog:
@@ -189,3 +201,46 @@ def test_normalize_type():
     assert normalize_type("integer[]") == "_int4"
     assert normalize_type("character varying(20)") == "varchar"
     assert normalize_type("double precision") == "float8"
+
+
+def test_name_visible_with_other_types_needs_a_fitting_signature():
+    # replace(integer, integer, integer): pg_catalog has replace(text, text, text), and
+    # citext has replace(citext, citext, citext); installing citext would not help.
+    catalog = FakeCatalog(
+        provided={"replace": {"citext": [("citext", "citext", "citext")]}},
+        extensions={"citext": ext("citext")},
+        visible={"replace"},
+    )
+    missing = classify("42883", "function replace(integer, integer, integer) does not exist")
+    result = plan(missing, catalog, Policy(), SUPERUSER)
+    assert not result.ok and "with these types" in result.reason
+
+
+def test_implicit_casts_and_unknown_literals_fit():
+    catalog = FakeCatalog(
+        provided={"similarity": {"pg_trgm": [("text", "text")]}},
+        extensions={"pg_trgm": ext("pg_trgm")},
+        visible={"similarity"},
+    )
+    missing = classify("42883", "function similarity(character varying, unknown) does not exist")
+    assert plan(missing, catalog, Policy(), SUPERUSER).ok
+
+
+def test_well_known_extension_the_server_lacks_is_named_with_its_package():
+    catalog = FakeCatalog(known_ext={"vector": [("vector", "postgresql-15-pgvector")]})
+    missing = classify("42704", 'type "vector" does not exist')
+    reason = plan(missing, catalog, Policy(), SUPERUSER).reason
+    assert "extension vector (OS package postgresql-15-pgvector)" in reason
+
+
+def test_roles_only_from_the_policy_list():
+    missing = classify("42704", 'role "reader" does not exist')
+    refused = plan(missing, FakeCatalog(), Policy(), SUPERUSER)
+    assert "grant_roles" in refused.refused
+    allowed = plan(missing, FakeCatalog(), Policy(grant_roles=frozenset({"reader"})), SUPERUSER)
+    assert allowed.ok and allowed.fixes == [Fix("create_role", "reader")]
+
+
+def test_disabled_fix_kinds_are_refused():
+    policy = Policy(disabled_fixes=frozenset({"create_extension"}))
+    assert "disabled_fixes" in plan(UUID, uuid_catalog(), policy, SUPERUSER).refused
