@@ -24,8 +24,8 @@ from .typenames import POLYMORPHIC, normalize_type
 
 #: Kinds of object that live in a schema, so can be found by putting it on the path.
 SCHEMA_OBJECTS = frozenset(
-    {"function", "procedure", "type", "operator", "opclass", "tstemplate", "tsparser",
-     "tsdictionary", "tsconfig"}
+    {"function", "procedure", "type", "operator", "opclass", "tablesample", "tstemplate",
+     "tsparser", "tsdictionary", "tsconfig"}
 )  # fmt: skip
 
 

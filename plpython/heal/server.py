@@ -8,6 +8,7 @@ a SECURITY DEFINER function that checks the policy again for that caller.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -15,11 +16,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any
 
 import plpy
 
-from . import PGLAST_VERSION, __version__, parser
+from . import PGLAST_VERSION, __version__, analyze, parser
 from .errors import (
     DUPLICATE_OBJECT,
     HEALABLE_SQLSTATES,
@@ -39,7 +41,7 @@ from .policy import (
     refuse_role,
     refuse_schema,
 )
-from .script import ScriptError, Statement, split
+from .script import Script, ScriptError, Statement, split
 
 
 def _rows(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
@@ -138,6 +140,12 @@ _LOCATE: dict[str, tuple[str, tuple[str, ...]]] = {
              JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
             WHERE c.opcname = $1 AND a.amname = $2""",
         ("name", "name"),
+    ),
+    "tablesample": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_proc p
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.proname = $1 AND p.prorettype = 'pg_catalog.tsm_handler'::pg_catalog.regtype""",
+        ("name",),
     ),
     "tstemplate": (
         """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_template t
@@ -362,6 +370,101 @@ def rebuild_extension_catalog(fingerprint: str) -> int:
     return count
 
 
+# -- static analysis -----------------------------------------------------------------------
+
+
+def session_search_path() -> list[str]:
+    """The session's search_path as schema names, ``$user`` resolved."""
+    user = _value("SELECT current_user")
+    raw = _search_path_list(_value("SELECT current_setting('search_path')") or "")
+    return [user if p == "$user" else p for p in raw]
+
+
+def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
+    """Fetch, in one query per kind, what the catalogs hold for the script's names."""
+    snap = analyze.Snapshot()
+
+    def rows(query: str, names: set[str]) -> list[dict]:
+        return _rows(query, sorted(names), types=("name[]",)) if names else []
+
+    for r in rows("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
+                  wanted.schemas):  # fmt: skip
+        snap.schemas.add(r["nspname"])
+    for r in rows(
+        """SELECT p.proname, n.nspname, p.pronargs - p.pronargdefaults AS low,
+                  CASE WHEN p.provariadic <> 0 THEN NULL ELSE p.pronargs END AS high
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.proname = ANY($1)""",
+        wanted.functions,
+    ):
+        snap.functions.setdefault(r["proname"], []).append((r["nspname"], r["low"], r["high"]))
+    simple = [
+        (snap.types, wanted.types, "pg_type", "typname", "typnamespace", ""),
+        (snap.operators, wanted.operators, "pg_operator", "oprname", "oprnamespace", ""),
+        (snap.tablesamples, wanted.tablesamples, "pg_proc", "proname", "pronamespace",
+         "AND o.prorettype = 'pg_catalog.tsm_handler'::pg_catalog.regtype"),
+    ]  # fmt: skip
+    for target, names, table, column, namespace, extra in simple:
+        query = (
+            f"SELECT o.{column} AS name, n.nspname FROM pg_catalog.{table} o "
+            f"JOIN pg_catalog.pg_namespace n ON n.oid = o.{namespace} "
+            f"WHERE o.{column} = ANY($1) {extra}"
+        )
+        for r in rows(query, names):
+            target.setdefault(r["name"], set()).add(r["nspname"])
+    for r in rows(
+        """SELECT c.opcname, a.amname, n.nspname FROM pg_catalog.pg_opclass c
+             JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
+            WHERE c.opcname = ANY($1)""",
+        wanted.opclasses,
+    ):
+        snap.opclasses.setdefault((r["opcname"], r["amname"]), set()).add(r["nspname"])
+    snap.access_methods = {r["amname"] for r in _rows("SELECT amname FROM pg_catalog.pg_am")}
+    if wanted.extensions:
+        for r in _rows(
+            "SELECT extension, kind, name FROM heal.extension_objects WHERE extension = ANY($1)",
+            sorted(wanted.extensions),
+            types=("text[]",),
+        ):
+            snap.extension_objects.setdefault(r["extension"], set()).add((r["kind"], r["name"]))
+    return snap
+
+
+def predict(script: Script, pglast: ModuleType) -> dict[int, list[Missing]]:
+    """What each statement (by number) will miss, found before anything runs."""
+    analysed = [analyze.statement(analyze.parse(s.text, pglast)[0]) for s in script.statements]
+    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), session_search_path())
+    return {script.statements[i].number: refs for i, refs in found.items()}
+
+
+def plan_script(sql: str | None) -> list[dict]:
+    """Body of ``heal.plan(sql)``: one row per problem static analysis finds."""
+    if sql is None:
+        return []
+    pglast = load_parser()
+    script = split(sql, pglast)
+    policy = Policy.from_settings(settings())
+    who = caller()
+    catalog = DatabaseCatalog()
+    lines = {s.number: s.line for s in script.statements}
+    rows = []
+    for number, refs in sorted(predict(script, pglast).items()):
+        for missing in refs:
+            planned = plan(missing, catalog, policy, who)
+            rows.append(
+                {
+                    "statement": number,
+                    "line": lines[number],
+                    "missing": missing.describe(),
+                    "fix": ", ".join(f.describe() for f in planned.fixes) or None,
+                    "allowed": planned.ok,
+                    "reason": planned.refused or planned.reason,
+                }
+            )
+    return rows
+
+
 # -- applying fixes (SECURITY DEFINER side) ----------------------------------------------
 
 
@@ -466,6 +569,9 @@ class Run:
     """One call of heal.migrate: what happened, recorded when it ends."""
 
     sql: str
+    name: str | None = None
+    dry_run: bool = False
+    forced: bool = False
     source: str = "migration"
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=_now)
@@ -479,12 +585,21 @@ class Run:
         self.events.append(row)
         return row
 
+    @property
+    def checksum(self) -> str:
+        return hashlib.md5(self.sql.encode()).hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        return {"heals": self.heals, "statements": self.statements, "name": self.name}
+
     def elapsed_ms(self) -> float:
         return round((time.monotonic() - self.started) * 1000, 3)
 
     def record(self, status: str, error: str | None = None) -> int:
         migration = {
-            "checksum": _value("SELECT md5($1)", self.sql),
+            "checksum": self.checksum,
+            "name": self.name,
+            "forced": self.forced,
             "status": status,
             "started_at": self.started_at,
             "statements": self.statements,
@@ -512,8 +627,14 @@ def _failure(sqlstate: str, message: str, detail: str, hint: str) -> dict[str, s
 ROLLED_BACK_HINT = "The migration was rolled back; heal.build_events has each step."
 
 
-def migrate(sql: str | None) -> dict[str, str] | None:
-    """Body of ``CALL heal.migrate(sql)``: run, heal, record; return the error to raise."""
+class _DryRun(Exception):
+    """Raised to roll back a dry run once everything has run."""
+
+
+def migrate(
+    sql: str | None, name: str | None = None, dry_run: bool = False, force: bool = False
+) -> dict[str, str] | None:
+    """Body of ``CALL heal.migrate(...)``: run, heal, record; return the error to raise."""
     if sql is None:
         return _failure(
             "22004",
@@ -521,10 +642,24 @@ def migrate(sql: str | None) -> dict[str, str] | None:
             "Nothing was run.",
             "Pass the migration script as text: CALL heal.migrate($$ ... $$)",
         )
-    run = Run(sql)
-    run.event("migration_started", detail={"bytes": len(sql.encode())})
+    if name is not None and not name.strip():
+        return _failure(
+            "22023", "heal.migrate: name must not be empty", "Nothing was run.",
+            "Name the migration, e.g. name => '0001_init', or leave name out.",
+        )  # fmt: skip
     try:
-        script = split(sql, load_parser())
+        policy = Policy.from_settings(settings())
+    except SettingError as exc:
+        return _failure("22023", str(exc), "Nothing was run.", "Fix the value in heal.settings.")
+    run = Run(sql, name=name, dry_run=dry_run, forced=force)
+    if name is not None:
+        held = _history_check(run, policy)
+        if held is not None:
+            return held if held else None
+    run.event("migration_started", detail={"bytes": len(sql.encode()), "name": name})
+    try:
+        pglast = load_parser()
+        script = split(sql, pglast)
     except ScriptError as exc:
         run.event("migration_failed", sqlstate=exc.sqlstate, message=exc.message)
         _finish_failed(run, exc.message)
@@ -537,15 +672,27 @@ def migrate(sql: str | None) -> dict[str, str] | None:
         plpy.notice("heal.migrate: the script has no statements; nothing was run")
         return None
     run.statements = len(script.statements)
-    try:
-        policy = Policy.from_settings(settings())
-    except SettingError as exc:
-        return _failure("22023", str(exc), "Nothing was run.", "Fix the value in heal.settings.")
+    predicted: dict[int, list[Missing]] = {}
+    if policy.predict:
+        try:
+            predicted = predict(script, pglast)
+        except Exception as exc:  # analysis must never stop a migration
+            plpy.notice(f"heal.migrate: static analysis skipped ({exc}); healing reactively")
     healer = Healer(run, policy, caller())
     try:
         with plpy.subtransaction():
             for stmt in script.statements:
-                healer.execute(stmt)
+                healer.execute(stmt, predicted.get(stmt.number, ()))
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail=run.summary())
+        run.record("dry_run")
+        plpy.notice(
+            f"heal.migrate: dry run: {run.statements} statements ran, {run.heals} healed; "
+            "everything was rolled back"
+        )
+        return None
     except MigrationFailed as failed:
         err = failed.error
         where = err.where(sql)
@@ -567,7 +714,7 @@ def migrate(sql: str | None) -> dict[str, str] | None:
             if part
         )
         return _failure(err.sqlstate, err.message, detail, err.hint or ROLLED_BACK_HINT)
-    run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail={"heals": run.heals})
+    run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail=run.summary())
     run.record("succeeded")
     if run.heals:
         plpy.notice(
@@ -575,6 +722,53 @@ def migrate(sql: str | None) -> dict[str, str] | None:
             f"in {run.elapsed_ms():.0f} ms"
         )
     return None
+
+
+def _history_check(run: Run, policy: Policy) -> dict[str, str] | bool | None:
+    """Serialize runners of the same name, then compare with what was applied.
+
+    Returns None to go on, False when there is nothing to do, or the error to raise.
+    """
+    deadline = time.monotonic() + policy.lock_timeout_ms / 1000
+    while not _value(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock(hashtext('heal.migrate'), hashtext($1))",
+        run.name,
+    ):
+        if time.monotonic() >= deadline:
+            return _failure(
+                "55P03",
+                f'heal.migrate: migration "{run.name}" is being run by another session',
+                f"Waited {policy.lock_timeout_ms} ms (heal.settings lock_timeout_ms).",
+                "Wait for the other runner to finish, then run it again.",
+            )
+        _value("SELECT pg_catalog.pg_sleep(0.05)")
+    rows = _rows(
+        """SELECT checksum, finished_at::text AS finished_at FROM heal.migrations
+            WHERE name = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1""",
+        run.name,
+    )
+    if not rows:
+        return None
+    applied = rows[0]
+    if applied["checksum"] == run.checksum:
+        plpy.notice(
+            f'heal.migrate: migration "{run.name}" was applied at {applied["finished_at"]}; '
+            "nothing to do"
+        )
+        return False
+    if run.forced:
+        plpy.notice(
+            f'heal.migrate: migration "{run.name}" changed since it was applied; '
+            "running it again because force => true"
+        )
+        return None
+    return _failure(
+        "P0001",
+        f'heal.migrate: migration "{run.name}" was applied with another checksum',
+        f"Applied: {applied['checksum']} at {applied['finished_at']}; this script: {run.checksum}.",
+        "A migration that ran should not change: add a new migration instead, or pass "
+        "force => true to run this one again.",
+    )
 
 
 def _finish_failed(run: Run, error: str) -> None:

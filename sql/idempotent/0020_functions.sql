@@ -53,13 +53,18 @@ COMMENT ON FUNCTION heal.server_info() IS
 -- No SET clauses: a procedure with one cannot commit, and the failure record must.
 -- The work is done in PL/Python; the error is raised here so that the client sees
 -- PostgreSQL's own message and SQLSTATE, without a Python exception name.
-CREATE OR REPLACE PROCEDURE heal.migrate(sql text)
+CREATE OR REPLACE PROCEDURE heal.migrate(
+    sql text,
+    name text DEFAULT NULL,
+    dry_run boolean DEFAULT false,
+    force boolean DEFAULT false
+)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     failure jsonb;
 BEGIN
-    CALL heal.run_migration(sql, failure);
+    CALL heal.run_migration(sql, name, dry_run, force, failure);
     IF failure IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = failure ->> 'sqlstate',
@@ -69,18 +74,35 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON PROCEDURE heal.migrate(text) IS
-    'Run a migration script atomically, healing missing schemas, extensions and search paths.';
+COMMENT ON PROCEDURE heal.migrate(text, text, boolean, boolean) IS
+    'Run a migration script atomically, healing missing dependencies. name: record it in '
+    'heal.migrations and skip it once applied; dry_run: heal, report, roll everything back; '
+    'force: run a named migration again although it changed.';
 
-CREATE OR REPLACE PROCEDURE heal.run_migration(sql text, INOUT failure jsonb DEFAULT NULL)
+CREATE OR REPLACE PROCEDURE heal.run_migration(
+    sql text, name text, dry_run boolean, force boolean, INOUT failure jsonb DEFAULT NULL
+)
 LANGUAGE plpython3u
 AS $$
 import json
 plpy.execute("SELECT heal._load()")
 from heal.server import migrate
-result = migrate(sql)
+result = migrate(sql, name, bool(dry_run), bool(force))
 return (json.dumps(result) if result else None,)
 $$;
+
+CREATE OR REPLACE FUNCTION heal.plan(sql text)
+RETURNS TABLE (statement integer, line integer, missing text, fix text, allowed boolean,
+               reason text)
+LANGUAGE plpython3u
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.server import plan_script
+return plan_script(sql)
+$$;
+COMMENT ON FUNCTION heal.plan(text) IS
+    'What the script will miss, found by static analysis, and the fix pgheal would apply; '
+    'runs and changes nothing.';
 
 CREATE OR REPLACE FUNCTION heal.apply_fix(role name, kind text, target text, schema text)
 RETURNS text
@@ -147,14 +169,16 @@ DECLARE
     migration_id bigint;
 BEGIN
     INSERT INTO heal.migrations
-           (checksum, status, source, started_at, statements, attempts, heals,
+           (name, checksum, forced, status, source, started_at, statements, attempts, heals,
             duration_ms, error, run_by)
-    SELECT m.checksum, m.status, coalesce(m.source, 'migration'), m.started_at,
+    SELECT m.name, m.checksum, coalesce(m.forced, false), m.status,
+           coalesce(m.source, 'migration'), m.started_at,
            m.statements, m.attempts, m.heals, m.duration_ms, m.error,
            CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
                 THEN m.run_by ELSE session_user END
       FROM jsonb_to_record(migration) AS m(
-           checksum text, status text, source text, started_at timestamptz,
+           name text, checksum text, forced boolean, status text, source text,
+           started_at timestamptz,
            statements integer, attempts integer, heals integer, duration_ms numeric,
            error text, run_by name)
     RETURNING id INTO migration_id;

@@ -124,9 +124,18 @@ def test_object_in_a_user_schema_is_found_but_not_persisted(conn, dsn):
 
 
 def test_chain_missing_schema_then_function_in_it(conn):
+    conn.execute("UPDATE heal.settings SET value = 'off' WHERE name = 'predict'")
     migrate(conn, "CREATE TABLE t (id uuid DEFAULT extensions.uuid_generate_v4());")
     successes = [e for e in events(conn) if e[0] == "auto_heal_success"]
     assert [e[2] for e in successes] == ["3F000", "42883"]
+    assert extensions(conn)["uuid-ossp"] == "extensions"
+
+
+def test_chain_predicted_heals_in_one_step(conn):
+    migrate(conn, "CREATE TABLE t (id uuid DEFAULT extensions.uuid_generate_v4());")
+    successes = [e for e in events(conn) if e[0] == "auto_heal_success"]
+    assert len(successes) == 1
+    assert "CREATE SCHEMA IF NOT EXISTS extensions" in successes[0][3]
     assert extensions(conn)["uuid-ossp"] == "extensions"
 
 

@@ -109,6 +109,7 @@ def test_apply_fix_refuses_a_role_the_session_cannot_act_as(conn, dsn, app_role)
 
 
 def test_attempts_are_bounded(conn):
+    conn.execute("UPDATE heal.settings SET value = 'off' WHERE name = 'predict'")
     conn.execute("UPDATE heal.settings SET value = '1' WHERE name = 'max_attempts'")
     with pytest.raises(psycopg.errors.UndefinedObject) as info:
         migrate(conn, "CREATE TABLE app.t (id uuid DEFAULT uuid_generate_v4(), e citext);")

@@ -44,9 +44,19 @@ def test_migration_row_and_event_columns(conn):
         "WHERE event_type = 'auto_heal_success' ORDER BY id LIMIT 1"
     ).fetchone()
     assert success == (
-        True, 1, "3F000", 'schema "app" does not exist',
-        "CREATE SCHEMA IF NOT EXISTS app AUTHORIZATION postgres", True, "schema app", "reactive",
+        True, 1, "3F000", "schema app is missing",
+        "CREATE SCHEMA IF NOT EXISTS app AUTHORIZATION postgres", True, "schema app", "predicted",
     )  # fmt: skip
+
+
+def test_reactive_heal_event_columns(conn):
+    conn.execute("UPDATE heal.settings SET value = 'off' WHERE name = 'predict'")
+    migrate(conn, DEMO)
+    success = conn.execute(
+        "SELECT sqlstate, message, detail->>'way' FROM heal.build_events "
+        "WHERE event_type = 'auto_heal_success' ORDER BY id LIMIT 1"
+    ).fetchone()
+    assert success == ("3F000", 'schema "app" does not exist', "reactive")
 
 
 def test_failed_and_unfixable_counted(conn):

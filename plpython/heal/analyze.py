@@ -1,0 +1,278 @@
+"""Find, before running a script, the dependencies its statements will miss.
+
+Works on pglast's JSON parse tree (plain dicts: much cheaper than AST objects) and a
+:class:`Snapshot` of the catalogs. It follows what the script itself creates
+(schemas, types, functions, extensions) and the ``search_path`` it sets, and only
+reports a dependency that is visible nowhere on the path: anything else is left to
+the reactive healer, which sees the server's real error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from .errors import Missing
+
+#: Pseudo-types the parser expands; they are not in pg_type.
+_SERIALS = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
+_ALWAYS = ("pg_catalog", "pg_temp")
+
+
+@dataclass
+class Snapshot:
+    """What the catalogs hold, for the names the script mentions."""
+
+    schemas: set[str] = field(default_factory=set)
+    #: function name -> [(schema, min args, max args or None)]
+    functions: dict[str, list[tuple[str, int, int | None]]] = field(default_factory=dict)
+    types: dict[str, set[str]] = field(default_factory=dict)
+    operators: dict[str, set[str]] = field(default_factory=dict)
+    opclasses: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    tablesamples: dict[str, set[str]] = field(default_factory=dict)
+    access_methods: set[str] = field(default_factory=set)
+    #: extension -> {(kind, name)} it creates (from heal.extension_objects)
+    extension_objects: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+
+
+@dataclass
+class Names:
+    """The names a script mentions, to fetch a :class:`Snapshot` for."""
+
+    schemas: set[str] = field(default_factory=set)
+    functions: set[str] = field(default_factory=set)
+    types: set[str] = field(default_factory=set)
+    operators: set[str] = field(default_factory=set)
+    opclasses: set[str] = field(default_factory=set)
+    tablesamples: set[str] = field(default_factory=set)
+    extensions: set[str] = field(default_factory=set)
+
+
+def parse(sql: str, pglast: ModuleType) -> list[dict]:
+    """The statements' parse trees, in order."""
+    return [raw["stmt"] for raw in json.loads(pglast.parser.parse_sql_json(sql))["stmts"]]
+
+
+def _walk(node: object) -> Iterator[tuple[str, dict]]:
+    """Every (node type, fields) pair in a tree."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            for key, value in current.items():
+                if key[:1].isupper() and isinstance(value, dict):
+                    yield key, value
+                stack.append(value)
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
+def _names(items: list | None) -> list[str]:
+    return [i["String"]["sval"] for i in items or () if "String" in i]
+
+
+def _qualified(items: list | None) -> tuple[str | None, str]:
+    parts = _names(items)
+    return (parts[-2] if len(parts) > 1 else None), (parts[-1] if parts else "")
+
+
+def _const_string(node: dict) -> str | None:
+    value = node.get("A_Const", {}).get("sval")
+    return value.get("sval", "") if value is not None else None
+
+
+@dataclass
+class Statement:
+    """What one statement needs and what it creates."""
+
+    refs: list[Missing] = field(default_factory=list)
+    creates: set[tuple[str, str]] = field(default_factory=set)
+    extensions: list[str] = field(default_factory=list)
+    search_path: list[str] | None = None
+    path_unknown: bool = False
+
+
+def _created_schema(kind: str, body: dict) -> str | None:
+    """The schema a CREATE puts its object in, when the statement names one."""
+    if kind in ("CreateStmt", "CreateSeqStmt"):
+        rel = body.get("relation") or body.get("sequence") or {}
+        return rel.get("schemaname")
+    if kind == "ViewStmt":
+        return (body.get("view") or {}).get("schemaname")
+    if kind == "CreateTableAsStmt":
+        return ((body.get("into") or {}).get("rel") or {}).get("schemaname")
+    if kind == "CompositeTypeStmt":
+        return (body.get("typevar") or {}).get("schemaname")
+    if kind in ("CreateFunctionStmt", "DefineStmt", "CreateEnumStmt", "CreateDomainStmt",
+                "CreateRangeStmt"):  # fmt: skip
+        names = (body.get("funcname") or body.get("defnames") or body.get("typeName")
+                 or body.get("domainname"))  # fmt: skip
+        return _qualified(names)[0]
+    if kind == "AlterObjectSchemaStmt":
+        return body.get("newschema")
+    return None
+
+
+def _creates(kind: str, body: dict) -> set[tuple[str, str]]:
+    if kind == "CreateSchemaStmt":
+        return {("schema", body.get("schemaname") or "")}
+    if kind in ("CreateStmt", "ViewStmt"):
+        rel = body.get("relation") or body.get("view") or {}
+        return {("type", rel.get("relname", ""))}
+    if kind == "CreateFunctionStmt":
+        kind_ = "procedure" if body.get("is_procedure") else "function"
+        return {(kind_, _qualified(body.get("funcname"))[1])}
+    if kind == "CompositeTypeStmt":
+        return {("type", (body.get("typevar") or {}).get("relname", ""))}
+    if kind in ("CreateEnumStmt", "CreateRangeStmt"):
+        return {("type", _qualified(body.get("typeName"))[1])}
+    if kind == "CreateDomainStmt":
+        return {("type", _qualified(body.get("domainname"))[1])}
+    if kind == "DefineStmt":
+        what = {"OBJECT_TYPE": "type", "OBJECT_AGGREGATE": "function",
+                "OBJECT_OPERATOR": "operator"}.get(body.get("kind", ""))  # fmt: skip
+        return {(what, _qualified(body.get("defnames"))[1])} if what else set()
+    if kind == "CreateOpClassStmt":
+        return {("opclass", _qualified(body.get("opclassname"))[1])}
+    return set()
+
+
+def statement(tree: dict) -> Statement:
+    """The references, creations and search_path changes of one parsed statement."""
+    ((kind, body),) = tree.items()
+    result = Statement(creates=_creates(kind, body))
+    schema = _created_schema(kind, body)
+    if schema:
+        result.refs.append(Missing("schema", schema))
+    if kind == "CreateExtensionStmt":
+        result.extensions.append(body.get("extname", ""))
+    if kind == "VariableSetStmt" and body.get("name") == "search_path":
+        values = [_const_string(a) for a in body.get("args") or ()]
+        if body.get("kind") == "VAR_SET_VALUE" and None not in values:
+            result.search_path = [v for v in values if v]
+        else:
+            result.path_unknown = True
+    access_method = body.get("accessMethod") if kind == "IndexStmt" else None
+    if access_method:
+        result.refs.append(Missing("access_method", access_method))
+    skip_types = kind == "CreateFunctionStmt"  # argument types are checked by the server
+    for node_type, node in _walk(body):
+        if node_type == "FuncCall":
+            schema, name = _qualified(node.get("funcname"))
+            args = node.get("args") or ()
+            if schema != "pg_catalog":
+                result.refs.append(Missing("function", name, schema, ("unknown",) * len(args)))
+            if name == "set_config" and len(args) >= 2 and _const_string(args[0]) == "search_path":
+                value = _const_string(args[1])
+                if value is None:
+                    result.path_unknown = True
+                else:
+                    result.search_path = [
+                        p.strip().strip('"') for p in value.split(",") if p.strip()
+                    ]
+        elif node_type == "TypeName" and not skip_types:
+            if node.get("pct_type"):
+                continue
+            schema, name = _qualified(node.get("names"))
+            if schema != "pg_catalog" and name not in _SERIALS:
+                result.refs.append(Missing("type", name, schema))
+        elif node_type == "IndexElem" and node.get("opclass"):
+            schema, name = _qualified(node["opclass"])
+            result.refs.append(Missing("opclass", name, schema, (access_method or "btree",)))
+        elif node_type == "RangeTableSample":
+            schema, name = _qualified(node.get("method"))
+            result.refs.append(Missing("tablesample", name, schema))
+        elif node_type == "A_Expr" and node.get("kind") == "AEXPR_OP":
+            schema, name = _qualified(node.get("name"))
+            if schema != "pg_catalog":
+                result.refs.append(
+                    Missing(
+                        "operator",
+                        name,
+                        schema,
+                        ("unknown" if node.get("lexpr") else "", "unknown"),
+                    )
+                )
+    return result
+
+
+def names(statements: list[Statement]) -> Names:
+    """Everything to look up in the catalogs for these statements."""
+    wanted = Names()
+    for stmt in statements:
+        wanted.extensions.update(stmt.extensions)
+        for ref in stmt.refs:
+            if ref.schema:
+                wanted.schemas.add(ref.schema)
+            bucket = {
+                "schema": wanted.schemas, "function": wanted.functions, "type": wanted.types,
+                "operator": wanted.operators, "opclass": wanted.opclasses,
+                "tablesample": wanted.tablesamples,
+            }.get(ref.kind)  # fmt: skip
+            if bucket is not None:
+                bucket.add(ref.name)
+    return wanted
+
+
+def predict(
+    statements: list[Statement], snapshot: Snapshot, search_path: list[str]
+) -> dict[int, list[Missing]]:
+    """What each statement (by index) will miss, each dependency reported once."""
+    path: list[str] | None = list(search_path)
+    created: set[tuple[str, str]] = set()
+    reported: set[Missing] = set()
+    found: dict[int, list[Missing]] = {}
+    for index, stmt in enumerate(statements):
+        for ref in stmt.refs:
+            if ref in reported or path is None:
+                continue
+            if not _exists(ref, snapshot, path, created):
+                reported.add(ref)
+                found.setdefault(index, []).append(ref)
+        created |= stmt.creates
+        for ext in stmt.extensions:
+            created |= snapshot.extension_objects.get(ext, set())
+        if stmt.path_unknown:
+            path = None
+        elif stmt.search_path is not None and path is not None:
+            path = stmt.search_path
+    return found
+
+
+def _visible(schemas: set[str] | list[str], path: list[str]) -> bool:
+    return any(s in path or s in _ALWAYS for s in schemas)
+
+
+def _exists(ref: Missing, snapshot: Snapshot, path: list[str], created: set) -> bool:
+    """Whether `ref` resolves: created by the script, or in the catalogs where it looks."""
+    if ref.kind == "schema":
+        return ref.name in snapshot.schemas or ("schema", ref.name) in created
+    if ref.schema and ref.schema not in snapshot.schemas and ("schema", ref.schema) not in created:
+        return False  # the schema is missing: reported on its own
+    if (ref.kind, ref.name) in created:
+        return True
+    where: set[str] | list[str] = [ref.schema] if ref.schema else path
+    if ref.kind == "function":
+        nargs = len(ref.args)
+        return (
+            any(
+                (s in where or (not ref.schema and s in _ALWAYS))
+                and low <= nargs
+                and (high is None or nargs <= high)
+                for s, low, high in snapshot.functions.get(ref.name, ())
+            )
+            or ("procedure", ref.name) in created
+        )
+    if ref.kind == "access_method":
+        return ref.name in snapshot.access_methods
+    table = {
+        "type": snapshot.types.get(ref.name, set()),
+        "operator": snapshot.operators.get(ref.name, set()),
+        "opclass": snapshot.opclasses.get((ref.name, ref.args[0] if ref.args else ""), set()),
+        "tablesample": snapshot.tablesamples.get(ref.name, set()),
+    }.get(ref.kind)
+    if table is None:
+        return True
+    return any(s in where for s in table) or (not ref.schema and _visible(table, []))
