@@ -55,6 +55,10 @@ def parse(sql: str, pglast: ModuleType) -> list[dict]:
     return [raw["stmt"] for raw in json.loads(pglast.parser.parse_sql_json(sql))["stmts"]]
 
 
+#: Fields that hold a TypeName directly (the JSON wraps only generic nodes in their type).
+_TYPE_FIELDS = frozenset({"typeName", "returnType", "argType", "ofTypename"})
+
+
 def _walk(node: object) -> Iterator[tuple[str, dict]]:
     """Every (node type, fields) pair in a tree."""
     stack = [node]
@@ -62,8 +66,11 @@ def _walk(node: object) -> Iterator[tuple[str, dict]]:
         current = stack.pop()
         if isinstance(current, dict):
             for key, value in current.items():
-                if key[:1].isupper() and isinstance(value, dict):
-                    yield key, value
+                if isinstance(value, dict):
+                    if key[:1].isupper():
+                        yield key, value
+                    elif key in _TYPE_FIELDS and "names" in value:
+                        yield "TypeName", value
                 stack.append(value)
         elif isinstance(current, list):
             stack.extend(current)
@@ -157,7 +164,6 @@ def statement(tree: dict) -> Statement:
     access_method = body.get("accessMethod") if kind == "IndexStmt" else None
     if access_method:
         result.refs.append(Missing("access_method", access_method))
-    skip_types = kind == "CreateFunctionStmt"  # argument types are checked by the server
     for node_type, node in _walk(body):
         if node_type == "FuncCall":
             schema, name = _qualified(node.get("funcname"))
@@ -172,7 +178,7 @@ def statement(tree: dict) -> Statement:
                     result.search_path = [
                         p.strip().strip('"') for p in value.split(",") if p.strip()
                     ]
-        elif node_type == "TypeName" and not skip_types:
+        elif node_type == "TypeName":
             if node.get("pct_type"):
                 continue
             schema, name = _qualified(node.get("names"))
