@@ -1,6 +1,7 @@
 """The ``pgheal`` command.
 
-Exit codes: 0 success, 1 a migration failed, 2 bad usage or a missing prerequisite.
+Exit codes: 0 success, 1 a migration failed (or, for plan, a problem has no allowed
+fix), 2 bad usage, a missing prerequisite or no connection.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, deploy, serverdeps
-from .runner import run_files
+from . import __version__, deploy, runner, serverdeps
 
 EPILOG = """\
 The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
@@ -22,7 +22,9 @@ The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
 examples:
   pgheal demo --keep
   pgheal install --dsn postgresql://postgres@localhost/app
-  pgheal migrate --dsn postgresql://app@localhost/app db/0001_init.sql db/0002_users.sql
+  pgheal migrate --dsn postgresql://app@localhost/app db/migrations/
+  pgheal migrate --plan db/migrations/
+  pgheal plan db/0002_users.sql
   pgheal uninstall
 """
 
@@ -59,11 +61,21 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    missing = [str(f) for f in args.files if not f.is_file()]
-    if missing:
-        print(f"pgheal migrate: no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    return 0 if run_files(_dsn(args), args.files, sys.stdout) else 1
+    migrations = runner.discover(args.paths)
+    with _connect(args) as conn:
+        run = runner.Runner(conn, sys.stdout)
+        if args.plan:
+            rows = run.plan(migrations)
+            run.print_plan(rows)
+            return 0 if all(r[4] for r in rows) else 1
+        outcomes = run.run(migrations, dry_run=args.dry_run)
+        run.summary(outcomes)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    args.plan, args.dry_run = True, False
+    return cmd_migrate(args)
 
 
 def cmd_server_deps(args: argparse.Namespace) -> int:
@@ -108,9 +120,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p = command("uninstall", cmd_uninstall, "remove pgheal's objects from a database")
     dsn(p)
-    p = command("migrate", cmd_migrate, "run migration files through heal.migrate, in order")
+    p = command(
+        "migrate", cmd_migrate, "apply migration files, or folders of NNNN_name.sql files, in order"
+    )
     dsn(p)
-    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    p.add_argument("--dry-run", action="store_true", help="run and heal, then roll back")
+    p.add_argument("--plan", action="store_true", help="only show what would be healed")
+    p = command("plan", cmd_plan, "show what pending migrations will miss and how pgheal heals it")
+    dsn(p)
+    p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p = command("server-deps", cmd_server_deps, "install pglast for the server's PL/Python")
     p.add_argument("--target", type=Path, default=serverdeps.default_path(),
                    help="directory to install into (default: %(default)s)")  # fmt: skip
@@ -124,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except deploy.InstallError as exc:
+    except (deploy.InstallError, runner.RunnerError) as exc:
         print(f"pgheal {args.command}: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

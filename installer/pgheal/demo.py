@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 
 from . import deploy, serverdeps
 from .cluster import Cluster
-from .runner import run_file_text
+from .runner import Migration, Runner
 
 MIGRATION = """\
 -- A migration as teams write it: it assumes a schema, citext, uuid-ossp and pg_trgm
@@ -70,7 +71,11 @@ def run(keep: bool = False) -> int:
         _say("the migration:\n")
         _say("    " + MIGRATION.replace("\n", "\n    "))
         _say("$ pgheal migrate demo.sql")
-        ok = run_file_text(dsn, "demo.sql", MIGRATION, out=sys.stdout)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            runner = Runner(conn, sys.stdout)
+            outcomes = runner.run([Migration("demo", Path("demo.sql"), MIGRATION)])
+            runner.summary(outcomes)
+        ok = outcomes[0].status == "applied"
         _psql(dsn, EVENTS_QUERY)
         if ok:
             _psql(dsn, CHECK_QUERY)

@@ -1,48 +1,324 @@
-"""Send migration files to ``heal.migrate`` and report what happened."""
+"""Run migration files and folders through ``heal.migrate``, like a migration runner.
+
+A folder holds ``NNNN_name.sql`` files, applied in numeric order and recorded in
+``heal.migrations`` under their file name, so a second run skips what was applied.
+Statements PostgreSQL never runs inside a transaction (``CREATE INDEX CONCURRENTLY``
+and the like) are run here, at top level, between the transactional parts.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import pglast
 import psycopg
+from pglast.stream import RawStream
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from heal.script import ScriptError, split
+
+MIGRATION_FILE = re.compile(r"^(?P<number>\d+)_[^/]*\.sql$")
 
 
-def run_file_text(dsn: str, label: str, text: str, out: TextIO) -> bool:
-    """Run one script through ``CALL heal.migrate``; print heals as they happen.
+class RunnerError(Exception):
+    """The files cannot be run as given."""
 
-    The connection is in autocommit mode, so the CALL is at top level and the record
-    of a failed migration is committed even though the migration rolled back.
-    """
 
-    def notice(diag: psycopg.errors.Diagnostic) -> None:
-        message = diag.message_primary or ""
-        print(f"  {message.removeprefix('heal.migrate: ')}", file=out, flush=True)
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    path: Path
+    text: str
 
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.add_notice_handler(notice)
-        try:
-            conn.execute("CALL heal.migrate(%s)", (text,))
-        except psycopg.Error as exc:
-            diag = exc.diag
-            print(f"{label}: FAILED [{diag.sqlstate}] {diag.message_primary}", file=out)
-            for extra in (diag.message_detail, diag.message_hint):
-                if extra:
-                    print("  " + extra.replace("\n", "\n  "), file=out)
-            return False
-        row = conn.execute(
-            """SELECT statements, heals, round(duration_ms) FROM heal.migrations
-                WHERE checksum = md5(%s) AND run_by = current_user
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a migration run in one go: a transactional chunk, or one statement
+    that must run at top level (`outside` says what it is)."""
+
+    name: str
+    sql: str
+    outside: str | None = None
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.md5(self.sql.encode()).hexdigest()
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str
+    statements: int = 0
+    heals: int = 0
+    duration_ms: float = 0
+    error: str | None = None
+    notices: list[str] = field(default_factory=list)
+
+
+def discover(paths: list[Path]) -> list[Migration]:
+    """Files as given, and the ``NNNN_name.sql`` files of folders in numeric order."""
+    found: list[Migration] = []
+    for path in paths:
+        if path.is_dir():
+            files = [f for f in path.iterdir() if MIGRATION_FILE.match(f.name)]
+            if not files:
+                raise RunnerError(f"no NNNN_name.sql files in {path}")
+            numbered = sorted(
+                files, key=lambda f: (int(MIGRATION_FILE.match(f.name)["number"]), f.name)
+            )
+            found += [Migration(f.stem, f, f.read_text()) for f in numbered]
+        elif path.is_file():
+            found.append(Migration(path.stem, path, path.read_text()))
+        else:
+            raise RunnerError(f"no such file or folder: {path}")
+    names = [m.name for m in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RunnerError(f"two migrations share a name: {', '.join(twice)}")
+    return found
+
+
+def parts(migration: Migration) -> list[Part]:
+    """The migration as heal.migrate runs it: whole, unless some statements must run
+    outside a transaction; then the chunks between them, and them, in order."""
+    try:
+        script = split(migration.text, pglast, keep_outside=True)
+    except ScriptError as exc:
+        raise RunnerError(f"{migration.path}: {exc.message}") from None
+    if not any(s.outside for s in script.statements):
+        return [Part(migration.name, migration.text)]
+    result: list[Part] = []
+    chunk: list[str] = []
+
+    def name() -> str:
+        return migration.name if not result else f"{migration.name}.{len(result) + 1}"
+
+    for stmt in script.statements:
+        if stmt.outside is None:
+            chunk.append(stmt.text)
+            continue
+        if chunk:
+            result.append(Part(name(), ";\n".join(chunk) + ";\n"))
+            chunk = []
+        result.append(Part(name(), stmt.text, stmt.outside))
+    if chunk:
+        result.append(Part(name(), ";\n".join(chunk) + ";\n"))
+    return result
+
+
+class Runner:
+    """Applies migrations on one autocommit connection, so that each CALL is top level."""
+
+    def __init__(self, conn: psycopg.Connection, out: TextIO) -> None:
+        self.conn = conn
+        self.console = Console(file=out, highlight=False, soft_wrap=True)
+        if not self.console.is_terminal:
+            self.console.width = 200  # logs and pipes: keep table rows on one line
+        self.notices: list[str] = []
+        conn.add_notice_handler(self._notice)
+
+    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        message = (diag.message_primary or "").removeprefix("heal.migrate: ")
+        self.notices.append(message)
+        self.console.print(f"  {message}", markup=False)
+
+    def applied(self, part: Part) -> bool:
+        row = self.conn.execute(
+            """SELECT checksum FROM heal.migrations WHERE name = %s AND status = 'succeeded'
                 ORDER BY id DESC LIMIT 1""",
-            (text,),
+            (part.name,),
         ).fetchone()
-    if row:
-        print(f"{label}: ok, {row[0]} statements, {row[1]} healed, {row[2]} ms", file=out)
-    else:
-        print(f"{label}: ok, nothing to run", file=out)
-    return True
+        return row is not None and row[0] == part.checksum
+
+    def _last(self, name: str) -> tuple[int, int, float]:
+        row = self.conn.execute(
+            """SELECT statements, heals, duration_ms FROM heal.migrations WHERE name = %s
+                ORDER BY id DESC LIMIT 1""",
+            (name,),
+        ).fetchone()
+        return (row[0], row[1], float(row[2] or 0)) if row else (0, 0, 0.0)
+
+    def run(self, migrations: list[Migration], dry_run: bool = False) -> list[Outcome]:
+        """Apply (or, with `dry_run`, try and roll back) each migration in order;
+        stop at the first failure."""
+        split_up = [(m, parts(m)) for m in migrations]
+        outcomes: list[Outcome] = []
+        with Progress(
+            console=self.console, transient=True, disable=not self.console.is_terminal
+        ) as bar:
+            task = bar.add_task("migrating", total=len(split_up))
+            if dry_run:
+                outcomes = self._dry_run(split_up)
+            else:
+                for migration, pieces in split_up:
+                    bar.update(task, description=migration.name)
+                    outcome = self._apply(migration, pieces)
+                    outcomes.append(outcome)
+                    bar.advance(task)
+                    if outcome.status == "failed":
+                        break
+        return outcomes
+
+    def _apply(self, migration: Migration, pieces: list[Part]) -> Outcome:
+        outcome = Outcome(migration.name, "skipped")
+        for part in pieces:
+            if self.applied(part):
+                continue
+            self.console.print(f"{migration.name}" + (f" ({part.outside})" if part.outside else ""),
+                               markup=False)  # fmt: skip
+            error = self._run_part(part)
+            statements, heals, ms = self._last(part.name)
+            outcome.statements += statements
+            outcome.heals += heals
+            outcome.duration_ms += ms
+            if error:
+                outcome.status, outcome.error = "failed", error
+                self.console.print(f"  FAILED {error}".replace("\n", "\n  "), markup=False)
+                return outcome
+            outcome.status = "applied"
+        return outcome
+
+    def _run_part(self, part: Part) -> str | None:
+        if part.outside is None:
+            try:
+                self.conn.execute("CALL heal.migrate(%s, name => %s)", (part.sql, part.name))
+            except psycopg.Error as exc:
+                return _describe(exc)
+            return None
+        started = time.monotonic()
+        error = None
+        try:
+            self.conn.execute(part.sql)
+        except psycopg.Error as exc:
+            error = _describe(exc)
+        self._record(part, started, error)
+        return error
+
+    def _record(self, part: Part, started: float, error: str | None) -> None:
+        """A statement the CLI ran at top level goes into the history like the rest."""
+        now = time.time()
+        migration = {
+            "name": part.name, "checksum": part.checksum,
+            "status": "failed" if error else "succeeded", "source": "cli",
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "statements": 1, "attempts": 0, "heals": 0, "error": error,
+            "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            "run_by": self.conn.info.user,
+        }  # fmt: skip
+        event = {
+            "event_type": "migration_failed" if error else "migration_succeeded",
+            "created_at": migration["started_at"],
+            "statement": 1,
+            "message": error,
+            "detail": {"outside_transaction": part.outside},
+        }
+        self.conn.execute(
+            "SELECT heal.record_migration(%s::jsonb, %s::jsonb)",
+            (json.dumps(migration), json.dumps([event])),
+        )
+
+    def _dry_run(self, split_up: list[tuple[Migration, list[Part]]]) -> list[Outcome]:
+        """Everything pending in one transaction, rolled back at the end."""
+        outcomes: list[Outcome] = []
+
+        class Rollback(Exception):
+            pass
+
+        try:
+            with self.conn.transaction():
+                for migration, pieces in split_up:
+                    outcome = Outcome(migration.name, "skipped")
+                    outcomes.append(outcome)
+                    for part in pieces:
+                        if self.applied(part):
+                            continue
+                        sql = part.sql
+                        if part.outside:
+                            sql = in_transaction(part)
+                            if sql is None:
+                                outcome.notices.append(f"{part.outside} not run in a dry run")
+                                continue
+                        self.console.print(f"{migration.name} (dry run)", markup=False)
+                        try:
+                            with self.conn.transaction():
+                                self.conn.execute(
+                                    "CALL heal.migrate(%s, name => %s)", (sql, part.name)
+                                )
+                        except psycopg.Error as exc:
+                            outcome.status, outcome.error = "failed", _describe(exc)
+                            self.console.print(f"  FAILED {outcome.error}", markup=False)
+                            raise Rollback from None
+                        statements, heals, ms = self._last(part.name)
+                        outcome.statements += statements
+                        outcome.heals += heals
+                        outcome.duration_ms += ms
+                        outcome.status = "dry_run"
+                raise Rollback
+        except Rollback:
+            pass
+        return outcomes
+
+    def summary(self, outcomes: list[Outcome]) -> None:
+        table = Table(title="migrations")
+        for column in ("migration", "status", "statements", "heals", "ms", "error"):
+            table.add_column(
+                column, justify="right" if column in ("statements", "heals", "ms") else "left"
+            )
+        for o in outcomes:
+            table.add_row(o.name, o.status, str(o.statements), str(o.heals),
+                          f"{o.duration_ms:.0f}",
+                          (o.error or "").split("\n")[0] or "; ".join(o.notices))  # fmt: skip
+        self.console.print(table)
+
+    def plan(self, migrations: list[Migration]) -> list[tuple]:
+        """heal.plan over the pending migrations as one script, rows mapped back to files."""
+        pending = [m for m in migrations if not all(self.applied(p) for p in parts(m))]
+        text, starts = "", []
+        for m in pending:
+            starts.append((text.count("\n") + 1, m.name))
+            text += m.text.rstrip() + "\n;\n"
+        if not text:
+            return []
+        rows = self.conn.execute(
+            "SELECT statement, line, missing, fix, allowed, reason FROM heal.plan(%s)", (text,)
+        ).fetchall()
+        mapped = []
+        for _statement, line, missing, fix, allowed, reason in rows:
+            first, name = max((s for s in starts if s[0] <= line), key=lambda s: s[0])
+            mapped.append((name, line - first + 1, missing, fix, allowed, reason))
+        return mapped
+
+    def print_plan(self, rows: list[tuple]) -> None:
+        table = Table(title="heal plan")
+        for column in ("migration", "line", "missing", "fix", "allowed", "why not"):
+            table.add_column(column)
+        for name, line, missing, fix, allowed, reason in rows:
+            table.add_row(
+                name, str(line), missing, fix or "", "yes" if allowed else "no", reason or ""
+            )
+        self.console.print(table if rows else "nothing is missing")
 
 
-def run_files(dsn: str, files: list[Path], out: TextIO) -> bool:
-    """Run each file in order; stop at the first failure."""
-    return all(run_file_text(dsn, str(path), path.read_text(), out) for path in files)
+def in_transaction(part: Part) -> str | None:
+    """The same index change without CONCURRENTLY, for a dry run (which rolls back)."""
+    if part.outside not in ("CREATE INDEX CONCURRENTLY", "DROP INDEX CONCURRENTLY"):
+        return None
+    node = pglast.parser.parse_sql(part.sql)[0].stmt
+    node.concurrent = False
+    return RawStream()(node)
+
+
+def _describe(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    lines = [f"[{diag.sqlstate}] {diag.message_primary}"]
+    lines += [extra for extra in (diag.message_detail, diag.message_hint) if extra]
+    return "\n".join(lines)

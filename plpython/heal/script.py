@@ -9,6 +9,7 @@ as much as splitting.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -38,6 +39,9 @@ class Statement:
     offset: int
     line: int
     column: int
+    #: What the statement is when PostgreSQL never runs it inside a transaction
+    #: ("CREATE INDEX CONCURRENTLY", ...); only set when the caller asked to keep those.
+    outside: str | None = None
 
 
 @dataclass
@@ -91,8 +95,12 @@ def _meta_lines(sql: str, pglast: ModuleType) -> list[tuple[int, int, str]]:
     return [(start, end, command) for start, end, command, at in candidates if at in backslashes]
 
 
-def split(sql: str, pglast: ModuleType) -> Script:
-    """Split `sql` into statements; raise :class:`ScriptError` when it cannot run."""
+def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
+    """Split `sql` into statements; raise :class:`ScriptError` when it cannot run.
+
+    With `keep_outside`, statements that cannot run inside a transaction are kept and
+    marked (:attr:`Statement.outside`) instead of refused: the CLI runs them itself.
+    """
     lines = _Lines(sql)
     script = Script(statements=[])
     blanked = sql
@@ -125,7 +133,7 @@ def split(sql: str, pglast: ModuleType) -> Script:
         script.statements.append(
             Statement(number, sql[span.start : span.stop], span.start, line, column)
         )
-    _check_runnable(script, pglast)
+    _check_runnable(script, pglast, keep_outside)
     return script
 
 
@@ -138,7 +146,7 @@ def _statement_at(blanked: str, location: int, pglast: ModuleType) -> int:
     return 1 + sum(1 for t in tokens if t.name == "ASCII_59")
 
 
-def _check_runnable(script: Script, pglast: ModuleType) -> None:
+def _check_runnable(script: Script, pglast: ModuleType, keep_outside: bool) -> None:
     """Drop transaction control that the one-transaction run makes moot; refuse the rest."""
     kept: list[Statement] = []
     for stmt in script.statements:
@@ -152,6 +160,9 @@ def _check_runnable(script: Script, pglast: ModuleType) -> None:
                 f"skipped {leading_words(stmt.text).split()[0].upper()} on line {stmt.line}: "
                 "heal.migrate runs the whole script in one transaction"
             )
+            continue
+        if verdict is not None and keep_outside:
+            kept.append(dataclasses.replace(stmt, outside=verdict))
             continue
         if verdict is not None:
             raise ScriptError(

@@ -443,7 +443,7 @@ def plan_script(sql: str | None) -> list[dict]:
     if sql is None:
         return []
     pglast = load_parser()
-    script = split(sql, pglast)
+    script = split(sql, pglast, keep_outside=True)
     policy = Policy.from_settings(settings())
     who = caller()
     catalog = DatabaseCatalog()

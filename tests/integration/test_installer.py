@@ -91,16 +91,13 @@ def test_cli_migrate_files_reports_heals_and_exit_codes(conn, dsn, tmp_path):
     bad.write_text("CREATE TABLE oops (x int DEFAULT no_such_function());\n")
     ok = pgheal("migrate", "--dsn", dsn, str(good))
     assert ok.returncode == 0, ok.stderr
-    assert (
-        "function uuid_generate_v4() -> create schema extensions, install extension uuid-ossp"
-        in ok.stdout
-    )
-    assert "0001_users.sql: ok, 1 statements, 1 healed" in ok.stdout
+    assert "function uuid_generate_v4() -> create schema extensions, install extension" in ok.stdout
+    assert "0001_users" in ok.stdout and "applied" in ok.stdout
     failed = pgheal("migrate", str(bad), env={"PGHEAL_DSN": dsn})
     assert failed.returncode == 1
-    assert "FAILED [42883] function no_such_function() does not exist" in failed.stdout
+    assert "[42883] function no_such_function() does not exist" in failed.stdout
     missing = pgheal("migrate", "--dsn", dsn, str(tmp_path / "nope.sql"))
-    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
 
 
 def test_cli_reads_libpq_environment(conn, dsn, tmp_path):

@@ -144,7 +144,8 @@ def test_concurrent_runners_are_serialized(conn, dsn):
             notices: list[str] = []
             other.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
             other.execute(
-                "CALL heal.migrate('CREATE TABLE once (a int); SELECT pg_sleep(0.5);', name => 'c1')"
+                "CALL heal.migrate('CREATE TABLE once (a int); SELECT pg_sleep(0.5);', "
+                "name => 'c1')"
             )
             results.extend(notices)
 
