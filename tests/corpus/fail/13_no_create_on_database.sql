@@ -1,0 +1,4 @@
+-- corpus: a role without CREATE on the database cannot get a schema
+-- role: guest
+-- expect: has no CREATE privilege on this database
+CREATE TABLE private.notes (body text);

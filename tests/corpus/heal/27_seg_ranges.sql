@@ -1,0 +1,2 @@
+-- corpus: measurement intervals with seg
+CREATE TABLE measurements (id int, reading seg);

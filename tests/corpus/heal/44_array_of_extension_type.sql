@@ -1,0 +1,2 @@
+-- corpus: an array of an extension type
+CREATE TABLE variants (options hstore[]);
