@@ -1,10 +1,12 @@
-"""``make bench``: heal.migrate against plain psql on the same work, in one run.
+"""``make bench``: pgheal against plain psql on the same work, in one run.
 
-Prints two figures, each the median of several alternating runs in fresh databases:
-- the time ratio of ``CALL heal.migrate`` to ``psql -1 -f`` on a clean migration of
-  1,000 statements (no heals needed): the cost of running through pgheal;
-- the extra time a migration that needs three heals takes over the same migration
-  with its dependencies already present.
+Every figure is the median of several runs, the variants of a comparison
+alternating, each in a fresh database cloned from one with pgheal installed:
+- ``CALL heal.migrate`` vs ``psql -1 -f`` on a clean 1,000-statement migration;
+- a migration needing three heals, and one needing five (predicted and reactive),
+  against the same migration with its dependencies present;
+- ``heal.plan`` on the 1,000-statement migration;
+- the extension catalog build, for every extension the server has.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -42,19 +45,31 @@ def clean_migration(statements: int = 1000) -> str:
     return "\n".join(out[:statements]) + "\n"
 
 
-HEALS = """CREATE TABLE app.users (
+THREE_HEALS = """CREATE TABLE app.users (
     id uuid PRIMARY KEY DEFAULT uuid_generate_v4(),
     email citext NOT NULL UNIQUE);
+"""
+FIVE_HEALS = """CREATE TABLE app.users (
+    id uuid PRIMARY KEY DEFAULT uuid_generate_v4(),
+    email citext NOT NULL UNIQUE,
+    name text NOT NULL,
+    attributes hstore);
+CREATE INDEX users_name_trgm ON app.users USING gin (name gin_trgm_ops);
 """
 PRESENT = """CREATE SCHEMA app;
 CREATE SCHEMA extensions;
 CREATE EXTENSION "uuid-ossp" WITH SCHEMA extensions;
 CREATE EXTENSION citext WITH SCHEMA extensions;
+CREATE EXTENSION hstore WITH SCHEMA extensions;
+CREATE EXTENSION pg_trgm WITH SCHEMA extensions;
 DO $$ BEGIN
     EXECUTE format('ALTER DATABASE %I SET search_path = "$user", public, extensions',
                    current_database());
 END $$;
 """
+REACTIVE = "UPDATE heal.settings SET value = 'off' WHERE name = 'predict';"
+
+Runner = Callable[[str, Path], float]
 
 
 class Bench:
@@ -74,8 +89,7 @@ class Bench:
         return dsn
 
     def drop(self, dsn: str) -> None:
-        name = dsn.split("/")[3].split("?")[0]
-        self.admin.execute(f"DROP DATABASE {name}")
+        self.admin.execute(f"DROP DATABASE {dsn.split('/')[3].split('?')[0]}")
 
     @staticmethod
     def timed(command: list[str], stdin: str | None = None) -> float:
@@ -86,21 +100,37 @@ class Bench:
     def psql_file(self, dsn: str, path: Path) -> float:
         return self.timed(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(path), dsn])
 
-    def heal_migrate(self, dsn: str, path: Path) -> float:
-        return self.timed(
-            ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"m={path.read_text()}", dsn],
-            stdin="CALL heal.migrate(:'m');\n",
-        )
+    def psql_with(self, query: str) -> Runner:
+        def run(dsn: str, path: Path) -> float:
+            return self.timed(
+                ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"m={path.read_text()}", dsn],
+                stdin=query,
+            )
 
-    def pair(self, path: Path, first: tuple, second: tuple) -> tuple[float, float]:
-        """Median times of two (setup SQL, runner) ways, alternating, fresh database each."""
-        times: tuple[list[float], list[float]] = ([], [])
+        return run
+
+    def compare(self, path: Path, variants: list[tuple[str, Runner]]) -> list[float]:
+        """Median seconds of each (setup SQL, runner), alternating, fresh database each."""
+        times: list[list[float]] = [[] for _ in variants]
         for _ in range(RUNS):
-            for (setup, runner), bucket in zip((first, second), times, strict=True):
+            for (setup, runner), bucket in zip(variants, times, strict=True):
                 dsn = self.fresh_db(setup)
                 bucket.append(runner(dsn, path))
                 self.drop(dsn)
-        return statistics.median(times[0]), statistics.median(times[1])
+        return [statistics.median(t) for t in times]
+
+    def catalog_build(self) -> tuple[float, int, int]:
+        dsn = self.fresh_db()
+        builds = []
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for _ in range(RUNS):
+                conn.execute("SELECT heal.refresh_extension_catalog(true)")
+                builds.append(conn.execute(
+                    "SELECT duration_ms, extensions, objects FROM heal.extension_catalog_builds "
+                    "ORDER BY id DESC LIMIT 1"
+                ).fetchone())  # fmt: skip
+        self.drop(dsn)
+        return statistics.median(float(b[0]) for b in builds), builds[0][1], builds[0][2]
 
 
 def main() -> int:
@@ -111,24 +141,49 @@ def main() -> int:
         with psycopg.connect(cluster.dsn(TEMPLATE), autocommit=True) as conn:
             deploy.install(conn, python_path)
         bench = Bench(cluster)
-        clean = Path(tmp, "clean.sql")
-        clean.write_text(clean_migration())
-        heals = Path(tmp, "heals.sql")
-        heals.write_text(HEALS)
+        files = {}
+        for name, text in (("clean", clean_migration()), ("three", THREE_HEALS),
+                           ("five", FIVE_HEALS)):  # fmt: skip
+            files[name] = Path(tmp, f"{name}.sql")
+            files[name].write_text(text)
+        migrate = bench.psql_with("CALL heal.migrate(:'m');\n")
+        plan = bench.psql_with("SELECT count(*) FROM heal.plan(:'m');\n")
+        ms = 1000
 
-        psql_s, heal_s = bench.pair(clean, ("", bench.psql_file), ("", bench.heal_migrate))
-        print(f"1,000-statement clean migration (median of {RUNS}):")
-        print(f"  psql -1 -f              {psql_s * 1000:8.1f} ms")
-        print(f"  CALL heal.migrate       {heal_s * 1000:8.1f} ms")
-        print(f"  ratio                   {heal_s / psql_s:8.2f}  (target <= 1.5)")
-
-        present_s, healing_s = bench.pair(
-            heals, (PRESENT, bench.heal_migrate), ("", bench.heal_migrate)
+        psql_s, heal_s, plan_s = bench.compare(
+            files["clean"], [("", bench.psql_file), ("", migrate), ("", plan)]
         )
-        print(f"migration needing three heals (schema, uuid-ossp, citext), median of {RUNS}:")
-        print(f"  dependencies present    {present_s * 1000:8.1f} ms")
-        print(f"  healed in the call      {healing_s * 1000:8.1f} ms")
-        print(f"  extra time for heals    {(healing_s - present_s) * 1000:8.1f} ms")
+        print(f"1,000-statement clean migration (median of {RUNS}):")
+        print(f"  psql -1 -f                  {psql_s * ms:8.1f} ms")
+        print(f"  CALL heal.migrate           {heal_s * ms:8.1f} ms   ratio {heal_s / psql_s:.2f}"
+              "  (target <= 1.5)")  # fmt: skip
+        print(f"  SELECT FROM heal.plan       {plan_s * ms:8.1f} ms   ratio {plan_s / psql_s:.2f}")
+
+        present_s, healing_s = bench.compare(files["three"], [(PRESENT, migrate), ("", migrate)])
+        print("migration needing three heals (schema, uuid-ossp, citext):")
+        print(f"  dependencies present        {present_s * ms:8.1f} ms")
+        print(f"  healed in the call          {healing_s * ms:8.1f} ms   "
+              f"+{(healing_s - present_s) * ms:.1f} ms")  # fmt: skip
+
+        present_s, predicted_s, reactive_s = bench.compare(
+            files["five"], [(PRESENT, migrate), ("", migrate), (REACTIVE, migrate)]
+        )
+        print("migration needing five heals (schema, uuid-ossp, citext, hstore, pg_trgm):")
+        print(f"  dependencies present        {present_s * ms:8.1f} ms")
+        print(
+            f"  predicted heals             {predicted_s * ms:8.1f} ms   "
+            f"+{(predicted_s - present_s) * ms:.1f} ms, ratio {predicted_s / present_s:.2f}"
+        )
+        print(
+            f"  reactive heals              {reactive_s * ms:8.1f} ms   "
+            f"+{(reactive_s - present_s) * ms:.1f} ms, ratio {reactive_s / present_s:.2f}"
+        )
+
+        build_ms, extensions, objects = bench.catalog_build()
+        print(
+            f"extension catalog: {extensions} extensions, {objects} objects, "
+            f"built in {build_ms:.0f} ms (median of {RUNS}, server side)"
+        )
         bench.admin.close()
     return 0
 
