@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, deploy, runner, serverdeps
+from . import __version__, deploy, patterns, runner, schedule, serverdeps
 
 EPILOG = """\
 The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
@@ -41,6 +41,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         report = deploy.install(conn, args.python_path)
         dbname = conn.info.dbname
+        scheduled = None if args.no_schedule else schedule.schedule(_dsn(args), conn, args.every)
     action = f"upgraded from {report.upgraded_from}" if report.upgraded_from else "installed"
     print(f"pgheal {report.version} {action} in database {dbname}")
     if report.scripts_applied:
@@ -48,12 +49,60 @@ def cmd_install(args: argparse.Namespace) -> int:
     print(f"  server pglast {report.pglast} from {args.python_path}")
     print(f"  extension catalog: {report.extension_objects} objects")
     print("  grant heal_operator to the roles that may run heal.migrate")
+    if scheduled is not None:
+        print(f"  {scheduled.message}")
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        result = schedule.schedule(_dsn(args), conn, args.every)
+    print(result.message)
+    return 0 if result.ok else 2
+
+
+def cmd_unschedule(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        result = schedule.unschedule(_dsn(args), conn)
+    print(result.message)
+    return 0
+
+
+def cmd_patterns(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        if args.action == "list":
+            rows = patterns.listing(conn)
+            for r in rows:
+                state = "on " if r["enabled"] else "off"
+                print(
+                    f"{r['id']:>4} {state} {r['fix_kind']} {r['fix_target']} (confidence "
+                    f"{r['confidence']}, applied {r['applied']}): {r['message']}"
+                )
+            if not rows:
+                print("no learned patterns yet")
+        elif args.action in ("disable", "enable"):
+            if args.id is None:
+                raise runner.RunnerError(f"pgheal patterns {args.action} needs a pattern id")
+            if not patterns.set_enabled(conn, args.id, args.action == "enable"):
+                raise runner.RunnerError(f"no learned pattern with id {args.id}")
+            print(f"pattern {args.id} {args.action}d")
+        elif args.action == "export":
+            text = patterns.export(conn)
+            if args.file:
+                args.file.write_text(text + "\n")
+            else:
+                print(text)
+        elif args.action == "import":
+            text = args.file.read_text() if args.file else sys.stdin.read()
+            print(f"imported {patterns.import_(conn, text)} patterns")
     return 0
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
+        unscheduled = schedule.unschedule(_dsn(args), conn)
         summary, *notes = deploy.uninstall(conn)
+    notes.append(unscheduled.message)
     print(summary)
     for note in notes:
         print(f"  {note}")
@@ -118,8 +167,20 @@ def parser() -> argparse.ArgumentParser:
         default=serverdeps.default_path(),
         help="directory with the server's pglast (default: %(default)s)",
     )
+    p.add_argument("--every", metavar="CRON", help="scan schedule (default: */5 * * * *)")
+    p.add_argument("--no-schedule", action="store_true", help="do not schedule the scan")
     p = command("uninstall", cmd_uninstall, "remove pgheal's objects from a database")
     dsn(p)
+    p = command("schedule", cmd_schedule, "schedule heal.scan() with pg_cron")
+    dsn(p)
+    p.add_argument("--every", metavar="CRON", help="cron schedule, GMT (default: the setting)")
+    p = command("unschedule", cmd_unschedule, "remove the scheduled heal.scan()")
+    dsn(p)
+    p = command("patterns", cmd_patterns, "list, disable, export or import learned patterns")
+    dsn(p)
+    p.add_argument("action", choices=("list", "disable", "enable", "export", "import"))
+    p.add_argument("id", nargs="?", type=int, help="pattern id (disable, enable)")
+    p.add_argument("--file", type=Path, help="JSON file (export, import; default stdout/stdin)")
     p = command(
         "migrate", cmd_migrate, "apply migration files, or folders of NNNN_name.sql files, in order"
     )
@@ -143,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (deploy.InstallError, runner.RunnerError) as exc:
+    except (deploy.InstallError, runner.RunnerError, patterns.PatternError) as exc:
         print(f"pgheal {args.command}: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

@@ -46,8 +46,9 @@ def find_bindir() -> Path:
 class Cluster:
     """initdb + pg_ctl in a temporary directory; :meth:`stop` removes it all."""
 
-    def __init__(self, port: int = 5432, bindir: Path | None = None) -> None:
+    def __init__(self, port: int = 5432, bindir: Path | None = None, pg_cron: bool = True) -> None:
         self.port = port
+        self.pg_cron = pg_cron
         self.bindir = bindir or find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="pgheal-"))
         self.data = self.root / "data"
@@ -83,15 +84,19 @@ class Cluster:
 
     def settings(self) -> str:
         socket = str(self.socket_dir)
+        cron = (
+            f"shared_preload_libraries = 'pg_cron'\n"
+            f"cron.database_name = 'postgres'\n"
+            f"cron.host = '{socket}'\n"
+            if self.pg_cron
+            else ""
+        )
         return f"""
 # pgheal throwaway cluster
 listen_addresses = ''
 port = {self.port}
 unix_socket_directories = '{socket}'
-shared_preload_libraries = 'pg_cron'
-cron.database_name = 'postgres'
-cron.host = '{socket}'
-fsync = off
+{cron}fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 40

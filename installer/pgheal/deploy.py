@@ -119,6 +119,8 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
         info = conn.execute("SELECT heal.server_info()").fetchone()[0]
         _check_server_python(info, python_path)
         objects = conn.execute("SELECT heal.refresh_extension_catalog(true)").fetchone()[0]
+        if not conn.execute("SELECT count(*) FROM heal.log_intake").fetchone()[0]:
+            conn.execute("SELECT heal.skip_log_backlog()")
     return Report(__version__, applied, objects, info["pglast"], previous)
 
 
@@ -189,6 +191,7 @@ def uninstall(conn: psycopg.Connection) -> list[str]:
     with conn.transaction():
         if not conn.execute("SELECT to_regnamespace('heal')").fetchone()[0]:
             return [f"pgheal is not installed in database {dbname}: nothing to remove"]
+        conn.execute("DROP EVENT TRIGGER IF EXISTS heal_ddl_log")
         users = dependents(conn)
         if users:
             raise InstallError(

@@ -202,15 +202,28 @@ def _install(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller)
     name, reason = _choose(missing, catalog.providers(missing), catalog)
     if name is None:
         return Plan(reason=reason)
+    return install_extension(name, catalog, policy, caller, missing.schema, missing.describe())
+
+
+def install_extension(
+    name: str,
+    catalog: Catalog,
+    policy: Policy,
+    caller: Caller,
+    schema: str | None = None,
+    wanted: str | None = None,
+) -> Plan:
+    """Install extension `name` (into `schema`, else the extension schema) with what it
+    requires, and make it visible: on the search path, and the database's."""
     ext = catalog.extension(name)
     if ext is None:
         return Plan(reason=f"extension {name} is not available on this server")
     if ext.installed_schema is not None:
         return Plan(
             reason=f"extension {name} is installed (schema {ext.installed_schema}) but does not "
-            f"provide {missing.describe()}: check the name and argument types"
+            f"provide {wanted or 'what is missing'}: check the name and argument types"
         )
-    target = missing.schema or policy.extension_schema
+    target = schema or policy.extension_schema
     result = Plan()
     for dep in _with_requirements(ext, catalog):
         if dep.installed_schema is not None:
@@ -223,7 +236,7 @@ def _install(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller)
         if where == target and creating not in result.fixes and not catalog.schema_exists(target):
             result.fixes.append(creating)
         result.fixes.append(Fix("create_extension", dep.name, where))
-    if missing.schema is None and target not in catalog.schemas_on_path():
+    if schema is None and target not in catalog.schemas_on_path():
         result.fixes.append(Fix("search_path", target))
     result.fixes += _persist(target, catalog, policy)
     return result

@@ -77,6 +77,12 @@ class Policy:
     predict: bool = True
     lock_timeout_ms: int = 60000
     retry_delay_ms: int = 100
+    min_occurrences: int = 1
+    scan_max_bytes: int = 16 * 1024 * 1024
+    scan_max_events: int = 5000
+    retention_error_events_days: int = 30
+    retention_build_events_days: int = 90
+    retention_cron_days: int = 14
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str]) -> Policy:
@@ -105,6 +111,20 @@ class Policy:
             predict=_flag("predict", get("predict", "on")),
             lock_timeout_ms=_whole("lock_timeout_ms", get("lock_timeout_ms", "60000"), 0, 86400000),
             retry_delay_ms=_whole("retry_delay_ms", get("retry_delay_ms", "100"), 0, 60000),
+            min_occurrences=_whole("min_occurrences", get("min_occurrences", "1"), 1, 1000000),
+            scan_max_bytes=_whole(
+                "scan_max_bytes", get("scan_max_bytes", str(base.scan_max_bytes)), 1024, 2**31
+            ),
+            scan_max_events=_whole("scan_max_events", get("scan_max_events", "5000"), 1, 10**7),
+            retention_error_events_days=_whole(
+                "retention_error_events_days", get("retention_error_events_days", "30"), 1, 36500
+            ),
+            retention_build_events_days=_whole(
+                "retention_build_events_days", get("retention_build_events_days", "90"), 1, 36500
+            ),
+            retention_cron_days=_whole(
+                "retention_cron_days", get("retention_cron_days", "14"), 1, 36500
+            ),
         )
 
     def refuse_kind(self, kind: str) -> str | None:
@@ -120,7 +140,9 @@ class Policy:
 SETTING_NAMES = frozenset(
     {"extension_schema", "allow_extensions", "deny_extensions", "create_schemas", "schema_roles",
      "grant_roles", "persist_search_path", "disabled_fixes", "max_attempts", "predict",
-     "lock_timeout_ms", "retry_delay_ms"}
+     "lock_timeout_ms", "retry_delay_ms", "min_occurrences", "scan_max_bytes", "scan_max_events",
+     "retention_error_events_days", "retention_build_events_days", "retention_cron_days",
+     "scan_schedule"}
 )  # fmt: skip
 
 
@@ -132,6 +154,11 @@ def setting_problem(name: str, value: str | None) -> str | None:
         return f"heal.settings {name} must not be NULL"
     if name == "extension_schema" and not value.strip():
         return "heal.settings extension_schema must name a schema"
+    if name == "scan_schedule" and len(value.split()) != 5:
+        return (
+            f"heal.settings scan_schedule must be a cron schedule of five fields "
+            f"(minute hour day month weekday, GMT), not {value!r}"
+        )
     try:
         Policy.from_settings({name: value})
     except SettingError as exc:

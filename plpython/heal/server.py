@@ -31,7 +31,8 @@ from .errors import (
     classify,
 )
 from .extcatalog import install_chain, objects_in, prepare
-from .planner import Fix, plan
+from .fingerprint import fingerprint
+from .planner import Fix, Plan, install_extension, plan
 from .policy import (
     Caller,
     Extension,
@@ -505,6 +506,7 @@ def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
         statements = [f"ALTER DATABASE {q(database)} SET search_path = {', '.join(map(q, path))}"]
     else:
         plpy.error(f"heal.apply_fix: unknown fix kind {kind!r}", sqlstate="22023")
+    plpy.execute("SELECT pg_catalog.set_config('heal.fixing', 'on', true)")  # for heal.ddl_log
     for statement in statements:
         plpy.execute(statement)
     return ";\n".join(statements)
@@ -573,6 +575,9 @@ class Run:
     dry_run: bool = False
     forced: bool = False
     source: str = "migration"
+    retry_of: int | None = None
+    #: Whether a failure's record may be committed (not inside a scan's transaction).
+    commit: bool = True
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=_now)
     events: list[dict] = field(default_factory=list)
@@ -595,8 +600,11 @@ class Run:
     def elapsed_ms(self) -> float:
         return round((time.monotonic() - self.started) * 1000, 3)
 
-    def record(self, status: str, error: str | None = None) -> int:
+    def record(self, status: str, error: str | None = None, sqlstate: str | None = None) -> int:
         migration = {
+            "sql": self.sql,
+            "sqlstate": sqlstate,
+            "retry_of": self.retry_of,
             "checksum": self.checksum,
             "name": self.name,
             "forced": self.forced,
@@ -632,9 +640,18 @@ class _DryRun(Exception):
 
 
 def migrate(
-    sql: str | None, name: str | None = None, dry_run: bool = False, force: bool = False
+    sql: str | None,
+    name: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    *,
+    source: str = "migration",
+    retry_of: int | None = None,
 ) -> dict[str, str] | None:
-    """Body of ``CALL heal.migrate(...)``: run, heal, record; return the error to raise."""
+    """Body of ``CALL heal.migrate(...)``: run, heal, record; return the error to raise.
+
+    The scan calls it too (`source` ``scan``, `retry_of` the failed run it retries).
+    """
     if sql is None:
         return _failure(
             "22004",
@@ -651,7 +668,10 @@ def migrate(
         policy = Policy.from_settings(settings())
     except SettingError as exc:
         return _failure("22023", str(exc), "Nothing was run.", "Fix the value in heal.settings.")
-    run = Run(sql, name=name, dry_run=dry_run, forced=force)
+    run = Run(
+        sql, name=name, dry_run=dry_run, forced=force, source=source, retry_of=retry_of,
+        commit=source != "scan",
+    )  # fmt: skip
     if name is not None:
         held = _history_check(run, policy)
         if held is not None:
@@ -662,7 +682,7 @@ def migrate(
         script = split(sql, pglast)
     except ScriptError as exc:
         run.event("migration_failed", sqlstate=exc.sqlstate, message=exc.message)
-        _finish_failed(run, exc.message)
+        _finish_failed(run, exc.message, exc.sqlstate)
         return _failure(exc.sqlstate, exc.message, "Nothing was run.", exc.hint or "")
     except parser.ParserUnavailable as exc:
         return _failure("58P01", f"heal.migrate: {exc}", "Nothing was run.", "See pgheal install.")
@@ -703,7 +723,7 @@ def migrate(
             message=err.message,
             detail={"where": where, "note": failed.note},
         )
-        _finish_failed(run, err.message)
+        _finish_failed(run, err.message, err.sqlstate)
         detail = "\n".join(
             part
             for part in (
@@ -771,11 +791,12 @@ def _history_check(run: Run, policy: Policy) -> dict[str, str] | bool | None:
     )
 
 
-def _finish_failed(run: Run, error: str) -> None:
+def _finish_failed(run: Run, error: str, sqlstate: str | None) -> None:
     """Record the failure; make the record durable when the CALL may commit."""
-    run.record("failed", error)
-    with contextlib.suppress(plpy.SPIError):
-        plpy.commit()  # fails inside a transaction block: the caller's transaction decides
+    run.record("failed", error, sqlstate)
+    if run.commit:
+        with contextlib.suppress(plpy.SPIError):
+            plpy.commit()  # fails inside a transaction block: the caller's transaction decides
 
 
 _POLICY_EXISTS = re.compile(r'^policy "(?P<name>.+)" for table "(?P<table>.+)" already exists$')
@@ -857,7 +878,12 @@ class Healer:
         started = time.monotonic()
         self.run.attempts += 1
         planned = plan(missing, self.catalog, self.policy, self.caller)
-        fields = self._fields(stmt, missing, planned.fixes, "reactive", error)
+        way = "reactive"
+        if not planned.fixes and not planned.refused:
+            learned = learned_plan(error.sqlstate, error.message)
+            if learned is not None:
+                planned, way = learned, "learned"
+        fields = self._fields(stmt, missing, planned.fixes, way, error)
         self.run.event("auto_heal_attempt", **fields)
         if not planned.ok:
             reason = planned.refused or planned.reason or "no fix is known"
@@ -997,6 +1023,24 @@ class Healer:
                 types=("name", "text", "text", "text"),
             )
         )
+
+
+def learned_plan(sqlstate: str | None, message: str) -> Plan | None:
+    """A fix people taught pgheal for exactly this error, if one is enabled."""
+    rows = _rows(
+        """SELECT id, fix_kind, fix_target FROM heal.learned_patterns
+            WHERE fingerprint = $1 AND enabled ORDER BY confidence DESC, id LIMIT 1""",
+        fingerprint(sqlstate, message).id,
+    )
+    if not rows:
+        return None
+    _rows("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE id = $1", rows[0]["id"],
+          types=("int4",))  # fmt: skip
+    kind, target = rows[0]["fix_kind"], rows[0]["fix_target"]
+    if kind == "create_extension":
+        policy = Policy.from_settings(settings())
+        return install_extension(target, DatabaseCatalog(), policy, caller())
+    return Plan([Fix(kind, target)])
 
 
 def _message(exc: Exception) -> str:

@@ -35,7 +35,21 @@ INSERT INTO heal.settings AS s (name, kind, value, description) VALUES
     ('lock_timeout_ms', 'integer', '60000',
      'How long a named migration waits for another runner of the same name (milliseconds).'),
     ('retry_delay_ms', 'integer', '100',
-     'First wait before retrying a transient failure; doubled on each retry (milliseconds).')
+     'First wait before retrying a transient failure; doubled on each retry (milliseconds).'),
+    ('min_occurrences', 'integer', '1',
+     'How many times the scan must see an error before it applies a fix.'),
+    ('scan_max_bytes', 'integer', '16777216',
+     'Most bytes of server log one scan reads; the next scan goes on from there.'),
+    ('scan_max_events', 'integer', '5000',
+     'Most errors one scan records; the next scan goes on from there.'),
+    ('retention_error_events_days', 'integer', '30',
+     'Days heal.error_events rows are kept.'),
+    ('retention_build_events_days', 'integer', '90',
+     'Days heal.build_events rows of finished runs are kept.'),
+    ('retention_cron_days', 'integer', '14',
+     'Days pg_cron keeps the run details of pgheal''s jobs (applied when the scan is scheduled).'),
+    ('scan_schedule', 'text', '*/5 * * * *',
+     'pg_cron schedule of heal.scan() (GMT); set by pgheal schedule --every.')
 ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, kind = EXCLUDED.kind;
 
 INSERT INTO heal.universal_error_patterns

@@ -170,24 +170,26 @@ DECLARE
 BEGIN
     INSERT INTO heal.migrations
            (name, checksum, forced, status, source, started_at, statements, attempts, heals,
-            duration_ms, error, run_by)
+            duration_ms, error, run_by, sql, sqlstate, retry_of)
     SELECT m.name, m.checksum, coalesce(m.forced, false), m.status,
            coalesce(m.source, 'migration'), m.started_at,
            m.statements, m.attempts, m.heals, m.duration_ms, m.error,
            CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
-                THEN m.run_by ELSE session_user END
+                THEN m.run_by ELSE session_user END,
+           m.sql, m.sqlstate, m.retry_of
       FROM jsonb_to_record(migration) AS m(
            name text, checksum text, forced boolean, status text, source text,
            started_at timestamptz,
            statements integer, attempts integer, heals integer, duration_ms numeric,
-           error text, run_by name)
+           error text, run_by name, sql text, sqlstate text, retry_of bigint)
     RETURNING id INTO migration_id;
 
     INSERT INTO heal.build_events
            (created_at, event_type, migration_id, statement, sqlstate, message, fix_sql,
-            duration_ms, detail)
+            duration_ms, detail, source)
     SELECT e.created_at, e.event_type, migration_id, e.statement, e.sqlstate, e.message,
-           e.fix_sql, e.duration_ms, e.detail
+           e.fix_sql, e.duration_ms, e.detail,
+           CASE WHEN migration ->> 'source' = 'scan' THEN 'scan' ELSE 'migration' END
       FROM jsonb_to_recordset(events) AS e(
            created_at timestamptz, event_type text, statement integer, sqlstate text,
            message text, fix_sql text, duration_ms numeric, detail jsonb);
@@ -211,3 +213,48 @@ BEGIN
     RETURN migration_id;
 END
 $$;
+
+-- The autonomous scan. Not SECURITY DEFINER: it runs as the pg_cron job's owner (the
+-- installing superuser), reads the server log, and retries a failed migration as the
+-- role that ran it.
+CREATE OR REPLACE PROCEDURE heal.scan()
+LANGUAGE plpython3u
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.scanner import scan
+scan()
+$$;
+COMMENT ON PROCEDURE heal.scan() IS
+    'Read new errors from the server log, heal what policy allows, learn from DDL people ran, '
+    'retry failed migrations that can heal now, purge old records. Scheduled by pg_cron.';
+
+-- What DDL was run, and by whom: what the scan learns from. Fails open: a problem here
+-- never breaks the user's DDL.
+CREATE OR REPLACE FUNCTION heal.record_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO heal.ddl_log (command_tag, object_type, object_identity, by_pgheal, role_name)
+    SELECT c.command_tag, c.object_type, c.object_identity,
+           coalesce(current_setting('heal.fixing', true), '') = 'on', session_user
+      FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
+     WHERE NOT c.in_extension;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'pgheal: could not record DDL: %', SQLERRM;
+END
+$$;
+
+DROP EVENT TRIGGER IF EXISTS heal_ddl_log;
+CREATE EVENT TRIGGER heal_ddl_log ON ddl_command_end EXECUTE FUNCTION heal.record_ddl();
+COMMENT ON EVENT TRIGGER heal_ddl_log IS 'pgheal: records DDL in heal.ddl_log';
+
+CREATE OR REPLACE FUNCTION heal.skip_log_backlog() RETURNS text
+LANGUAGE plpython3u
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.scanner import skip_backlog
+return skip_backlog()
+$$;
+COMMENT ON FUNCTION heal.skip_log_backlog() IS
+    'Start log intake at the end of the current server log: the next scan reads only new '
+    'errors. pgheal install does this the first time.';

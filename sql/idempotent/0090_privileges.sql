@@ -16,3 +16,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA heal FROM PUBLIC;
 GRANT USAGE ON SCHEMA heal TO heal_operator;
 GRANT SELECT ON ALL TABLES IN SCHEMA heal TO heal_operator;
 GRANT EXECUTE ON ALL ROUTINES IN SCHEMA heal TO heal_operator;
+
+-- The scan reads the server log and acts for every role: superusers (pg_cron) only.
+REVOKE EXECUTE ON PROCEDURE heal.scan() FROM heal_operator;
+REVOKE EXECUTE ON FUNCTION heal.skip_log_backlog() FROM heal_operator;

@@ -26,7 +26,7 @@ COMMENT ON TABLE heal.known_extensions IS
 
 ALTER TABLE heal.settings
     ADD COLUMN kind text NOT NULL DEFAULT 'text'
-        CHECK (kind IN ('boolean', 'integer', 'list', 'identifier'));
+        CHECK (kind IN ('boolean', 'integer', 'list', 'identifier', 'text'));
 
 ALTER TABLE heal.migrations
     ADD COLUMN name text,

@@ -1,0 +1,46 @@
+"""Fingerprints of errors: the same *kind* and the same *instance*.
+
+``function uuid_generate_v4() does not exist`` and ``function gen_random_bytes(integer)
+does not exist`` are one kind (``function %(%) does not exist``) but two instances.
+An instance fingerprint does not depend on the database, so what one database
+learned can seed another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from .errors import Missing, classify
+
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_IDENTIFIER = re.compile(r'"(?:[^"]|"")*"')
+_NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    id: str
+    pattern: str
+    missing: Missing | None
+
+
+def kind(message: str) -> str:
+    """The message with identifiers and literals abstracted."""
+    text = _LITERAL.sub("%", message)
+    text = _IDENTIFIER.sub('"%"', text)
+    return _NUMBER.sub("%", text)
+
+
+def fingerprint(sqlstate: str | None, message: str) -> Fingerprint:
+    missing = classify(sqlstate or "", message)
+    if missing is not None:
+        key = f"{sqlstate}|{missing.kind}|{missing.describe()}"
+        return Fingerprint(_digest(key), missing.pattern, missing)
+    instance = _NUMBER.sub("?", _LITERAL.sub("?", message))
+    return Fingerprint(_digest(f"{sqlstate}|{instance}"), kind(message), None)
+
+
+def _digest(key: str) -> str:
+    return hashlib.md5(key.encode()).hexdigest()

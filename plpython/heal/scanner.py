@@ -1,0 +1,604 @@
+"""``CALL heal.scan()``: heal what applications ran into, learn from what people did.
+
+Run by pg_cron inside the database. One scan: read the server log from where the
+last one stopped, record this database's errors with their fingerprints, learn
+from the DDL people ran since, apply the fixes that policy allows (the same fix
+code as heal.migrate), retry failed migrations that can now heal, and purge old
+records. Overlapping scans are impossible: a second one records that it skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import plpy
+
+from .errors import Missing
+from .fingerprint import Fingerprint, fingerprint
+from .logs import LogFile, Record, parse_csv, parse_json, reading_order
+from .planner import Fix, Plan, install_extension, plan
+from .policy import Policy
+from .server import (
+    DatabaseCatalog,
+    _message,
+    _rows,
+    _value,
+    caller,
+    database_search_path,
+    migrate,
+    settings,
+)
+
+
+@dataclass
+class Stats:
+    bytes_read: int = 0
+    lines_read: int = 0
+    events: int = 0
+    fixes: int = 0
+    retried: int = 0
+    learned: int = 0
+    purged: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def scan() -> dict[str, Any]:
+    """Body of ``CALL heal.scan()``; returns the summary it records in heal.scans."""
+    started, started_at = time.monotonic(), _value("SELECT clock_timestamp()::text")
+    stats = Stats()
+    if not _value("SELECT pg_catalog.pg_try_advisory_xact_lock(hashtext('heal.scan'))"):
+        stats.notes.append("another scan is running; skipped")
+        return _record(started, started_at, "skipped", stats)
+    policy = Policy.from_settings(settings())
+    for log_file, record in intake(policy, stats):
+        observe(log_file, record, stats)
+    notice_search_path_change()
+    learn(stats)
+    heal_errors(policy, stats)
+    retry_migrations(stats)
+    purge(policy, stats)
+    return _record(started, started_at, "ok", stats)
+
+
+def _record(started: float, started_at: str, status: str, stats: Stats) -> dict[str, Any]:
+    summary = {
+        "status": status, "bytes_read": stats.bytes_read, "lines_read": stats.lines_read,
+        "events": stats.events, "fixes": stats.fixes, "retried": stats.retried,
+        "learned": stats.learned, "purged": stats.purged,
+        "note": "; ".join(stats.notes) or None,
+        "duration_ms": round((time.monotonic() - started) * 1000, 3),
+    }  # fmt: skip
+    _rows(
+        """INSERT INTO heal.scans (started_at, duration_ms, status, bytes_read, lines_read,
+                                   events, fixes, retried, learned, purged, note)
+           SELECT $1::timestamptz, s.duration_ms, s.status, s.bytes_read, s.lines_read,
+                  s.events, s.fixes, s.retried, s.learned, s.purged, s.note
+             FROM jsonb_to_record($2::jsonb) AS s(duration_ms numeric, status text,
+                  bytes_read bigint, lines_read bigint, events int, fixes int, retried int,
+                  learned int, purged int, note text)""",
+        started_at,
+        json.dumps(summary),
+    )
+    plpy.notice(
+        f"heal.scan: {status}: {stats.events} errors read, {stats.fixes} fixed, "
+        f"{stats.learned} learned, {stats.retried} migrations retried"
+        + (f" ({summary['note']})" if summary["note"] else "")
+    )
+    return summary
+
+
+# -- reading the server log ------------------------------------------------------------------
+
+
+def log_source() -> tuple[str | None, str | None, str]:
+    """(directory, format, why not) of the structured server log this scan can read."""
+    row = _rows(
+        """SELECT current_setting('logging_collector') AS collector,
+                  current_setting('log_destination') AS destination,
+                  current_setting('log_directory') AS directory,
+                  current_setting('data_directory') AS data"""
+    )[0]
+    destinations = {d.strip() for d in row["destination"].split(",")}
+    fmt = "json" if "jsonlog" in destinations else "csv" if "csvlog" in destinations else None
+    if row["collector"] != "on" or fmt is None:
+        return (
+            None,
+            None,
+            (
+                "log intake is off: set logging_collector = on and add csvlog (or jsonlog) to "
+                "log_destination in postgresql.conf, then restart"
+            ),
+        )
+    directory = os.path.join(row["data"], row["directory"])
+    return directory, fmt, ""
+
+
+def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
+    """This database's ERRORs logged since the last scan, at most the configured amount."""
+    directory, fmt, why = log_source()
+    if directory is None:
+        stats.notes.append(why)
+        return []
+    state = _rows("SELECT log_file, log_offset, file_mtime, file_inode FROM heal.log_intake")
+    last = state[0] if state else {"log_file": None, "log_offset": 0, "file_mtime": None,
+                                   "file_inode": None}  # fmt: skip
+    suffix = ".json" if fmt == "json" else ".csv"
+    files = []
+    for name in os.listdir(directory):
+        if name.endswith(suffix):
+            info = os.stat(os.path.join(directory, name))
+            files.append(LogFile(name, info.st_mtime, info.st_size, info.st_ino))
+    database = _value("SELECT current_database()")
+    parse = parse_json if fmt == "json" else parse_csv
+    records: list[tuple[str, Record]] = []
+    position = (last["log_file"], last["log_offset"], last["file_mtime"], last["file_inode"])
+    budget = policy.scan_max_bytes
+    order = reading_order(files, *position)
+    for index, (log, offset) in enumerate(order):
+        if budget <= 0 or len(records) >= policy.scan_max_events:
+            break
+        with open(os.path.join(directory, log.name), "rb") as f:
+            f.seek(offset)
+            data = f.read(budget)
+        found, used = parse(data, offset)
+        for record in found:
+            stats.lines_read += 1
+            if len(records) >= policy.scan_max_events:
+                used = record.offset - offset
+                break
+            if record.severity == "ERROR" and record.database == database and not _own(record):
+                records.append((log.name, record))
+        budget -= used
+        stats.bytes_read += used
+        done = offset + used
+        # Move past a file only when it is finished and a newer one follows.
+        if index + 1 < len(order) and done >= log.size:
+            position = (order[index + 1][0].name, 0, order[index + 1][0].mtime,
+                        order[index + 1][0].inode)  # fmt: skip
+        else:
+            position = (log.name, done, log.mtime, log.inode)
+    _rows(
+        """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
+           VALUES ($1, $2, $3, $4, now())
+           ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
+                  file_mtime = $3, file_inode = $4, updated_at = now()""",
+        *position,
+        types=("text", "int8", "float8", "int8"),
+    )
+    return records
+
+
+def skip_backlog() -> str:
+    """Start log intake at the end of the current log: the next scan reads only new errors."""
+    directory, fmt, why = log_source()
+    if directory is None:
+        return why
+    suffix = ".json" if fmt == "json" else ".csv"
+    files = [f for f in os.listdir(directory) if f.endswith(suffix)]
+    if not files:
+        return "no log file yet: the next scan starts with the first one"
+    newest = max(files, key=lambda f: os.stat(os.path.join(directory, f)).st_mtime)
+    info = os.stat(os.path.join(directory, newest))
+    _rows(
+        """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
+           VALUES ($1, $2, $3, $4, now())
+           ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
+                  file_mtime = $3, file_inode = $4, updated_at = now()""",
+        newest,
+        info.st_size,
+        info.st_mtime,
+        info.st_ino,
+        types=("text", "int8", "float8", "int8"),
+    )
+    return f"log intake starts at {newest}, byte {info.st_size}"
+
+
+def _own(record: Record) -> bool:
+    """Errors heal.migrate raised are recorded by it already."""
+    return bool(record.context and "heal.migrate(" in record.context)
+
+
+# -- fingerprints and patterns --------------------------------------------------------------
+
+
+def observe(log_file: str, record: Record, stats: Stats) -> None:
+    """Record one error: its event, its fingerprint's counters, its pattern's counters."""
+    fp = fingerprint(record.sqlstate, record.message)
+    stats.events += 1
+    _rows(
+        """INSERT INTO heal.error_events (logged_at, database, user_name, application_name,
+                  session_start, sqlstate, message, detail, statement, fingerprint, log_file,
+                  log_offset)
+           SELECT e.logged_at, e.database, e.user_name, e.application_name, e.session_start,
+                  e.sqlstate, e.message, e.detail, e.statement, e.fingerprint, e.log_file,
+                  e.log_offset
+             FROM jsonb_to_record($1::jsonb) AS e(logged_at timestamptz, database text,
+                  user_name text, application_name text, session_start timestamptz,
+                  sqlstate text, message text, detail text, statement text, fingerprint text,
+                  log_file text, log_offset bigint)""",
+        json.dumps(
+            {
+                "logged_at": record.logged_at,
+                "database": record.database,
+                "user_name": record.user,
+                "application_name": record.application,
+                "session_start": record.session_start,
+                "sqlstate": record.sqlstate,
+                "message": record.message,
+                "detail": record.detail,
+                "statement": record.statement,
+                "fingerprint": fp.id,
+                "log_file": log_file,
+                "log_offset": record.offset,
+            }
+        ),
+    )
+    after_fix = _value(
+        """INSERT INTO heal.error_fingerprints AS f (fingerprint, pattern, sqlstate, message,
+                  object, times_seen, first_seen, last_seen)
+           VALUES ($1, $2, $3, $4, $5, 1, $6::timestamptz, $6::timestamptz)
+           ON CONFLICT (fingerprint) DO UPDATE
+              SET times_seen = f.times_seen + 1,
+                  last_seen = greatest(f.last_seen, EXCLUDED.last_seen),
+                  seen_after_fix = f.seen_after_fix + (f.fixed_at IS NOT NULL
+                      AND coalesce($7::timestamptz, EXCLUDED.last_seen) > f.fixed_at)::int
+           RETURNING f.fixed_at IS NOT NULL AND f.seen_after_fix > 0 AND NOT f.ineffective""",
+        fp.id,
+        fp.pattern,
+        record.sqlstate,
+        record.message,
+        fp.missing.describe() if fp.missing else None,
+        record.logged_at,
+        record.session_start,
+        types=("text", "text", "text", "text", "text", "text", "text"),
+    )
+    if after_fix:
+        _ineffective(fp, record)
+    _count_pattern(fp, record)
+
+
+def _ineffective(fp: Fingerprint, record: Record) -> None:
+    """The error came back, from a session that began after the fix: it did not help."""
+    _rows("UPDATE heal.error_fingerprints SET ineffective = true WHERE fingerprint = $1", fp.id)
+    _rows(
+        """UPDATE heal.learned_patterns SET confidence = confidence - 1,
+                  enabled = enabled AND confidence > 1 WHERE fingerprint = $1""",
+        fp.id,
+    )
+    reason = "the fix did not stop the error: marked ineffective"
+    _event("auto_heal_failed", record.sqlstate, record.message, None,
+           {"reason": reason, "fingerprint": fp.id})  # fmt: skip
+
+
+def _count_pattern(fp: Fingerprint, record: Record) -> None:
+    _rows(
+        """INSERT INTO heal.universal_error_patterns AS p (pattern, sqlstate, category,
+                  auto_fixable, fix_description, source, times_seen, first_seen, last_seen,
+                  objects)
+           VALUES ($1, coalesce($2, ''), 'unhandled', false, 'no known fix', 'observed', 1,
+                   $3::timestamptz, $3::timestamptz, coalesce(ARRAY[$4], '{}'))
+           ON CONFLICT (pattern) DO UPDATE
+              SET times_seen = p.times_seen + 1,
+                  first_seen = least(coalesce(p.first_seen, EXCLUDED.first_seen),
+                                     EXCLUDED.first_seen),
+                  last_seen = greatest(coalesce(p.last_seen, EXCLUDED.last_seen),
+                                       EXCLUDED.last_seen),
+                  objects = CASE WHEN $4 IS NULL OR $4 = ANY(p.objects) THEN p.objects
+                                 ELSE (p.objects || $4)[greatest(1, cardinality(p.objects) - 18):]
+                            END""",
+        fp.pattern,
+        record.sqlstate,
+        record.logged_at,
+        fp.missing.describe() if fp.missing else None,
+    )
+
+
+def _event(
+    event_type: str, sqlstate: str | None, message: str | None, fix_sql: str | None, detail: dict
+) -> None:
+    _rows(
+        """INSERT INTO heal.build_events (event_type, sqlstate, message, fix_sql, detail, source)
+           VALUES ($1, $2, $3, $4, $5::jsonb, 'scan')""",
+        event_type,
+        sqlstate,
+        message,
+        fix_sql,
+        json.dumps(detail),
+    )
+
+
+# -- learning from people -------------------------------------------------------------------
+
+
+def notice_search_path_change() -> None:
+    """ALTER DATABASE fires no event trigger: compare the database's search_path instead."""
+    current = ", ".join(database_search_path())
+    seen = _value("SELECT search_path FROM heal.log_intake")
+    if seen is not None and seen != current:
+        _rows(
+            """INSERT INTO heal.ddl_log (command_tag, object_type, object_identity, role_name)
+               VALUES ('ALTER DATABASE', 'search_path', $1, session_user)""",
+            current,
+        )
+    _rows(
+        """INSERT INTO heal.log_intake (search_path) VALUES ($1)
+           ON CONFLICT (singleton) DO UPDATE SET search_path = $1""",
+        current,
+    )
+
+
+def learn(stats: Stats) -> None:
+    """An error that stopped after someone created an extension or a schema, or changed
+    the search_path, that now makes the missing object resolve: remember that fix."""
+    seen = _value("SELECT coalesce(max(ddl_seen), 0) FROM heal.log_intake") or 0
+    ddl = _rows(
+        """SELECT id, created_at, role_name, command_tag, object_type, object_identity
+             FROM heal.ddl_log WHERE id > $1 AND NOT by_pgheal ORDER BY id""",
+        seen,
+        types=("int8",),
+    )
+    if not ddl:
+        return
+    _rows("UPDATE heal.log_intake SET ddl_seen = $1", ddl[-1]["id"], types=("int8",))
+    open_errors = _rows(
+        """SELECT fingerprint, pattern, sqlstate, message, last_seen FROM heal.error_fingerprints
+            WHERE fixed_at IS NULL AND object IS NOT NULL"""
+    )
+    catalog = DatabaseCatalog()
+    for error in open_errors:
+        fp = fingerprint(error["sqlstate"], error["message"])
+        if fp.missing is None:
+            continue
+        for change in ddl:
+            if str(change["created_at"]) < str(error["last_seen"]):
+                continue
+            fix = _lesson(fp.missing, change, catalog)
+            if fix is None:
+                continue
+            _remember(error, fix, f"{change['command_tag']} by {change['role_name']}")
+            stats.learned += 1
+            break
+
+
+def _lesson(missing: Missing, change: dict, catalog: DatabaseCatalog) -> Fix | None:
+    tag, name = change["command_tag"], change["object_identity"] or ""
+    if tag == "CREATE SCHEMA" and missing.kind == "schema" and missing.name == name.strip('"'):
+        return Fix("create_schema", missing.name)
+    if tag == "CREATE EXTENSION":
+        extension = name.strip('"')
+        if extension in catalog.providers(missing) or _now_in_extension(missing, extension):
+            return Fix("create_extension", extension)
+    if tag == "ALTER DATABASE":
+        path = [p.strip().strip('"') for p in name.split(",")]
+        schemas = [s for s in catalog.locate(missing) if s in path]
+        if schemas:
+            return Fix("persist_search_path", schemas[0])
+    return None
+
+
+def _now_in_extension(missing: Missing, extension: str) -> bool:
+    """Whether an object of that kind and name now belongs to `extension`."""
+    catalogs = {"function": "pg_proc", "procedure": "pg_proc", "type": "pg_type",
+                "operator": "pg_operator", "opclass": "pg_opclass"}  # fmt: skip
+    names = {"pg_proc": "proname", "pg_type": "typname", "pg_operator": "oprname",
+             "pg_opclass": "opcname"}  # fmt: skip
+    table = catalogs.get(missing.kind)
+    if table is None:
+        return False
+    return bool(
+        _value(
+            f"""SELECT count(*) FROM pg_catalog.pg_depend d
+                  JOIN pg_catalog.{table} o ON o.oid = d.objid
+                  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+                 WHERE d.classid = 'pg_catalog.{table}'::regclass AND d.deptype = 'e'
+                   AND o.{names[table]} = $1 AND e.extname = $2""",
+            missing.name,
+            extension,
+        )
+    )
+
+
+def _remember(error: dict, fix: Fix, source: str) -> None:
+    _rows(
+        """INSERT INTO heal.learned_patterns AS l (fingerprint, pattern, sqlstate, message,
+                  fix_kind, fix_target, learned_from)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (fingerprint, fix_kind, fix_target)
+           DO UPDATE SET confidence = l.confidence + 1, learned_from = EXCLUDED.learned_from""",
+        error["fingerprint"],
+        error["pattern"],
+        error["sqlstate"],
+        error["message"],
+        fix.kind,
+        fix.target,
+        source,
+    )
+    _rows(
+        """INSERT INTO heal.universal_error_patterns (pattern, sqlstate, category, auto_fixable,
+                  fix_description, source, first_seen, last_seen, objects)
+           VALUES ($1, coalesce($2, ''), 'learned', true, $3, 'learned', now(), now(), '{}')
+           ON CONFLICT (pattern) DO UPDATE SET category = 'learned', auto_fixable = true,
+                  fix_description = EXCLUDED.fix_description, source = 'learned'""",
+        error["message"],
+        error["sqlstate"],
+        f"{fix.describe()} (learned from {source})",
+    )
+
+
+# -- applying fixes -----------------------------------------------------------------------------
+
+
+def heal_errors(policy: Policy, stats: Stats) -> None:
+    """Fix the errors seen often enough, once each, within the policy of the role that hit them."""
+    candidates = _rows(
+        """SELECT f.fingerprint, f.sqlstate, f.message,
+                  (SELECT e.user_name FROM heal.error_events e WHERE e.fingerprint = f.fingerprint
+                    ORDER BY e.logged_at DESC LIMIT 1) AS user_name
+             FROM heal.error_fingerprints f
+            WHERE f.fixed_at IS NULL AND NOT f.ineffective AND f.times_seen >= $1
+            ORDER BY f.first_seen""",
+        policy.min_occurrences,
+        types=("int4",),
+    )
+    catalog = DatabaseCatalog()
+    for error in candidates:
+        fp = fingerprint(error["sqlstate"], error["message"])
+        if fp.missing is None and not _has_lesson(fp.id):
+            continue
+        role = error["user_name"] if _role_exists(error["user_name"]) else None
+        who = caller(role)
+        planned, source = _plan(fp, catalog, policy, who)
+        fixes = [f for f in planned.fixes if f.kind != "search_path"]  # session-local only
+        reason = planned.refused or planned.reason
+        if not reason and not fixes:
+            reason = (
+                f"{fp.missing.describe() if fp.missing else 'it'} exists in a schema that is not "
+                "on the application's search_path, and only the extension schema is ever added "
+                "to the database's: add the schema to the role's search_path"
+            )
+        _event("auto_heal_attempt", error["sqlstate"], error["message"], None,
+               {"fingerprint": fp.id, "source": source, "role": who.role})  # fmt: skip
+        if reason:
+            _refused(fp, error, reason)
+            continue
+        try:
+            with plpy.subtransaction():
+                applied = [_apply(fix, who.role) for fix in fixes]
+        except plpy.SPIError as exc:
+            _refused(fp, error, _message(exc))
+            continue
+        fix_sql = ";\n".join(applied)
+        _rows(
+            """UPDATE heal.error_fingerprints SET fixed_at = clock_timestamp(), fix_sql = $2,
+                      fix_source = $3, refused = NULL WHERE fingerprint = $1""",
+            fp.id,
+            fix_sql,
+            source,
+        )
+        _event("auto_heal_success", error["sqlstate"], error["message"], fix_sql,
+               {"fingerprint": fp.id, "source": source, "way": "scan", "role": who.role,
+                "fixes": ", ".join(f.describe() for f in fixes)})  # fmt: skip
+        stats.fixes += 1
+
+
+def _plan(fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who) -> tuple[Plan, str]:
+    lesson = _rows(
+        """SELECT fix_kind, fix_target FROM heal.learned_patterns
+            WHERE fingerprint = $1 AND enabled ORDER BY confidence DESC, id LIMIT 1""",
+        fp.id,
+    )
+    if lesson:
+        _rows("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE fingerprint = $1",
+              fp.id)  # fmt: skip
+        kind, target = lesson[0]["fix_kind"], lesson[0]["fix_target"]
+        if kind == "create_extension":
+            return install_extension(target, catalog, policy, who), "learned"
+        return Plan([Fix(kind, target)]), "learned"
+    assert fp.missing is not None
+    return plan(fp.missing, catalog, policy, who), "catalog"
+
+
+def _has_lesson(fp_id: str) -> bool:
+    return bool(_value("SELECT count(*) FROM heal.learned_patterns WHERE fingerprint = $1 "
+                       "AND enabled", fp_id))  # fmt: skip
+
+
+def _role_exists(role: str | None) -> bool:
+    return bool(role) and bool(
+        _value("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1", role)
+    )
+
+
+def _apply(fix: Fix, role: str) -> str:
+    return str(
+        _value(
+            "SELECT heal.apply_fix($1, $2, $3, $4)",
+            role,
+            fix.kind,
+            fix.target,
+            fix.schema,
+            types=("name", "text", "text", "text"),
+        )
+    )
+
+
+def _refused(fp: Fingerprint, error: dict, reason: str) -> None:
+    previous = _value("SELECT refused FROM heal.error_fingerprints WHERE fingerprint = $1", fp.id)
+    _rows("UPDATE heal.error_fingerprints SET refused = $2 WHERE fingerprint = $1", fp.id, reason)
+    if previous != reason:
+        _event("auto_heal_failed", error["sqlstate"], error["message"], None,
+               {"fingerprint": fp.id, "reason": reason})  # fmt: skip
+
+
+# -- failed migrations ------------------------------------------------------------------------
+
+
+def retry_migrations(stats: Stats) -> None:
+    """Retry, once per scan, failed migrations whose blocking error has an allowed fix now."""
+    failed = _rows(
+        """SELECT m.id, m.name, m.sql, m.sqlstate, m.error, m.run_by FROM heal.migrations m
+            WHERE m.status = 'failed' AND m.sql IS NOT NULL AND m.sqlstate IS NOT NULL
+              AND NOT EXISTS (SELECT FROM heal.migrations later
+                               WHERE later.id > m.id AND later.checksum = m.checksum
+                                 AND later.name IS NOT DISTINCT FROM m.name)
+            ORDER BY m.id"""
+    )
+    if not failed:
+        return
+    policy = Policy.from_settings(settings())
+    catalog = DatabaseCatalog()
+    for row in failed:
+        fp = fingerprint(row["sqlstate"], row["error"] or "")
+        if fp.missing is None:
+            continue
+        who = caller(row["run_by"] if _role_exists(row["run_by"]) else None)
+        if not plan(fp.missing, catalog, policy, who).ok:
+            continue
+        plpy.notice(f"heal.scan: retrying migration {row['name'] or row['id']}: it can heal now")
+        stats.retried += 1
+        _as_role(who.role, lambda row=row: migrate(row["sql"], row["name"], source="scan",
+                                                    retry_of=row["id"]))  # fmt: skip
+
+
+def _as_role(role: str, work) -> None:
+    """Run `work` as `role` with the database's default search_path, like its own session."""
+    path = ", ".join(plpy.quote_ident(p) for p in database_search_path())
+    saved = _value("SELECT current_setting('search_path')")
+    _value("SELECT pg_catalog.set_config('search_path', $1, true)", path)
+    plpy.execute(f"SET LOCAL ROLE {plpy.quote_ident(role)}")
+    try:
+        work()
+    finally:
+        plpy.execute("RESET ROLE")
+        _value("SELECT pg_catalog.set_config('search_path', $1, true)", saved)
+
+
+# -- housekeeping -----------------------------------------------------------------------------
+
+
+def purge(policy: Policy, stats: Stats) -> None:
+    """Keep the records within their retention settings."""
+    deleted = _value(
+        """WITH events AS (
+               DELETE FROM heal.error_events
+                WHERE logged_at < now() - make_interval(days => $1) RETURNING 1),
+           builds AS (
+               DELETE FROM heal.build_events
+                WHERE created_at < now() - make_interval(days => $2) RETURNING 1),
+           scans AS (
+               DELETE FROM heal.scans
+                WHERE started_at < now() - make_interval(days => $2) RETURNING 1)
+           SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM builds)
+                  + (SELECT count(*) FROM scans)""",
+        policy.retention_error_events_days,
+        policy.retention_build_events_days,
+        types=("int4", "int4"),
+    )
+    stats.purged = int(deleted or 0)
+
+
+__all__ = ["intake", "log_source", "scan", "skip_backlog"]
