@@ -68,6 +68,13 @@ def cmd_unschedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predictive(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        conn.execute("UPDATE heal.settings SET value = %s WHERE name = 'predictive'", (args.state,))
+    print(f"predictive healing of DDL from any client is {args.state}")
+    return 0
+
+
 def cmd_patterns(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         if args.action == "list":
@@ -176,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--every", metavar="CRON", help="cron schedule, GMT (default: the setting)")
     p = command("unschedule", cmd_unschedule, "remove the scheduled heal.scan()")
     dsn(p)
+    p = command("predictive", cmd_predictive, "turn healing of DDL from any client on or off")
+    dsn(p)
+    p.add_argument("state", choices=("on", "off"))
     p = command("patterns", cmd_patterns, "list, disable, export or import learned patterns")
     dsn(p)
     p.add_argument("action", choices=("list", "disable", "enable", "export", "import"))

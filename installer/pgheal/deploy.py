@@ -85,6 +85,8 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
     applied: list[str] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('pgheal install'))")
+        # pgheal's own DDL is not for its predictive trigger (from an earlier install).
+        conn.execute("SELECT set_config('heal.fixing', 'on', true)")
         previous = _installed_version(conn)
         conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
         conn.execute("CREATE SCHEMA IF NOT EXISTS heal")
@@ -100,7 +102,7 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
                 (name, hashlib.sha256(text.encode()).hexdigest()),
             )
             applied.append(name)
-        conn.execute("DELETE FROM heal.modules")
+        conn.execute("DELETE FROM heal.modules")  # and their compiled code, made again below
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO heal.modules (name, source) VALUES (%s, %s)", _server_modules()
@@ -116,6 +118,7 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
         )
         for _name, text in _sql_files("idempotent"):
             conn.execute(text)
+        conn.execute("SELECT heal.compile_modules()")
         info = conn.execute("SELECT heal.server_info()").fetchone()[0]
         _check_server_python(info, python_path)
         objects = conn.execute("SELECT heal.refresh_extension_catalog(true)").fetchone()[0]
@@ -133,7 +136,8 @@ def _installed_version(conn: psycopg.Connection) -> str | None:
 
 def _check_server_python(info: dict, python_path: str | Path) -> None:
     found = info.get("pglast")
-    if found == PGLAST_VERSION:
+    where = info.get("pglast_path") or ""
+    if found == PGLAST_VERSION and where.startswith(str(python_path)):
         return
     problem = (
         f"it has pglast {found} at {info.get('pglast_path')}"
@@ -192,6 +196,7 @@ def uninstall(conn: psycopg.Connection) -> list[str]:
         if not conn.execute("SELECT to_regnamespace('heal')").fetchone()[0]:
             return [f"pgheal is not installed in database {dbname}: nothing to remove"]
         conn.execute("DROP EVENT TRIGGER IF EXISTS heal_ddl_log")
+        conn.execute("DROP EVENT TRIGGER IF EXISTS heal_predict_ddl")
         users = dependents(conn)
         if users:
             raise InstallError(

@@ -19,6 +19,7 @@ from .errors import Missing
 #: Pseudo-types the parser expands; they are not in pg_type.
 _SERIALS = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
 _ALWAYS = ("pg_catalog", "pg_temp")
+CORE_ACCESS_METHODS = frozenset({"btree", "hash", "gist", "gin", "spgist", "brin", "heap"})
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Names:
     opclasses: set[str] = field(default_factory=set)
     tablesamples: set[str] = field(default_factory=set)
     extensions: set[str] = field(default_factory=set)
+    access_methods: set[str] = field(default_factory=set)
+    #: names some statement qualifies with a schema
+    qualified: set[str] = field(default_factory=set)
 
 
 def parse(sql: str, pglast: ModuleType) -> list[dict]:
@@ -146,10 +150,37 @@ def _creates(kind: str, body: dict) -> set[tuple[str, str]]:
     return set()
 
 
-def statement(tree: dict) -> Statement:
-    """The references, creations and search_path changes of one parsed statement."""
+def sql_body(body: dict) -> str | None:
+    """The string body of a ``LANGUAGE sql`` function: the server checks it at creation."""
+    options = {
+        o["DefElem"]["defname"]: o["DefElem"].get("arg")
+        for o in body.get("options") or ()
+        if "DefElem" in o
+    }
+    language = (options.get("language") or {}).get("String", {}).get("sval")
+    as_ = options.get("as") or {}
+    items = as_.get("List", {}).get("items") or []
+    if language != "sql" or len(items) != 1 or "String" not in items[0]:
+        return None
+    return items[0]["String"]["sval"]
+
+
+def statement(tree: dict, pglast: ModuleType | None = None) -> Statement:
+    """The references, creations and search_path changes of one parsed statement.
+
+    With `pglast`, the string body of a SQL function is looked into too.
+    """
     ((kind, body),) = tree.items()
     result = Statement(creates=_creates(kind, body))
+    if kind == "CreateFunctionStmt" and pglast is not None:
+        text = sql_body(body)
+        if text:
+            try:
+                inner = parse(text, pglast)
+            except pglast.parser.ParseError:
+                inner = []  # the server reports it
+            for node in inner:
+                result.refs += statement(node, pglast).refs
     schema = _created_schema(kind, body)
     if schema:
         result.refs.append(Missing("schema", schema))
@@ -212,6 +243,9 @@ def names(statements: list[Statement]) -> Names:
         for ref in stmt.refs:
             if ref.schema:
                 wanted.schemas.add(ref.schema)
+                wanted.qualified.add(ref.name)
+            if ref.kind == "access_method":
+                wanted.access_methods.add(ref.name)
             bucket = {
                 "schema": wanted.schemas, "function": wanted.functions, "type": wanted.types,
                 "operator": wanted.operators, "opclass": wanted.opclasses,
@@ -272,7 +306,7 @@ def _exists(ref: Missing, snapshot: Snapshot, path: list[str], created: set) -> 
             or ("procedure", ref.name) in created
         )
     if ref.kind == "access_method":
-        return ref.name in snapshot.access_methods
+        return ref.name in CORE_ACCESS_METHODS or ref.name in snapshot.access_methods
     table = {
         "type": snapshot.types.get(ref.name, set()),
         "operator": snapshot.operators.get(ref.name, set()),

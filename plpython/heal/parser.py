@@ -25,6 +25,12 @@ def _in_backend() -> bool:
     return "plpy" in sys.modules
 
 
+def loaded() -> ModuleType | None:
+    """The pglast this module imported, if it did already."""
+    module = sys.modules.get("pglast")
+    return module if module is not None and getattr(module, _MARK, False) else None
+
+
 def load(site: str | None = None) -> ModuleType:
     """Return the ``pglast`` module, importing it with ``RTLD_DEEPBIND`` the first time.
 

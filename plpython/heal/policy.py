@@ -75,6 +75,7 @@ class Policy:
     disabled_fixes: frozenset[str] = frozenset()
     max_attempts: int = 5
     predict: bool = True
+    predictive: bool = True
     lock_timeout_ms: int = 60000
     retry_delay_ms: int = 100
     min_occurrences: int = 1
@@ -109,6 +110,7 @@ class Policy:
             disabled_fixes=disabled,
             max_attempts=_whole("max_attempts", get("max_attempts", "5"), 1, 100),
             predict=_flag("predict", get("predict", "on")),
+            predictive=_flag("predictive", get("predictive", "on")),
             lock_timeout_ms=_whole("lock_timeout_ms", get("lock_timeout_ms", "60000"), 0, 86400000),
             retry_delay_ms=_whole("retry_delay_ms", get("retry_delay_ms", "100"), 0, 60000),
             min_occurrences=_whole("min_occurrences", get("min_occurrences", "1"), 1, 1000000),
@@ -142,7 +144,7 @@ SETTING_NAMES = frozenset(
      "grant_roles", "persist_search_path", "disabled_fixes", "max_attempts", "predict",
      "lock_timeout_ms", "retry_delay_ms", "min_occurrences", "scan_max_bytes", "scan_max_events",
      "retention_error_events_days", "retention_build_events_days", "retention_cron_days",
-     "scan_schedule"}
+     "scan_schedule", "predictive"}
 )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from .server import (
     _message,
     _rows,
     _value,
+    apply_fix_as,
     caller,
     database_search_path,
     migrate,
@@ -467,7 +468,7 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
             continue
         try:
             with plpy.subtransaction():
-                applied = [_apply(fix, who.role) for fix in fixes]
+                applied = [apply_fix_as(who.role, fix) for fix in fixes]
         except plpy.SPIError as exc:
             _refused(fp, error, _message(exc))
             continue
@@ -510,19 +511,6 @@ def _has_lesson(fp_id: str) -> bool:
 def _role_exists(role: str | None) -> bool:
     return bool(role) and bool(
         _value("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1", role)
-    )
-
-
-def _apply(fix: Fix, role: str) -> str:
-    return str(
-        _value(
-            "SELECT heal.apply_fix($1, $2, $3, $4)",
-            role,
-            fix.kind,
-            fix.target,
-            fix.schema,
-            types=("name", "text", "text", "text"),
-        )
     )
 
 

@@ -61,7 +61,10 @@ def settings() -> dict[str, str]:
     return {r["name"]: r["value"] for r in _rows("SELECT name, value FROM heal.settings")}
 
 
-def load_parser():
+def load_parser() -> ModuleType:
+    module = parser.loaded()
+    if module is not None:
+        return module
     site = _value("SELECT python_path FROM heal.installation")
     return parser.load(site or None)
 
@@ -374,16 +377,86 @@ def rebuild_extension_catalog(fingerprint: str) -> int:
 # -- static analysis -----------------------------------------------------------------------
 
 
-def session_search_path() -> list[str]:
-    """The session's search_path as schema names, ``$user`` resolved."""
-    user = _value("SELECT current_user")
-    raw = _search_path_list(_value("SELECT current_setting('search_path')") or "")
-    return [user if p == "$user" else p for p in raw]
+def session_search_path(value: str | None = None, user: str | None = None) -> list[str]:
+    """A search_path (the session's by default) as schema names, ``$user`` resolved."""
+    user = user or _value("SELECT current_user")
+    if value is None:
+        value = _value("SELECT current_setting('search_path')")
+    return [user if p == "$user" else p for p in _search_path_list(value or "")]
+
+
+#: What pg_catalog holds for names seen so far in this backend. Most names a statement
+#: uses are there, resolve on every search_path and never change: asked for once.
+_BUILTINS = analyze.Snapshot()
+_ASKED: dict[str, set[str]] = {"functions": set(), "types": set(), "operators": set(),
+                               "opclasses": set()}  # fmt: skip
+
+
+def builtins(wanted: analyze.Names) -> analyze.Snapshot:
+    """pg_catalog's entries for the wanted names, fetched for names not asked for before."""
+    queries = {
+        "functions": """SELECT proname AS name, pronargs - pronargdefaults AS low,
+                               CASE WHEN provariadic <> 0 THEN NULL ELSE pronargs END AS high
+                          FROM pg_catalog.pg_proc
+                         WHERE pronamespace = 'pg_catalog'::regnamespace AND proname = ANY($1)""",
+        "types": """SELECT typname AS name FROM pg_catalog.pg_type
+                     WHERE typnamespace = 'pg_catalog'::regnamespace AND typname = ANY($1)""",
+        "operators": """SELECT DISTINCT oprname AS name FROM pg_catalog.pg_operator
+                         WHERE oprnamespace = 'pg_catalog'::regnamespace AND oprname = ANY($1)""",
+        "opclasses": """SELECT c.opcname AS name, a.amname FROM pg_catalog.pg_opclass c
+                          JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+                         WHERE c.opcnamespace = 'pg_catalog'::regnamespace
+                           AND c.opcname = ANY($1)""",
+    }
+    for kind, query in queries.items():
+        new = getattr(wanted, kind) - _ASKED[kind]
+        if not new:
+            continue
+        _ASKED[kind] |= new
+        for r in _rows(query, sorted(new), types=("name[]",)):
+            if kind == "functions":
+                _BUILTINS.functions.setdefault(r["name"], []).append(
+                    ("pg_catalog", r["low"], r["high"])
+                )
+            elif kind == "opclasses":
+                _BUILTINS.opclasses[(r["name"], r["amname"])] = {"pg_catalog"}
+            else:
+                getattr(_BUILTINS, kind)[r["name"]] = {"pg_catalog"}
+    return _BUILTINS
 
 
 def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
-    """Fetch, in one query per kind, what the catalogs hold for the script's names."""
+    """Fetch, in one query per kind, what the catalogs hold for the script's names.
+
+    Names pg_catalog has are answered from :func:`builtins` unless a statement
+    qualifies them with another schema.
+    """
     snap = analyze.Snapshot()
+    known = builtins(wanted)
+    for name in wanted.functions & known.functions.keys():
+        snap.functions[name] = list(known.functions[name])
+    for target, names, have in (
+        (snap.types, wanted.types, known.types),
+        (snap.operators, wanted.operators, known.operators),
+    ):
+        for name in names & have.keys():
+            target[name] = set(have[name])
+    for key, schemas in known.opclasses.items():
+        if key[0] in wanted.opclasses:
+            snap.opclasses[key] = set(schemas)
+    qualified = wanted.qualified
+    wanted = analyze.Names(
+        schemas=wanted.schemas,
+        functions={n for n in wanted.functions if n not in known.functions or n in qualified},
+        types={n for n in wanted.types if n not in known.types or n in qualified},
+        operators={n for n in wanted.operators if n not in known.operators},
+        opclasses={n for n in wanted.opclasses if not any(k[0] == n for k in known.opclasses)
+                   or n in qualified},
+        tablesamples=wanted.tablesamples,
+        extensions=wanted.extensions,
+        access_methods=wanted.access_methods - analyze.CORE_ACCESS_METHODS,
+        qualified=wanted.qualified,
+    )  # fmt: skip
 
     def rows(query: str, names: set[str]) -> list[dict]:
         return _rows(query, sorted(names), types=("name[]",)) if names else []
@@ -398,7 +471,8 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
             WHERE p.proname = ANY($1)""",
         wanted.functions,
     ):
-        snap.functions.setdefault(r["proname"], []).append((r["nspname"], r["low"], r["high"]))
+        if r["nspname"] != "pg_catalog" or r["proname"] not in snap.functions:
+            snap.functions.setdefault(r["proname"], []).append((r["nspname"], r["low"], r["high"]))
     simple = [
         (snap.types, wanted.types, "pg_type", "typname", "typnamespace", ""),
         (snap.operators, wanted.operators, "pg_operator", "oprname", "oprnamespace", ""),
@@ -421,7 +495,8 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
         wanted.opclasses,
     ):
         snap.opclasses.setdefault((r["opcname"], r["amname"]), set()).add(r["nspname"])
-    snap.access_methods = {r["amname"] for r in _rows("SELECT amname FROM pg_catalog.pg_am")}
+    if wanted.access_methods:
+        snap.access_methods = {r["amname"] for r in _rows("SELECT amname FROM pg_catalog.pg_am")}
     if wanted.extensions:
         for r in _rows(
             "SELECT extension, kind, name FROM heal.extension_objects WHERE extension = ANY($1)",
@@ -432,10 +507,15 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
     return snap
 
 
-def predict(script: Script, pglast: ModuleType) -> dict[int, list[Missing]]:
+def predict(
+    script: Script, pglast: ModuleType, path: list[str] | None = None
+) -> dict[int, list[Missing]]:
     """What each statement (by number) will miss, found before anything runs."""
-    analysed = [analyze.statement(analyze.parse(s.text, pglast)[0]) for s in script.statements]
-    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), session_search_path())
+    analysed = [
+        analyze.statement(analyze.parse(s.text, pglast)[0], pglast) for s in script.statements
+    ]
+    path = path if path is not None else session_search_path()
+    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
     return {script.statements[i].number: refs for i, refs in found.items()}
 
 
@@ -672,6 +752,15 @@ def migrate(
         sql, name=name, dry_run=dry_run, forced=force, source=source, retry_of=retry_of,
         commit=source != "scan",
     )  # fmt: skip
+    _value("SELECT pg_catalog.set_config('heal.migrating', 'on', true)")
+    try:
+        return _migrate(run, policy)
+    finally:
+        _value("SELECT pg_catalog.set_config('heal.migrating', 'off', true)")
+
+
+def _migrate(run: Run, policy: Policy) -> dict[str, str] | None:
+    sql, name, dry_run = run.sql, run.name, run.dry_run
     if name is not None:
         held = _history_check(run, policy)
         if held is not None:
@@ -1009,20 +1098,29 @@ class Healer:
 
     def apply(self, fix: Fix) -> str:
         if fix.kind == "search_path":
-            current = _value("SELECT current_setting('search_path')") or ""
-            value = ", ".join(p for p in (current.strip(), plpy.quote_ident(fix.target)) if p)
+            value = extended_path(_value("SELECT current_setting('search_path')") or "", fix.target)
             _value("SELECT set_config('search_path', $1, true)", value)
             return f"SET LOCAL search_path = {value}"
-        return str(
-            _value(
-                "SELECT heal.apply_fix($1, $2, $3, $4)",
-                self.caller.role,
-                fix.kind,
-                fix.target,
-                fix.schema,
-                types=("name", "text", "text", "text"),
-            )
+        return apply_fix_as(self.caller.role, fix)
+
+
+def apply_fix_as(role: str, fix: Fix) -> str:
+    """Apply a fix through heal.apply_fix (SECURITY DEFINER, policy checked for `role`)."""
+    return str(
+        _value(
+            "SELECT heal.apply_fix($1, $2, $3, $4)",
+            role,
+            fix.kind,
+            fix.target,
+            fix.schema,
+            types=("name", "text", "text", "text"),
         )
+    )
+
+
+def extended_path(current: str, schema: str) -> str:
+    """`current` search_path with `schema` appended."""
+    return ", ".join(p for p in (current.strip(), plpy.quote_ident(schema)) if p)
 
 
 def learned_plan(sqlstate: str | None, message: str) -> Plan | None:

@@ -32,6 +32,9 @@ INSERT INTO heal.settings AS s (name, kind, value, description) VALUES
      'Most fixes (or transient retries) for one statement before the migration fails.'),
     ('predict', 'boolean', 'on',
      'Whether heal.migrate applies the fixes static analysis finds before running a statement.'),
+    ('predictive', 'boolean', 'on',
+     'Whether DDL from any client is healed before it fails (event trigger heal_predict_ddl); '
+     'pgheal predictive on|off.'),
     ('lock_timeout_ms', 'integer', '60000',
      'How long a named migration waits for another runner of the same name (milliseconds).'),
     ('retry_delay_ms', 'integer', '100',

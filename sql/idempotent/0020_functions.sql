@@ -5,30 +5,45 @@
 CREATE OR REPLACE FUNCTION heal._load() RETURNS void
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
+
+import marshal
 
 stamp = plpy.execute(
     "SELECT version || ' ' || installed_at::text AS stamp FROM heal.installation"
 )[0]["stamp"]
 if GD.get("heal.stamp") == stamp:
     return
-sources = {r["name"]: r["source"] for r in plpy.execute("SELECT name, source FROM heal.modules")}
+tag = importlib.util.MAGIC_NUMBER.hex()
+codes = {}
+modules = plpy.prepare(
+    """SELECT name, code_tag, CASE WHEN code_tag = $1 THEN code END AS code,
+              CASE WHEN code_tag IS DISTINCT FROM $1 THEN source END AS source
+         FROM heal.modules""",
+    ["text"],
+)
+for r in plpy.execute(modules, [tag]):
+    if r["code"] is not None and r["code_tag"] == tag:
+        codes[r["name"]] = marshal.loads(r["code"])
+    else:  # compiled by another Python, or not at all: compile here
+        codes[r["name"]] = compile(r["source"], "heal.modules:" + r["name"], "exec")
 
 
-class HealModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class HealModules:
+    """A meta path finder and loader for the modules of heal.modules."""
+
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in sources:
+        if fullname not in codes:
             return None
-        return importlib.util.spec_from_loader(fullname, self, is_package=fullname == "heal")
+        return importlib.machinery.ModuleSpec(fullname, self, is_package=fullname == "heal")
 
     def create_module(self, spec):
         return None
 
     def exec_module(self, module):
-        code = compile(sources[module.__name__], "heal.modules:" + module.__name__, "exec")
-        exec(code, module.__dict__)
+        exec(codes[module.__name__], module.__dict__)
 
 
 sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "HealModules"]
@@ -37,6 +52,25 @@ for name in [m for m in sys.modules if m == "heal" or m.startswith("heal.")]:
     del sys.modules[name]
 GD["heal.stamp"] = stamp
 $$;
+
+CREATE OR REPLACE FUNCTION heal.compile_modules() RETURNS integer
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+import importlib.util
+import marshal
+rows = plpy.execute("SELECT name, source FROM heal.modules")
+update = plpy.prepare(
+    "UPDATE heal.modules SET code = $2, code_tag = $3 WHERE name = $1", ["text", "bytea", "text"]
+)
+tag = importlib.util.MAGIC_NUMBER.hex()
+for r in rows:
+    code = compile(r["source"], "heal.modules:" + r["name"], "exec")
+    plpy.execute(update, [r["name"], marshal.dumps(code), tag])
+return len(rows)
+$$;
+COMMENT ON FUNCTION heal.compile_modules() IS
+    'Compile the server package with the server''s Python (pgheal install does), so new '
+    'backends load it without compiling.';
 
 CREATE OR REPLACE FUNCTION heal.server_info() RETURNS jsonb
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -228,8 +262,70 @@ COMMENT ON PROCEDURE heal.scan() IS
     'Read new errors from the server log, heal what policy allows, learn from DDL people ran, '
     'retry failed migrations that can heal now, purge old records. Scheduled by pg_cron.';
 
--- What DDL was run, and by whom: what the scan learns from. Fails open: a problem here
--- never breaks the user's DDL.
+-- Predictive healing for DDL from any client (heal_predict_ddl, ddl_command_start).
+-- Runs for every role: the fixes it may cause are the policy's for that role, checked
+-- again by heal.apply_fix; heal.heal_ddl only acts for roles the session can act as.
+CREATE OR REPLACE FUNCTION heal.heal_ddl(query text, role name, search_path text) RETURNS text
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+# Runs for every DDL statement, so it protects the statement itself (no PL/pgSQL
+# exception block, whose subtransaction would cost more than the analysis): any
+# failure is recorded and becomes a WARNING, and the DDL runs as without pgheal.
+import time
+try:
+    now = time.monotonic()
+    if GD.get("heal.checked", 0) < now - 1:  # an upgrade of the modules, once a second
+        plpy.execute("SELECT heal._load()")
+        GD["heal.checked"] = now
+    from heal.trigger import heal_ddl
+    return heal_ddl(query, role, search_path)
+except Exception as exc:
+    message = str(exc.args[0]) if exc.args else repr(exc)
+    plpy.warning("pgheal: predictive healing failed (%s); the statement runs as it would "
+                 "without pgheal" % message)
+    try:
+        plan = plpy.prepare("SELECT heal.record_prediction_failure($1, $2)", ["text", "text"])
+        plpy.execute(plan, [message, query])
+    except Exception:
+        pass  # recording is best effort
+    return None
+$$;
+
+-- Plain SQL, so that it works when the Python side is what failed.
+CREATE OR REPLACE FUNCTION heal.record_prediction_failure(message text, query text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO heal.build_events (event_type, message, detail, source)
+    VALUES ('auto_heal_failed', 'predictive healing failed: ' || message,
+            jsonb_build_object('reason', message, 'statement', left(query, 1000)),
+            'event_trigger');
+$$;
+
+-- PL/Python cannot be an event trigger: this PL/pgSQL wrapper calls it. It stays out
+-- of heal.migrate (which heals on its own) and of the commands of an extension script
+-- pgheal itself runs (heal.apply_fix sets heal.fixing).
+CREATE OR REPLACE FUNCTION heal.predict_ddl() RETURNS event_trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    needed text;
+BEGIN
+    IF coalesce(pg_catalog.current_setting('heal.fixing', true), '') = 'on'
+       OR coalesce(pg_catalog.current_setting('heal.migrating', true), '') = 'on' THEN
+        RETURN;
+    END IF;
+    needed := heal.heal_ddl(pg_catalog.current_query(), current_user,
+                            pg_catalog.current_setting('search_path'));
+    IF needed IS NOT NULL THEN
+        -- For the session, not just this statement: what follows in it (queries,
+        -- operators, citext comparisons) needs the schema too.
+        PERFORM pg_catalog.set_config('search_path', needed, false);
+    END IF;
+END
+$$;
+
+-- What DDL was run, and by whom: what the scan learns from. Fails open too.
 CREATE OR REPLACE FUNCTION heal.record_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -244,9 +340,22 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-DROP EVENT TRIGGER IF EXISTS heal_ddl_log;
-CREATE EVENT TRIGGER heal_ddl_log ON ddl_command_end EXECUTE FUNCTION heal.record_ddl();
-COMMENT ON EVENT TRIGGER heal_ddl_log IS 'pgheal: records DDL in heal.ddl_log';
+-- The predictive trigger is on or off as heal.settings predictive says.
+CREATE OR REPLACE FUNCTION heal.apply_predictive() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.value::boolean THEN
+        ALTER EVENT TRIGGER heal_predict_ddl ENABLE;
+    ELSE
+        ALTER EVENT TRIGGER heal_predict_ddl DISABLE;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER settings_predictive AFTER INSERT OR UPDATE ON heal.settings
+    FOR EACH ROW WHEN (NEW.name = 'predictive') EXECUTE FUNCTION heal.apply_predictive();
 
 CREATE OR REPLACE FUNCTION heal.skip_log_backlog() RETURNS text
 LANGUAGE plpython3u

@@ -20,3 +20,10 @@ GRANT EXECUTE ON ALL ROUTINES IN SCHEMA heal TO heal_operator;
 -- The scan reads the server log and acts for every role: superusers (pg_cron) only.
 REVOKE EXECUTE ON PROCEDURE heal.scan() FROM heal_operator;
 REVOKE EXECUTE ON FUNCTION heal.skip_log_backlog() FROM heal_operator;
+
+-- Event triggers fire for every role: the functions they call must be callable by all.
+-- heal.heal_ddl acts only for roles the session can act as, within their policy.
+GRANT EXECUTE ON FUNCTION heal.heal_ddl(text, name, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION heal.record_prediction_failure(text, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION heal.predict_ddl() TO PUBLIC;
+GRANT USAGE ON SCHEMA heal TO PUBLIC;

@@ -93,3 +93,23 @@ def test_names_collects_lookups():
     assert wanted.schemas == {"x"}
     assert wanted.types == {"citext"} and wanted.functions == {"f"}
     assert wanted.extensions == {"hstore"}
+
+
+def test_sql_function_string_bodies_are_looked_into():
+    (stmt,) = [
+        statement(tree, pglast)
+        for tree in parse(
+            "CREATE FUNCTION f(a text) RETURNS real LANGUAGE sql "
+            "AS $$ SELECT similarity(a, 'x') $$",
+            pglast,
+        )
+    ]
+    assert Missing("function", "similarity", None, ("unknown", "unknown")) in stmt.refs
+    (plpgsql,) = [
+        statement(tree, pglast)
+        for tree in parse(
+            "CREATE FUNCTION g() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN nope(); END $$",
+            pglast,
+        )
+    ]
+    assert not any(r.name == "nope" for r in plpgsql.refs)

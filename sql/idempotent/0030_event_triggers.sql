@@ -1,0 +1,21 @@
+-- The event triggers, re-created on every install; the predictive one is then switched
+-- on or off as heal.settings predictive says, so an upgrade keeps the operator's choice.
+
+DROP EVENT TRIGGER IF EXISTS heal_ddl_log;
+CREATE EVENT TRIGGER heal_ddl_log ON ddl_command_end EXECUTE FUNCTION heal.record_ddl();
+COMMENT ON EVENT TRIGGER heal_ddl_log IS 'pgheal: records DDL in heal.ddl_log';
+
+DROP EVENT TRIGGER IF EXISTS heal_predict_ddl;
+CREATE EVENT TRIGGER heal_predict_ddl ON ddl_command_start
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'CREATE VIEW',
+                 'CREATE MATERIALIZED VIEW', 'CREATE INDEX', 'CREATE FUNCTION',
+                 'CREATE PROCEDURE', 'CREATE AGGREGATE', 'CREATE TYPE', 'CREATE DOMAIN',
+                 'CREATE SEQUENCE', 'CREATE TRIGGER', 'CREATE POLICY', 'CREATE OPERATOR',
+                 'CREATE CAST', 'CREATE TEXT SEARCH DICTIONARY',
+                 'CREATE TEXT SEARCH CONFIGURATION', 'ALTER TABLE', 'ALTER DOMAIN',
+                 'ALTER FUNCTION', 'ALTER TYPE')
+    EXECUTE FUNCTION heal.predict_ddl();
+COMMENT ON EVENT TRIGGER heal_predict_ddl IS
+    'pgheal: heals DDL from any client before it fails (heal.settings predictive)';
+
+UPDATE heal.settings SET value = value WHERE name = 'predictive';  -- fires heal.apply_predictive

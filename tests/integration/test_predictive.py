@@ -1,0 +1,145 @@
+"""Predictive healing for every client: the ddl_command_start trigger, through plain psql
+and plain psycopg (no heal.migrate)."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from pgheal import deploy, serverdeps
+
+from .conftest import connect, extensions, psql, scalar
+from .test_installer import pgheal
+
+
+def trigger_events(conn) -> list[tuple]:
+    return conn.execute(
+        "SELECT event_type, message, fix_sql FROM heal.build_events "
+        "WHERE source = 'event_trigger' ORDER BY id"
+    ).fetchall()
+
+
+@pytest.mark.parametrize(
+    ("setup", "ddl", "check"),
+    [
+        ("", "CREATE TABLE app.t (a int);", "SELECT to_regclass('app.t') IS NOT NULL"),
+        ("", "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4());",
+         "SELECT count(*) = 1 FROM pg_extension WHERE extname = 'uuid-ossp'"),
+        ("", "CREATE TABLE t (e citext);", "SELECT to_regclass('t') IS NOT NULL"),
+        ("CREATE TABLE w (a text)", "CREATE INDEX w_trgm ON w USING gin (a gin_trgm_ops);",
+         "SELECT to_regclass('w_trgm') IS NOT NULL"),
+        ("", "CREATE TABLE c (a text CHECK (levenshtein(a, 'x') < 5));",
+         "SELECT to_regclass('c') IS NOT NULL"),
+        ("", "CREATE FUNCTION best(a text) RETURNS real LANGUAGE sql AS "
+             "$$ SELECT similarity(a, 'x') $$;",
+         "SELECT to_regprocedure('best(text)') IS NOT NULL"),
+        ("CREATE SCHEMA extensions; CREATE EXTENSION hstore SCHEMA extensions",
+         "SET search_path = public; CREATE TABLE h (a hstore);",
+         "SELECT to_regclass('public.h') IS NOT NULL"),
+    ],
+)  # fmt: skip
+def test_each_fix_kind_through_plain_psql(conn, dsn, setup, ddl, check):
+    if setup:
+        conn.execute(setup)
+    result = psql(dsn, "-c", ddl)
+    assert result.returncode == 0, result.stderr
+    assert "pgheal: " in result.stderr  # the NOTICE of what was healed
+    assert scalar(conn, check) is True
+    assert [e[0] for e in trigger_events(conn)].count("auto_heal_success") >= 1
+
+
+def test_plain_psycopg_client(conn, dsn):
+    with connect(dsn) as app:
+        app.execute("CREATE TABLE users (id uuid DEFAULT uuid_generate_v4(), email citext)")
+        app.execute("INSERT INTO users (email) VALUES ('Ada@Example.com')")
+        assert scalar(app, "SELECT count(*) FROM users WHERE email = 'ada@example.com'") == 1
+    assert {"uuid-ossp", "citext"} <= set(extensions(conn))
+
+
+def test_ddl_whose_needs_are_met_runs_untouched(conn, dsn):
+    result = psql(dsn, "-c", "CREATE TABLE plain (id int PRIMARY KEY, name text);"
+                             "CREATE INDEX ON plain (name);")  # fmt: skip
+    assert result.returncode == 0 and "pgheal" not in result.stderr
+    assert trigger_events(conn) == []
+
+
+def test_a_failure_inside_the_analysis_leaves_the_ddl_working(conn, dsn):
+    conn.execute("UPDATE heal.modules SET code = NULL, "
+                 "source = 'raise RuntimeError(\"injected\")' "
+                 "WHERE name = 'heal.analyze'")  # fmt: skip
+    conn.execute("UPDATE heal.installation SET installed_at = clock_timestamp()")  # reload
+    result = psql(dsn, "-c", "CREATE TABLE fine (a int);")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING:  pgheal: predictive healing failed" in result.stderr
+    assert "injected" in result.stderr
+    assert scalar(conn, "SELECT to_regclass('fine')::text") == "fine"
+    assert scalar(conn, "SELECT count(*) FROM heal.build_events WHERE source = 'event_trigger' "
+                        "AND event_type = 'auto_heal_failed'") == 1  # fmt: skip
+    # A DDL that needed a fix fails as it would without pgheal.
+    failed = psql(dsn, "-c", "CREATE TABLE t (e citext);")
+    assert failed.returncode != 0 and 'type "citext" does not exist' in failed.stderr
+
+
+def test_recursion_guard_and_nothing_inside_heal_migrate(conn, dsn):
+    result = psql(dsn, "-c", "CREATE TABLE p (a cube);")  # cube's own script runs DDL
+    assert result.returncode == 0, result.stderr
+    assert [e[0] for e in trigger_events(conn)] == ["auto_heal_success"]
+    conn.execute("CALL heal.migrate('CREATE TABLE q (e citext)')")
+    assert [e[0] for e in trigger_events(conn)] == ["auto_heal_success"]
+    assert scalar(conn, "SELECT count(*) FROM heal.build_events WHERE source = 'migration' "
+                        "AND event_type = 'auto_heal_success'") == 1  # fmt: skip
+
+
+@pytest.fixture
+def role(conn):
+    name = f"dev_{uuid.uuid4().hex[:6]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN")
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
+    return name
+
+
+def test_non_superuser_cannot_get_an_untrusted_extension(conn, dsn, role):
+    conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {role}")
+    as_role = dsn.replace("user=postgres", f"user={role}")
+    result = psql(as_role, "-c", "CREATE VIEW slow AS SELECT * FROM pg_stat_statements(true);")
+    assert result.returncode != 0
+    assert "pg_stat_statements" not in extensions(conn)
+    # The failed statement takes its event with it; the NOTICE says why.
+    assert 'not healed: extension "pg_stat_statements" is not trusted' in result.stderr
+    trusted = psql(as_role, "-c", "CREATE TABLE mine (e citext);")  # trusted: allowed
+    assert trusted.returncode == 0, trusted.stderr
+
+
+def test_no_schema_without_create_on_the_database(conn, dsn, role):
+    conn.execute(f"REVOKE CREATE ON DATABASE {conn.info.dbname} FROM PUBLIC")
+    as_role = dsn.replace("user=postgres", f"user={role}")
+    result = psql(as_role, "-c", "CREATE TABLE private.notes (a int);")
+    assert result.returncode != 0 and 'schema "private" does not exist' in result.stderr
+    assert scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'private'") == 0
+
+
+def test_switch_off_and_on(conn, dsn):
+    result = pgheal("predictive", "off", "--dsn", dsn)
+    assert result.returncode == 0, result.stderr
+    assert scalar(conn, "SELECT evtenabled FROM pg_event_trigger "
+                        "WHERE evtname = 'heal_predict_ddl'") == "D"  # fmt: skip
+    failed = psql(dsn, "-c", "CREATE TABLE t (e citext);")
+    assert failed.returncode != 0
+    # An upgrade keeps the choice.
+    deploy.install(conn, serverdeps.default_path())
+    assert scalar(conn, "SELECT evtenabled FROM pg_event_trigger "
+                        "WHERE evtname = 'heal_predict_ddl'") == "D"  # fmt: skip
+    assert pgheal("predictive", "on", "--dsn", dsn).returncode == 0
+    assert psql(dsn, "-c", "CREATE TABLE t (e citext);").returncode == 0
+
+
+def test_triggers_survive_upgrade_and_go_with_uninstall(conn):
+    deploy.install(conn, serverdeps.default_path())
+    names = {r[0] for r in conn.execute("SELECT evtname FROM pg_event_trigger")}
+    assert {"heal_predict_ddl", "heal_ddl_log"} <= names
+    deploy.uninstall(conn)
+    assert scalar(conn, "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'heal%'") == 0
+    with pytest.raises(psycopg.errors.UndefinedObject):
+        conn.execute("CREATE TABLE t (e citext)")
