@@ -20,7 +20,7 @@ tag = importlib.util.MAGIC_NUMBER.hex()
 codes = {}
 modules = plpy.prepare(
     """SELECT name, code_tag, CASE WHEN code_tag = $1 THEN code END AS code,
-              CASE WHEN code_tag IS DISTINCT FROM $1 THEN source END AS source
+              CASE WHEN code_tag = $1 AND code IS NOT NULL THEN NULL ELSE source END AS source
          FROM heal.modules""",
     ["text"],
 )
