@@ -1,19 +1,22 @@
 """The ``pgheal`` command.
 
-Exit codes: 0 success, 1 a migration failed (or, for plan, a problem has no allowed
-fix), 2 bad usage, a missing prerequisite or no connection.
+Exit codes: 0 success; 1 a migration failed, a plan has a problem with no allowed
+fix, status found an error, doctor found anything to look at; 2 bad usage, a
+missing prerequisite or no connection.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import sys
 from pathlib import Path
 
 import psycopg
 
-from . import __version__, deploy, patterns, runner, schedule, serverdeps
+from . import __version__, deploy, monitor, patterns, runner, schedule, serverdeps
 
 EPILOG = """\
 The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
@@ -25,6 +28,9 @@ examples:
   pgheal migrate --dsn postgresql://app@localhost/app db/migrations/
   pgheal migrate --plan db/migrations/
   pgheal plan db/0002_users.sql
+  pgheal status
+  pgheal doctor --json
+  pgheal events --since 30m --follow
   pgheal uninstall
 """
 
@@ -79,6 +85,9 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         if args.action == "list":
             rows = patterns.listing(conn)
+            if args.json:
+                print(json.dumps(rows))
+                return 0
             for r in rows:
                 state = "on " if r["enabled"] else "off"
                 print(
@@ -119,14 +128,43 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     migrations = runner.discover(args.paths)
     with _connect(args) as conn:
-        run = runner.Runner(conn, sys.stdout)
+        run = runner.Runner(conn, sys.stderr if args.json else sys.stdout)
         if args.plan:
             rows = run.plan(migrations)
-            run.print_plan(rows)
+            if args.json:
+                keys = ("migration", "line", "missing", "fix", "allowed", "reason")
+                print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows]))
+            else:
+                run.print_plan(rows)
             return 0 if all(r[4] for r in rows) else 1
         outcomes = run.run(migrations, dry_run=args.dry_run)
-        run.summary(outcomes)
+        if args.json:
+            print(json.dumps([o.__dict__ for o in outcomes]))
+        else:
+            run.summary(outcomes)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        return monitor.print_status(conn, sys.stdout, args.json)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    with _connect(args) as conn:
+        return monitor.print_doctor(conn, sys.stdout, args.json)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    window = monitor.since(args.since)
+    with _connect(args) as conn:
+        monitor.print_events(monitor.events(conn, window), sys.stdout, args.json,
+                             table=not args.follow)  # fmt: skip
+        if args.follow:
+            with contextlib.suppress(KeyboardInterrupt), _connect(args) as reader:
+                new = monitor.follow(conn, reader, args.count)  # Ctrl-C ends it
+                monitor.print_events(new, sys.stdout, args.json, table=False)
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -166,6 +204,9 @@ def parser() -> argparse.ArgumentParser:
     def dsn(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dsn", help="connection string (default: $PGHEAL_DSN, libpq env)")
 
+    def json_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="JSON for machines")
+
     p = command("install", cmd_install, "deploy or upgrade pgheal in a database (one transaction)")
     dsn(p)
     p.add_argument(
@@ -191,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("list", "disable", "enable", "export", "import"))
     p.add_argument("id", nargs="?", type=int, help="pattern id (disable, enable)")
     p.add_argument("--file", type=Path, help="JSON file (export, import; default stdout/stdin)")
+    json_flag(p)
     p = command(
         "migrate", cmd_migrate, "apply migration files, or folders of NNNN_name.sql files, in order"
     )
@@ -198,9 +240,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p.add_argument("--dry-run", action="store_true", help="run and heal, then roll back")
     p.add_argument("--plan", action="store_true", help="only show what would be healed")
+    json_flag(p)
     p = command("plan", cmd_plan, "show what pending migrations will miss and how pgheal heals it")
     dsn(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    json_flag(p)
+    p = command("status", cmd_status, "health and the last 24 hours in a few lines")
+    dsn(p)
+    json_flag(p)
+    p = command("doctor", cmd_doctor, "run every health check and say what to do about each")
+    dsn(p)
+    json_flag(p)
+    p = command("events", cmd_events, "the event stream of heal.build_events")
+    dsn(p)
+    p.add_argument("--since", default="1h", help="how far back: 90s, 30m, 1h, 2d (default 1h)")
+    p.add_argument("--follow", action="store_true", help="then print new events as they come")
+    p.add_argument("--count", type=int, help="with --follow: stop after this many new events")
+    json_flag(p)
     p = command("server-deps", cmd_server_deps, "install pglast for the server's PL/Python")
     p.add_argument("--target", type=Path, default=serverdeps.default_path(),
                    help="directory to install into (default: %(default)s)")  # fmt: skip
@@ -214,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (deploy.InstallError, runner.RunnerError, patterns.PatternError) as exc:
+    except (
+        deploy.InstallError,
+        runner.RunnerError,
+        patterns.PatternError,
+        monitor.MonitorError,
+    ) as exc:
         print(f"pgheal {args.command}: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:

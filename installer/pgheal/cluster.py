@@ -46,9 +46,16 @@ def find_bindir() -> Path:
 class Cluster:
     """initdb + pg_ctl in a temporary directory; :meth:`stop` removes it all."""
 
-    def __init__(self, port: int = 5432, bindir: Path | None = None, pg_cron: bool = True) -> None:
+    def __init__(
+        self,
+        port: int = 5432,
+        bindir: Path | None = None,
+        pg_cron: bool = True,
+        csvlog: bool = True,
+    ) -> None:
         self.port = port
         self.pg_cron = pg_cron
+        self.csvlog = csvlog
         self.bindir = bindir or find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="pgheal-"))
         self.data = self.root / "data"
@@ -100,10 +107,11 @@ unix_socket_directories = '{socket}'
 synchronous_commit = off
 full_page_writes = off
 max_connections = 40
-logging_collector = on
-log_destination = 'csvlog'
-log_directory = 'log'
-"""
+""" + (
+            "logging_collector = on\nlog_destination = 'csvlog'\nlog_directory = 'log'\n"
+            if self.csvlog
+            else ""
+        )
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():

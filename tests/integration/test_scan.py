@@ -256,7 +256,7 @@ def test_scheduled_with_pg_cron_from_the_cron_database(conn, dsn):
 
 def test_without_pg_cron_install_works_and_says_why_not_scheduled():
     with (
-        Cluster(port=5433, pg_cron=False) as bare,
+        Cluster(port=5433, pg_cron=False, csvlog=False) as bare,
         psycopg.connect(bare.dsn(), autocommit=True) as conn,
     ):
         deploy.install(conn, serverdeps.default_path())
@@ -264,5 +264,10 @@ def test_without_pg_cron_install_works_and_says_why_not_scheduled():
         assert not result.ok
         assert "pg_cron is not loaded (shared_preload_libraries)" in result.message
         conn.execute("CALL heal.scan()")  # by hand
-        assert scalar(conn, "SELECT status FROM heal.scans") == "ok"
+        assert conn.execute("SELECT status, note FROM heal.scans").fetchone() == (
+            "ok", "log intake is off: set logging_collector = on and add csvlog (or jsonlog) "
+            "to log_destination in postgresql.conf, then restart",
+        )  # fmt: skip
         migrate(conn, "CREATE TABLE t (e citext);")
+        health = dict(conn.execute("SELECT name, status FROM heal.health").fetchall())
+        assert health["pg_cron"] == "warn" and health["log_intake"] == "warn"

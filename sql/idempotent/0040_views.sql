@@ -1,0 +1,150 @@
+-- Monitoring from psql: what was healed, what was not and why, what pgheal knows,
+-- the migration history, its own health, and a daily summary.
+
+CREATE OR REPLACE VIEW heal.recent_heals AS
+SELECT e.created_at,
+       CASE WHEN e.source = 'migration' AND e.detail ->> 'way' = 'predicted' THEN 'predicted'
+            ELSE e.source END AS source,
+       m.name AS migration,
+       e.statement,
+       e.sqlstate,
+       coalesce(e.detail ->> 'missing', e.message) AS failed,
+       coalesce(e.detail ->> 'fixes', e.fix_sql) AS fix,
+       e.fix_sql,
+       e.duration_ms
+  FROM heal.build_events e
+  LEFT JOIN heal.migrations m ON m.id = e.migration_id
+ WHERE e.event_type = 'auto_heal_success'
+ ORDER BY e.created_at DESC;
+COMMENT ON VIEW heal.recent_heals IS
+    'Heals, newest first: source is migration (reactive), predicted, event_trigger or scan.';
+
+CREATE OR REPLACE VIEW heal.failures AS
+WITH unhealed AS (
+    SELECT e.sqlstate, coalesce(e.detail ->> 'missing', e.message) AS error,
+           e.detail ->> 'reason' AS reason, e.source, e.created_at
+      FROM heal.build_events e
+     WHERE e.event_type = 'auto_heal_failed'
+    UNION ALL
+    SELECT f.sqlstate, coalesce(f.object, f.message),
+           CASE WHEN f.ineffective THEN 'the fix did not stop the error: marked ineffective'
+                ELSE coalesce(f.refused, 'not seen often enough yet (min_occurrences)') END,
+           'scan', f.last_seen
+      FROM heal.error_fingerprints f
+     WHERE f.ineffective OR f.fixed_at IS NULL
+)
+SELECT error, sqlstate,
+       CASE WHEN reason LIKE '%ineffective%' THEN 'fix ineffective'
+            WHEN reason LIKE '%which this server does not have%' THEN 'not available on the host'
+            WHEN reason LIKE '%heal.settings%' OR reason LIKE '%pgheal policy%'
+                 OR reason LIKE '%privilege%' THEN 'refused by policy'
+            WHEN reason LIKE 'the error survived%' OR reason LIKE 'gave up%'
+                 OR reason LIKE 'still %' THEN 'fix did not help'
+            ELSE 'no known fix' END AS kind,
+       reason,
+       count(*) AS times,
+       array_agg(DISTINCT source) AS sources,
+       max(created_at) AS last_seen
+  FROM unhealed
+ GROUP BY error, sqlstate, reason
+ ORDER BY last_seen DESC;
+COMMENT ON VIEW heal.failures IS
+    'Errors that were not healed, grouped, with why: no known fix, refused by policy (the '
+    'setting is named), not available on the host (the package is named), fix ineffective.';
+
+CREATE OR REPLACE VIEW heal.patterns AS
+SELECT 'builtin' AS source, p.pattern, p.sqlstate, p.fix_description AS fix,
+       p.times_seen, p.times_fixed, p.last_seen, true AS enabled
+  FROM heal.universal_error_patterns p
+ WHERE p.source = 'builtin'
+UNION ALL
+SELECT 'catalog', f.message, f.sqlstate, f.fix_sql, f.times_seen,
+       (f.fixed_at IS NOT NULL)::int, f.last_seen, NOT f.ineffective
+  FROM heal.error_fingerprints f
+ WHERE f.fix_source = 'catalog'
+UNION ALL
+SELECT 'learned', l.message, l.sqlstate,
+       l.fix_kind || ' ' || l.fix_target || ' (confidence ' || l.confidence || ', from '
+           || coalesce(l.learned_from, 'an import') || ')',
+       coalesce(f.times_seen, 0), l.applied, f.last_seen, l.enabled
+  FROM heal.learned_patterns l
+  LEFT JOIN heal.error_fingerprints f ON f.fingerprint = l.fingerprint;
+COMMENT ON VIEW heal.patterns IS
+    'What pgheal knows how to heal: built-in kinds, fixes found in the extension catalog, '
+    'and patterns learned from people.';
+
+CREATE OR REPLACE VIEW heal.migration_history AS
+SELECT DISTINCT ON (m.name)
+       m.name, m.status, m.checksum,
+       count(*) OVER w AS attempts,
+       sum(m.heals) OVER w AS heals,
+       m.duration_ms, m.finished_at AS last_run, m.run_by, m.source, m.error
+  FROM heal.migrations m
+ WHERE m.name IS NOT NULL AND m.status <> 'dry_run'
+WINDOW w AS (PARTITION BY m.name)
+ ORDER BY m.name, m.id DESC;
+COMMENT ON VIEW heal.migration_history IS
+    'One row per named migration: its latest status, checksum, how many runs, heals, duration.';
+
+CREATE OR REPLACE FUNCTION heal.health_checks()
+RETURNS TABLE (name text, status text, detail text, remediation text)
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.health import checks
+return checks()
+$$;
+
+CREATE OR REPLACE VIEW heal.health AS SELECT * FROM heal.health_checks();
+COMMENT ON VIEW heal.health IS
+    'One row per check of pgheal''s own machinery: ok, warn or error, and what to do.';
+
+CREATE OR REPLACE VIEW heal.stats AS
+WITH heals AS (
+    SELECT created_at::date AS day,
+           CASE WHEN source = 'migration' AND detail ->> 'way' = 'predicted' THEN 'predicted'
+                ELSE source END AS source,
+           coalesce(detail ->> 'pattern', detail ->> 'way', 'other') AS kind, duration_ms
+      FROM heal.build_events WHERE event_type = 'auto_heal_success'
+), totals AS (
+    SELECT day, count(*) AS heals,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS median_ms_to_heal
+      FROM heals GROUP BY day
+), by_source AS (
+    SELECT day, jsonb_object_agg(source, n) AS heals_by_source
+      FROM (SELECT day, source, count(*) AS n FROM heals GROUP BY 1, 2) s GROUP BY day
+), by_kind AS (
+    SELECT day, jsonb_object_agg(kind, n) AS heals_by_kind
+      FROM (SELECT day, kind, count(*) AS n FROM heals GROUP BY 1, 2) k GROUP BY day
+), failures AS (
+    SELECT created_at::date AS day, count(*) AS failures
+      FROM heal.build_events WHERE event_type = 'auto_heal_failed' GROUP BY 1
+)
+SELECT day,
+       coalesce(t.heals, 0) AS heals,
+       coalesce(s.heals_by_source, '{}') AS heals_by_source,
+       coalesce(k.heals_by_kind, '{}') AS heals_by_kind,
+       coalesce(f.failures, 0) AS failures,
+       t.median_ms_to_heal,
+       coalesce(t.heals, 0) * 10 AS estimated_minutes_saved
+  FROM totals t
+  FULL JOIN failures f USING (day)
+  LEFT JOIN by_source s USING (day)
+  LEFT JOIN by_kind k USING (day)
+ ORDER BY day DESC;
+COMMENT ON VIEW heal.stats IS
+    'Per day: heals, failures, median time to heal, and an estimate of person-minutes saved '
+    '(10 minutes per heal: reading the error, fixing it by hand, running again).';
+
+-- pgheal events --follow listens here.
+CREATE OR REPLACE FUNCTION heal.notify_event() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_notify('heal_events', NEW.id::text);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER build_events_notify AFTER INSERT ON heal.build_events
+    FOR EACH ROW EXECUTE FUNCTION heal.notify_event();
