@@ -482,6 +482,8 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
         )
         _event("auto_heal_success", error["sqlstate"], error["message"], fix_sql,
                {"fingerprint": fp.id, "source": source, "way": "scan", "role": who.role,
+                "pattern": fp.pattern,
+                "missing": fp.missing.describe() if fp.missing else error["message"],
                 "fixes": ", ".join(f.describe() for f in fixes)})  # fmt: skip
         stats.fixes += 1
 
