@@ -1,7 +1,9 @@
 """pgheal's server package: the logic that runs inside PostgreSQL through PL/Python.
 
-Everything here except :mod:`heal.server` is pure Python with no ``plpy``, so it is
-unit tested without a server. The installer stores these modules' sources in
+The decision logic (script, errors, analyze, planner, policy, extcatalog, logs,
+fingerprint, typenames) is pure Python with no ``plpy``, unit tested without a
+server; db, catalog, fixes, migrate, scanner, trigger and health are the layer that
+talks to PostgreSQL. The installer stores these modules' sources in
 ``heal.modules``; ``heal._load()`` imports them from there in each backend.
 """
 

@@ -12,15 +12,9 @@ import sys
 from collections.abc import Callable
 
 from . import PGLAST_VERSION
+from .db import database_search_path, fetch, fetch_value, server_info, settings
 from .policy import Policy
 from .scanner import log_source
-from .server import (
-    _rows,
-    _value,
-    database_search_path,
-    server_info,
-    settings,
-)
 
 Row = dict[str, str | None]
 
@@ -35,7 +29,7 @@ def plpython() -> Row:
 
 def pglast() -> Row:
     info = server_info()
-    path = _value("SELECT python_path FROM heal.installation")
+    path = fetch_value("SELECT python_path FROM heal.installation")
     where = info.get("pglast_path") or ""
     if info.get("pglast") == PGLAST_VERSION and where.startswith(str(path)):
         return _row("pglast", "ok", f"pglast {PGLAST_VERSION} from {where}")
@@ -47,11 +41,11 @@ def pglast() -> Row:
 
 
 def extension_catalog() -> Row:
-    current = _value(
+    current = fetch_value(
         """SELECT md5(string_agg(name || ':' || version, ',' ORDER BY name, version))
              FROM pg_catalog.pg_available_extension_versions"""
     )
-    built = _rows(
+    built = fetch(
         "SELECT fingerprint, objects, built_at::text FROM heal.extension_catalog_builds "
         "ORDER BY id DESC LIMIT 1"
     )
@@ -66,9 +60,9 @@ def extension_catalog() -> Row:
 
 
 def pg_cron() -> Row:
-    preload = _value("SELECT current_setting('shared_preload_libraries')") or ""
+    preload = fetch_value("SELECT current_setting('shared_preload_libraries')") or ""
     if "pg_cron" in preload:
-        database = _value("SELECT current_setting('cron.database_name', true)")
+        database = fetch_value("SELECT current_setting('cron.database_name', true)")
         return _row("pg_cron", "ok", f"pg_cron is preloaded (cron.database_name = {database})")
     return _row(
         "pg_cron", "warn", "pg_cron is not preloaded: the scan cannot be scheduled",
@@ -86,7 +80,7 @@ def _interval_minutes(schedule: str) -> int:
 
 
 def scan() -> Row:
-    last = _rows(
+    last = fetch(
         """SELECT status, note, started_at::text AS started,
                   extract(epoch FROM now() - started_at) / 60 AS minutes_ago
              FROM heal.scans ORDER BY id DESC LIMIT 1"""
@@ -109,9 +103,9 @@ def scan() -> Row:
 
 def cron_runs() -> Row:
     """The scan job's last run as pg_cron saw it, where pg_cron lives in this database."""
-    if not _value("SELECT to_regclass('cron.job_run_details') IS NOT NULL"):
+    if not fetch_value("SELECT to_regclass('cron.job_run_details') IS NOT NULL"):
         return _row("cron_runs", "ok", "pg_cron's run details are in another database")
-    runs = _rows(
+    runs = fetch(
         """SELECT d.status, d.return_message, d.start_time::text AS started
              FROM cron.job_run_details d JOIN cron.job j ON j.jobid = d.jobid
             WHERE j.jobname LIKE 'heal-autonomous-scan%' ORDER BY d.runid DESC LIMIT 1"""
@@ -131,7 +125,7 @@ def log_intake() -> Row:
         return _row("log_intake", "warn", why,
                     "ALTER SYSTEM SET logging_collector = on; ALTER SYSTEM SET log_destination "
                     "= 'stderr,csvlog'; then restart the server")  # fmt: skip
-    state = _rows("SELECT log_file, log_offset FROM heal.log_intake")
+    state = fetch("SELECT log_file, log_offset FROM heal.log_intake")
     suffix = ".json" if fmt == "json" else ".csv"
     files = sorted(
         (os.stat(os.path.join(directory, f)).st_mtime, f)
@@ -157,7 +151,7 @@ def log_intake() -> Row:
 def event_triggers() -> Row:
     states = {
         r["evtname"]: r["evtenabled"]
-        for r in _rows(
+        for r in fetch(
             "SELECT evtname, evtenabled FROM pg_catalog.pg_event_trigger "
             "WHERE evtname LIKE 'heal\\_%'"
         )
@@ -178,13 +172,13 @@ def event_triggers() -> Row:
 def policy() -> Row:
     current = Policy.from_settings(settings())
     schema = current.extension_schema
-    used = _value(
+    used = fetch_value(
         """SELECT count(*) FROM pg_catalog.pg_extension e
              JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE n.nspname = $1""",
         schema,
     )
     if used and schema not in database_search_path():
-        database = _value("SELECT current_database()")
+        database = fetch_value("SELECT current_database()")
         return _row(
             "policy", "warn",
             f"{used} extensions live in schema {schema}, which is not on the database's "
@@ -196,7 +190,7 @@ def policy() -> Row:
 
 def retention() -> Row:
     current = Policy.from_settings(settings())
-    oldest = _value(
+    oldest = fetch_value(
         "SELECT extract(epoch FROM now() - min(logged_at)) / 86400 FROM heal.error_events"
     )
     if oldest is not None and oldest > current.retention_error_events_days + 1:

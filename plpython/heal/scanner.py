@@ -17,22 +17,15 @@ from typing import Any
 
 import plpy
 
+from .catalog import DatabaseCatalog
+from .db import caller, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
+from .fixes import apply_fix_as, spi_message
 from .logs import LogFile, Record, parse_csv, parse_json, reading_order
+from .migrate import migrate
 from .planner import Fix, Plan, install_extension, plan
 from .policy import Policy
-from .server import (
-    DatabaseCatalog,
-    _message,
-    _rows,
-    _value,
-    apply_fix_as,
-    caller,
-    database_search_path,
-    migrate,
-    settings,
-)
 
 
 @dataclass
@@ -49,9 +42,9 @@ class Stats:
 
 def scan() -> dict[str, Any]:
     """Body of ``CALL heal.scan()``; returns the summary it records in heal.scans."""
-    started, started_at = time.monotonic(), _value("SELECT clock_timestamp()::text")
+    started, started_at = time.monotonic(), fetch_value("SELECT clock_timestamp()::text")
     stats = Stats()
-    if not _value("SELECT pg_catalog.pg_try_advisory_xact_lock(hashtext('heal.scan'))"):
+    if not fetch_value("SELECT pg_catalog.pg_try_advisory_xact_lock(hashtext('heal.scan'))"):
         stats.notes.append("another scan is running; skipped")
         return _record(started, started_at, "skipped", stats)
     policy = Policy.from_settings(settings())
@@ -73,7 +66,7 @@ def _record(started: float, started_at: str, status: str, stats: Stats) -> dict[
         "note": "; ".join(stats.notes) or None,
         "duration_ms": round((time.monotonic() - started) * 1000, 3),
     }  # fmt: skip
-    _rows(
+    fetch(
         """INSERT INTO heal.scans (started_at, duration_ms, status, bytes_read, lines_read,
                                    events, fixes, retried, learned, purged, note)
            SELECT $1::timestamptz, s.duration_ms, s.status, s.bytes_read, s.lines_read,
@@ -97,7 +90,7 @@ def _record(started: float, started_at: str, status: str, stats: Stats) -> dict[
 
 def log_source() -> tuple[str | None, str | None, str]:
     """(directory, format, why not) of the structured server log this scan can read."""
-    row = _rows(
+    row = fetch(
         """SELECT current_setting('logging_collector') AS collector,
                   current_setting('log_destination') AS destination,
                   current_setting('log_directory') AS directory,
@@ -124,7 +117,7 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     if directory is None:
         stats.notes.append(why)
         return []
-    state = _rows("SELECT log_file, log_offset, file_mtime, file_inode FROM heal.log_intake")
+    state = fetch("SELECT log_file, log_offset, file_mtime, file_inode FROM heal.log_intake")
     last = state[0] if state else {"log_file": None, "log_offset": 0, "file_mtime": None,
                                    "file_inode": None}  # fmt: skip
     suffix = ".json" if fmt == "json" else ".csv"
@@ -133,7 +126,7 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
         if name.endswith(suffix):
             info = os.stat(os.path.join(directory, name))
             files.append(LogFile(name, info.st_mtime, info.st_size, info.st_ino))
-    database = _value("SELECT current_database()")
+    database = fetch_value("SELECT current_database()")
     parse = parse_json if fmt == "json" else parse_csv
     records: list[tuple[str, Record]] = []
     position = (last["log_file"], last["log_offset"], last["file_mtime"], last["file_inode"])
@@ -162,7 +155,7 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
                         order[index + 1][0].inode)  # fmt: skip
         else:
             position = (log.name, done, log.mtime, log.inode)
-    _rows(
+    fetch(
         """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
            VALUES ($1, $2, $3, $4, now())
            ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
@@ -184,7 +177,7 @@ def skip_backlog() -> str:
         return "no log file yet: the next scan starts with the first one"
     newest = max(files, key=lambda f: os.stat(os.path.join(directory, f)).st_mtime)
     info = os.stat(os.path.join(directory, newest))
-    _rows(
+    fetch(
         """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
            VALUES ($1, $2, $3, $4, now())
            ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
@@ -210,7 +203,7 @@ def observe(log_file: str, record: Record, stats: Stats) -> None:
     """Record one error: its event, its fingerprint's counters, its pattern's counters."""
     fp = fingerprint(record.sqlstate, record.message)
     stats.events += 1
-    _rows(
+    fetch(
         """INSERT INTO heal.error_events (logged_at, database, user_name, application_name,
                   session_start, sqlstate, message, detail, statement, fingerprint, log_file,
                   log_offset)
@@ -238,7 +231,7 @@ def observe(log_file: str, record: Record, stats: Stats) -> None:
             }
         ),
     )
-    after_fix = _value(
+    after_fix = fetch_value(
         """INSERT INTO heal.error_fingerprints AS f (fingerprint, pattern, sqlstate, message,
                   object, times_seen, first_seen, last_seen)
            VALUES ($1, $2, $3, $4, $5, 1, $6::timestamptz, $6::timestamptz)
@@ -264,8 +257,8 @@ def observe(log_file: str, record: Record, stats: Stats) -> None:
 
 def _ineffective(fp: Fingerprint, record: Record) -> None:
     """The error came back, from a session that began after the fix: it did not help."""
-    _rows("UPDATE heal.error_fingerprints SET ineffective = true WHERE fingerprint = $1", fp.id)
-    _rows(
+    fetch("UPDATE heal.error_fingerprints SET ineffective = true WHERE fingerprint = $1", fp.id)
+    fetch(
         """UPDATE heal.learned_patterns SET confidence = confidence - 1,
                   enabled = enabled AND confidence > 1 WHERE fingerprint = $1""",
         fp.id,
@@ -276,7 +269,7 @@ def _ineffective(fp: Fingerprint, record: Record) -> None:
 
 
 def _count_pattern(fp: Fingerprint, record: Record) -> None:
-    _rows(
+    fetch(
         """INSERT INTO heal.universal_error_patterns AS p (pattern, sqlstate, category,
                   auto_fixable, fix_description, source, times_seen, first_seen, last_seen,
                   objects)
@@ -301,7 +294,7 @@ def _count_pattern(fp: Fingerprint, record: Record) -> None:
 def _event(
     event_type: str, sqlstate: str | None, message: str | None, fix_sql: str | None, detail: dict
 ) -> None:
-    _rows(
+    fetch(
         """INSERT INTO heal.build_events (event_type, sqlstate, message, fix_sql, detail, source)
            VALUES ($1, $2, $3, $4, $5::jsonb, 'scan')""",
         event_type,
@@ -318,14 +311,14 @@ def _event(
 def notice_search_path_change() -> None:
     """ALTER DATABASE fires no event trigger: compare the database's search_path instead."""
     current = ", ".join(database_search_path())
-    seen = _value("SELECT search_path FROM heal.log_intake")
+    seen = fetch_value("SELECT search_path FROM heal.log_intake")
     if seen is not None and seen != current:
-        _rows(
+        fetch(
             """INSERT INTO heal.ddl_log (command_tag, object_type, object_identity, role_name)
                VALUES ('ALTER DATABASE', 'search_path', $1, session_user)""",
             current,
         )
-    _rows(
+    fetch(
         """INSERT INTO heal.log_intake (search_path) VALUES ($1)
            ON CONFLICT (singleton) DO UPDATE SET search_path = $1""",
         current,
@@ -335,8 +328,8 @@ def notice_search_path_change() -> None:
 def learn(stats: Stats) -> None:
     """An error that stopped after someone created an extension or a schema, or changed
     the search_path, that now makes the missing object resolve: remember that fix."""
-    seen = _value("SELECT coalesce(max(ddl_seen), 0) FROM heal.log_intake") or 0
-    ddl = _rows(
+    seen = fetch_value("SELECT coalesce(max(ddl_seen), 0) FROM heal.log_intake") or 0
+    ddl = fetch(
         """SELECT id, created_at, role_name, command_tag, object_type, object_identity
              FROM heal.ddl_log WHERE id > $1 AND NOT by_pgheal ORDER BY id""",
         seen,
@@ -344,8 +337,8 @@ def learn(stats: Stats) -> None:
     )
     if not ddl:
         return
-    _rows("UPDATE heal.log_intake SET ddl_seen = $1", ddl[-1]["id"], types=("int8",))
-    open_errors = _rows(
+    fetch("UPDATE heal.log_intake SET ddl_seen = $1", ddl[-1]["id"], types=("int8",))
+    open_errors = fetch(
         """SELECT fingerprint, pattern, sqlstate, message, last_seen FROM heal.error_fingerprints
             WHERE fixed_at IS NULL AND object IS NOT NULL"""
     )
@@ -391,7 +384,7 @@ def _now_in_extension(missing: Missing, extension: str) -> bool:
     if table is None:
         return False
     return bool(
-        _value(
+        fetch_value(
             f"""SELECT count(*) FROM pg_catalog.pg_depend d
                   JOIN pg_catalog.{table} o ON o.oid = d.objid
                   JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
@@ -404,7 +397,7 @@ def _now_in_extension(missing: Missing, extension: str) -> bool:
 
 
 def _remember(error: dict, fix: Fix, source: str) -> None:
-    _rows(
+    fetch(
         """INSERT INTO heal.learned_patterns AS l (fingerprint, pattern, sqlstate, message,
                   fix_kind, fix_target, learned_from)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -418,7 +411,7 @@ def _remember(error: dict, fix: Fix, source: str) -> None:
         fix.target,
         source,
     )
-    _rows(
+    fetch(
         """INSERT INTO heal.universal_error_patterns (pattern, sqlstate, category, auto_fixable,
                   fix_description, source, first_seen, last_seen, objects)
            VALUES ($1, coalesce($2, ''), 'learned', true, $3, 'learned', now(), now(), '{}')
@@ -435,7 +428,7 @@ def _remember(error: dict, fix: Fix, source: str) -> None:
 
 def heal_errors(policy: Policy, stats: Stats) -> None:
     """Fix the errors seen often enough, once each, within the policy of the role that hit them."""
-    candidates = _rows(
+    candidates = fetch(
         """SELECT f.fingerprint, f.sqlstate, f.message,
                   (SELECT e.user_name FROM heal.error_events e WHERE e.fingerprint = f.fingerprint
                     ORDER BY e.logged_at DESC LIMIT 1) AS user_name
@@ -470,10 +463,10 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
             with plpy.subtransaction():
                 applied = [apply_fix_as(who.role, fix) for fix in fixes]
         except plpy.SPIError as exc:
-            _refused(fp, error, _message(exc))
+            _refused(fp, error, spi_message(exc))
             continue
         fix_sql = ";\n".join(applied)
-        _rows(
+        fetch(
             """UPDATE heal.error_fingerprints SET fixed_at = clock_timestamp(), fix_sql = $2,
                       fix_source = $3, refused = NULL WHERE fingerprint = $1""",
             fp.id,
@@ -489,13 +482,13 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
 
 
 def _plan(fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who) -> tuple[Plan, str]:
-    lesson = _rows(
+    lesson = fetch(
         """SELECT fix_kind, fix_target FROM heal.learned_patterns
             WHERE fingerprint = $1 AND enabled ORDER BY confidence DESC, id LIMIT 1""",
         fp.id,
     )
     if lesson:
-        _rows("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE fingerprint = $1",
+        fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE fingerprint = $1",
               fp.id)  # fmt: skip
         kind, target = lesson[0]["fix_kind"], lesson[0]["fix_target"]
         if kind == "create_extension":
@@ -506,19 +499,21 @@ def _plan(fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who) -> tup
 
 
 def _has_lesson(fp_id: str) -> bool:
-    return bool(_value("SELECT count(*) FROM heal.learned_patterns WHERE fingerprint = $1 "
+    return bool(fetch_value("SELECT count(*) FROM heal.learned_patterns WHERE fingerprint = $1 "
                        "AND enabled", fp_id))  # fmt: skip
 
 
 def _role_exists(role: str | None) -> bool:
     return bool(role) and bool(
-        _value("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1", role)
+        fetch_value("SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = $1", role)
     )
 
 
 def _refused(fp: Fingerprint, error: dict, reason: str) -> None:
-    previous = _value("SELECT refused FROM heal.error_fingerprints WHERE fingerprint = $1", fp.id)
-    _rows("UPDATE heal.error_fingerprints SET refused = $2 WHERE fingerprint = $1", fp.id, reason)
+    previous = fetch_value(
+        "SELECT refused FROM heal.error_fingerprints WHERE fingerprint = $1", fp.id
+    )
+    fetch("UPDATE heal.error_fingerprints SET refused = $2 WHERE fingerprint = $1", fp.id, reason)
     if previous != reason:
         _event("auto_heal_failed", error["sqlstate"], error["message"], None,
                {"fingerprint": fp.id, "reason": reason})  # fmt: skip
@@ -529,7 +524,7 @@ def _refused(fp: Fingerprint, error: dict, reason: str) -> None:
 
 def retry_migrations(stats: Stats) -> None:
     """Retry, once per scan, failed migrations whose blocking error has an allowed fix now."""
-    failed = _rows(
+    failed = fetch(
         """SELECT m.id, m.name, m.sql, m.sqlstate, m.error, m.run_by FROM heal.migrations m
             WHERE m.status = 'failed' AND m.sql IS NOT NULL AND m.sqlstate IS NOT NULL
               AND NOT EXISTS (SELECT FROM heal.migrations later
@@ -557,14 +552,14 @@ def retry_migrations(stats: Stats) -> None:
 def _as_role(role: str, work) -> None:
     """Run `work` as `role` with the database's default search_path, like its own session."""
     path = ", ".join(plpy.quote_ident(p) for p in database_search_path())
-    saved = _value("SELECT current_setting('search_path')")
-    _value("SELECT pg_catalog.set_config('search_path', $1, true)", path)
+    saved = fetch_value("SELECT current_setting('search_path')")
+    fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", path)
     plpy.execute(f"SET LOCAL ROLE {plpy.quote_ident(role)}")
     try:
         work()
     finally:
         plpy.execute("RESET ROLE")
-        _value("SELECT pg_catalog.set_config('search_path', $1, true)", saved)
+        fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", saved)
 
 
 # -- housekeeping -----------------------------------------------------------------------------
@@ -572,7 +567,7 @@ def _as_role(role: str, work) -> None:
 
 def purge(policy: Policy, stats: Stats) -> None:
     """Keep the records within their retention settings."""
-    deleted = _value(
+    deleted = fetch_value(
         """WITH events AS (
                DELETE FROM heal.error_events
                 WHERE logged_at < now() - make_interval(days => $1) RETURNING 1),

@@ -17,20 +17,12 @@ from collections import OrderedDict
 import plpy
 
 from . import analyze
+from .catalog import DatabaseCatalog, take_snapshot
+from .db import caller, extended_path, fetch, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
+from .fixes import apply_fix_as
 from .planner import plan
 from .policy import Policy
-from .server import (
-    DatabaseCatalog,
-    _rows,
-    apply_fix_as,
-    caller,
-    extended_path,
-    load_parser,
-    session_search_path,
-    settings,
-    take_snapshot,
-)
 
 #: Query texts whose needs were met, per backend: DDL that repeats costs one lookup.
 _MET: OrderedDict[str, None] = OrderedDict()
@@ -90,7 +82,7 @@ def heal_ddl(query: str, role: str, search_path: str) -> str | None:
 def _event(
     event_type: str, statement: int, missing: Missing, fix_sql: str | None, detail: dict
 ) -> None:
-    _rows(
+    fetch(
         """INSERT INTO heal.build_events (event_type, statement, sqlstate, message, fix_sql,
                                           detail, source)
            VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'event_trigger')""",

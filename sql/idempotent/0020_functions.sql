@@ -77,7 +77,7 @@ LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 import json
 plpy.execute("SELECT heal._load()")
-from heal.server import server_info
+from heal.db import server_info
 return json.dumps(server_info())
 $$;
 COMMENT ON FUNCTION heal.server_info() IS
@@ -120,7 +120,7 @@ LANGUAGE plpython3u
 AS $$
 import json
 plpy.execute("SELECT heal._load()")
-from heal.server import migrate
+from heal.migrate import migrate
 result = migrate(sql, name, bool(dry_run), bool(force))
 return (json.dumps(result) if result else None,)
 $$;
@@ -131,7 +131,7 @@ RETURNS TABLE (statement integer, line integer, missing text, fix text, allowed 
 LANGUAGE plpython3u
 AS $$
 plpy.execute("SELECT heal._load()")
-from heal.server import plan_script
+from heal.catalog import plan_script
 return plan_script(sql)
 $$;
 COMMENT ON FUNCTION heal.plan(text) IS
@@ -143,7 +143,7 @@ RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 plpy.execute("SELECT heal._load()")
-from heal.server import apply_fix
+from heal.fixes import apply_fix
 return apply_fix(role, kind, target, schema)
 $$;
 COMMENT ON FUNCTION heal.apply_fix(name, text, text, text) IS
@@ -154,7 +154,7 @@ RETURNS integer
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 plpy.execute("SELECT heal._load()")
-from heal.server import refresh_extension_catalog
+from heal.catalog import refresh_extension_catalog
 return refresh_extension_catalog(force)
 $$;
 COMMENT ON FUNCTION heal.refresh_extension_catalog(boolean) IS
@@ -164,7 +164,7 @@ CREATE OR REPLACE FUNCTION heal.rebuild_extension_catalog(fingerprint text) RETU
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 plpy.execute("SELECT heal._load()")
-from heal.server import rebuild_extension_catalog
+from heal.catalog import rebuild_extension_catalog
 return rebuild_extension_catalog(fingerprint)
 $$;
 

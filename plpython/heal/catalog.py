@@ -1,0 +1,439 @@
+"""What the database holds: the planner's :class:`~heal.planner.Catalog` answered from the
+system catalogs, the extension catalog learned from the server's scripts, and static
+analysis of scripts against them (``heal.plan``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from types import ModuleType
+from typing import Any
+
+import plpy
+
+from . import analyze
+from .db import (
+    caller,
+    database_search_path,
+    fetch,
+    fetch_value,
+    load_parser,
+    session_search_path,
+    settings,
+)
+from .errors import Missing
+from .extcatalog import install_chain, objects_in, prepare
+from .planner import plan
+from .policy import Extension, Policy
+from .script import Script, split
+
+#: Per kind: a query for the schemas holding objects of that name, and whether each
+#: fits the call (argument count); its parameters; how to get them from a Missing.
+_LOCATE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "function": (
+        """SELECT n.nspname, $3 BETWEEN p.pronargs - p.pronargdefaults AND p.pronargs
+                  OR (p.provariadic <> 0 AND $3 >= p.pronargs - 1) AS fits
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.proname = $1 AND p.prokind = ANY($2::"char"[])""",
+        ("name", "text[]", "int4"),
+    ),
+    "type": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_type t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = $1""",
+        ("name",),
+    ),
+    "operator": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_operator o
+             JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oprname = $1""",
+        ("name",),
+    ),
+    "opclass": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_opclass c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
+             JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+            WHERE c.opcname = $1 AND a.amname = $2""",
+        ("name", "name"),
+    ),
+    "tablesample": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_proc p
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.proname = $1 AND p.prorettype = 'pg_catalog.tsm_handler'::pg_catalog.regtype""",
+        ("name",),
+    ),
+    "tstemplate": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_template t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.tmplnamespace WHERE t.tmplname = $1""",
+        ("name",),
+    ),
+    "tsparser": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_parser t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.prsnamespace WHERE t.prsname = $1""",
+        ("name",),
+    ),
+    "tsdictionary": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_dict t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.dictnamespace WHERE t.dictname = $1""",
+        ("name",),
+    ),
+    "tsconfig": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_config t
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.cfgnamespace WHERE t.cfgname = $1""",
+        ("name",),
+    ),
+}
+
+
+def _locate_params(missing: Missing) -> list[Any]:
+    if missing.kind in ("function", "procedure"):
+        kinds = ["p"] if missing.kind == "procedure" else ["f", "a", "w"]
+        return [missing.name, kinds, len(missing.args)]
+    if missing.kind == "opclass":
+        return [missing.name, missing.args[0]]
+    return [missing.name]
+
+
+class DatabaseCatalog:
+    """:class:`heal.planner.Catalog` answered from the system catalogs."""
+
+    def __init__(self) -> None:
+        self._found: dict[Missing, list[dict]] = {}
+        self._fresh = False
+
+    def _ensure_fresh(self) -> None:
+        """Check the extension catalog once per migration: the check reads every control file."""
+        if not self._fresh:
+            refresh_extension_catalog()
+            self._fresh = True
+
+    def schema_exists(self, name: str) -> bool:
+        return bool(
+            fetch_value("SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = $1", name)
+        )
+
+    def schemas_on_path(self) -> list[str]:
+        return list(fetch_value("SELECT current_schemas(true)") or [])
+
+    def database_search_path(self) -> list[str]:
+        return database_search_path()
+
+    def _objects(self, missing: Missing) -> list[dict]:
+        if missing not in self._found:
+            kind = "function" if missing.kind == "procedure" else missing.kind
+            if kind not in _LOCATE:
+                return []
+            query, types = _LOCATE[kind]
+            self._found[missing] = fetch(query, *_locate_params(missing), types=types)
+        return self._found[missing]
+
+    def locate(self, missing: Missing) -> list[str]:
+        return sorted({r["nspname"] for r in self._objects(missing) if r["fits"]})
+
+    def name_on_path(self, missing: Missing) -> bool:
+        on_path = set(self.schemas_on_path())
+        return any(r["nspname"] in on_path for r in self._objects(missing))
+
+    def providers(self, missing: Missing) -> dict[str, list[tuple[str, ...]]]:
+        self._ensure_fresh()
+        query = "SELECT extension, args FROM heal.extension_objects WHERE kind = $1 AND name = $2"
+        args: list[Any] = [missing.kind, missing.name]
+        types = ["text", "text"]
+        if missing.kind in ("function", "procedure"):
+            query += " AND $3 >= min_args AND (max_args IS NULL OR $3 <= max_args)"
+            args.append(len(missing.args))
+            types.append("int4")
+        elif missing.kind in ("opclass", "default_opclass"):
+            query += " AND args[1] = $3"
+            args.append(missing.args[0])
+            types.append("text")
+        found: dict[str, list[tuple[str, ...]]] = {}
+        for row in fetch(query, *args, types=tuple(types)):
+            found.setdefault(row["extension"], []).append(tuple(row["args"] or ()))
+        return found
+
+    def known(self, missing: Missing) -> list[tuple[str, str]]:
+        rows = fetch(
+            """SELECT extension, replace(package, '{major}',
+                      (current_setting('server_version_num')::int / 10000)::text) AS package
+                 FROM heal.known_extensions
+                WHERE kind = $1 AND name = lower($2)
+                  AND extension NOT IN (SELECT name FROM pg_catalog.pg_available_extensions)
+                ORDER BY extension""",
+            missing.kind,
+            missing.name,
+        )
+        return [(r["extension"], r["package"]) for r in rows]
+
+    def castable(self, source: str, target: str) -> bool:
+        return bool(
+            fetch_value(
+                """SELECT count(*) FROM pg_catalog.pg_cast
+                    WHERE castsource = to_regtype($1) AND casttarget = to_regtype($2)
+                      AND castcontext = 'i'""",
+                source,
+                target,
+            )
+        )
+
+    def extension(self, name: str) -> Extension | None:
+        self._ensure_fresh()
+        rows = fetch(
+            """SELECT a.name, a.version, a.trusted, a.superuser, a.relocatable, a.schema,
+                      a.requires, n.nspname AS installed_schema, a.comment
+                 FROM heal.available_extensions a
+                 LEFT JOIN pg_catalog.pg_extension e ON e.extname = a.name
+                 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+                WHERE a.name = $1""",
+            name,
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Extension(
+            name=r["name"],
+            version=r["version"],
+            trusted=r["trusted"],
+            superuser=r["superuser"],
+            relocatable=r["relocatable"],
+            schema=r["schema"],
+            requires=tuple(r["requires"] or ()),
+            installed_schema=r["installed_schema"],
+            comment=r["comment"],
+        )
+
+
+def refresh_extension_catalog(force: bool = False) -> int:
+    """Rebuild ``heal.extension_objects`` when the available extensions changed.
+
+    Returns the number of objects recorded (0 when nothing had to be done).
+    """
+    fingerprint = fetch_value(
+        """SELECT md5(string_agg(name || ':' || version, ',' ORDER BY name, version))
+             FROM pg_catalog.pg_available_extension_versions"""
+    )
+    current = fetch_value(
+        "SELECT fingerprint FROM heal.extension_catalog_builds ORDER BY id DESC LIMIT 1"
+    )
+    if current == fingerprint and not force:
+        return 0
+    # Only the installer's role may rebuild; the call runs with its rights.
+    return int(fetch_value("SELECT heal.rebuild_extension_catalog($1)", fingerprint))
+
+
+def rebuild_extension_catalog(fingerprint: str) -> int:
+    started = time.monotonic()
+    pglast = load_parser()
+    sharedir = fetch_value("SELECT setting FROM pg_catalog.pg_config WHERE name = 'SHAREDIR'")
+    directory = os.path.join(sharedir, "extension")
+    filenames = os.listdir(directory)
+    available = fetch("SELECT name, default_version FROM pg_catalog.pg_available_extensions")
+    plpy.execute("DELETE FROM heal.extension_objects")
+    plpy.execute("DELETE FROM heal.available_extensions")
+    plpy.execute(
+        """INSERT INTO heal.available_extensions
+                  (name, version, trusted, superuser, relocatable, schema, requires, comment)
+           SELECT v.name, v.version, v.trusted, v.superuser, v.relocatable, v.schema,
+                  coalesce(v.requires::text[], '{}'), a.comment
+             FROM pg_catalog.pg_available_extensions a
+             JOIN pg_catalog.pg_available_extension_versions v
+               ON v.name = a.name AND v.version = a.default_version"""
+    )
+    insert = plpy.prepare(
+        """INSERT INTO heal.extension_objects (extension, kind, name, args, min_args, max_args)
+           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
+        ["text", "text", "text", "text[]", "int4", "int4"],
+    )
+    count, problems = 0, []
+    for ext in available:
+        for script in install_chain(ext["name"], ext["default_version"], filenames):
+            with open(os.path.join(directory, script), encoding="utf-8") as f:
+                text = prepare(f.read())
+            try:
+                objects = list(objects_in(text, pglast))
+            except pglast.parser.ParseError as exc:
+                problems.append(f"{script}: {exc}")
+                continue
+            for o in objects:
+                plpy.execute(
+                    insert, [ext["name"], o.kind, o.name, list(o.args), o.min_args, o.max_args]
+                )
+                count += 1
+    fetch(
+        """INSERT INTO heal.extension_catalog_builds
+                  (fingerprint, extensions, objects, duration_ms, problems)
+           VALUES ($1, $2, $3, $4, $5)""",
+        fingerprint,
+        len(available),
+        count,
+        round((time.monotonic() - started) * 1000, 1),
+        problems,
+        types=("text", "int4", "int4", "float8", "text[]"),
+    )
+    return count
+
+
+# -- static analysis -----------------------------------------------------------------------
+
+#: What pg_catalog holds for names seen so far in this backend. Most names a statement
+#: uses are there, resolve on every search_path and never change: asked for once.
+_BUILTINS = analyze.Snapshot()
+
+_ASKED: dict[str, set[str]] = {"functions": set(), "types": set(), "operators": set(),
+                               "opclasses": set()}  # fmt: skip
+
+
+def builtins(wanted: analyze.Names) -> analyze.Snapshot:
+    """pg_catalog's entries for the wanted names, fetched for names not asked for before."""
+    queries = {
+        "functions": """SELECT proname AS name, pronargs - pronargdefaults AS low,
+                               CASE WHEN provariadic <> 0 THEN NULL ELSE pronargs END AS high
+                          FROM pg_catalog.pg_proc
+                         WHERE pronamespace = 'pg_catalog'::regnamespace AND proname = ANY($1)""",
+        "types": """SELECT typname AS name FROM pg_catalog.pg_type
+                     WHERE typnamespace = 'pg_catalog'::regnamespace AND typname = ANY($1)""",
+        "operators": """SELECT DISTINCT oprname AS name FROM pg_catalog.pg_operator
+                         WHERE oprnamespace = 'pg_catalog'::regnamespace AND oprname = ANY($1)""",
+        "opclasses": """SELECT c.opcname AS name, a.amname FROM pg_catalog.pg_opclass c
+                          JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+                         WHERE c.opcnamespace = 'pg_catalog'::regnamespace
+                           AND c.opcname = ANY($1)""",
+    }
+    for kind, query in queries.items():
+        new = getattr(wanted, kind) - _ASKED[kind]
+        if not new:
+            continue
+        _ASKED[kind] |= new
+        for r in fetch(query, sorted(new), types=("name[]",)):
+            if kind == "functions":
+                _BUILTINS.functions.setdefault(r["name"], []).append(
+                    ("pg_catalog", r["low"], r["high"])
+                )
+            elif kind == "opclasses":
+                _BUILTINS.opclasses[(r["name"], r["amname"])] = {"pg_catalog"}
+            else:
+                getattr(_BUILTINS, kind)[r["name"]] = {"pg_catalog"}
+    return _BUILTINS
+
+
+def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
+    """Fetch, in one query per kind, what the catalogs hold for the script's names.
+
+    Names pg_catalog has are answered from :func:`builtins` unless a statement
+    qualifies them with another schema.
+    """
+    snap = analyze.Snapshot()
+    known = builtins(wanted)
+    for name in wanted.functions & known.functions.keys():
+        snap.functions[name] = list(known.functions[name])
+    for target, names, have in (
+        (snap.types, wanted.types, known.types),
+        (snap.operators, wanted.operators, known.operators),
+    ):
+        for name in names & have.keys():
+            target[name] = set(have[name])
+    for key, schemas in known.opclasses.items():
+        if key[0] in wanted.opclasses:
+            snap.opclasses[key] = set(schemas)
+    qualified = wanted.qualified
+    wanted = analyze.Names(
+        schemas=wanted.schemas,
+        functions={n for n in wanted.functions if n not in known.functions or n in qualified},
+        types={n for n in wanted.types if n not in known.types or n in qualified},
+        operators={n for n in wanted.operators if n not in known.operators},
+        opclasses={n for n in wanted.opclasses if not any(k[0] == n for k in known.opclasses)
+                   or n in qualified},
+        tablesamples=wanted.tablesamples,
+        extensions=wanted.extensions,
+        access_methods=wanted.access_methods - analyze.CORE_ACCESS_METHODS,
+        qualified=wanted.qualified,
+    )  # fmt: skip
+
+    def rows(query: str, names: set[str]) -> list[dict]:
+        return fetch(query, sorted(names), types=("name[]",)) if names else []
+
+    for r in rows("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
+                  wanted.schemas):  # fmt: skip
+        snap.schemas.add(r["nspname"])
+    for r in rows(
+        """SELECT p.proname, n.nspname, p.pronargs - p.pronargdefaults AS low,
+                  CASE WHEN p.provariadic <> 0 THEN NULL ELSE p.pronargs END AS high
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+            WHERE p.proname = ANY($1)""",
+        wanted.functions,
+    ):
+        if r["nspname"] != "pg_catalog" or r["proname"] not in snap.functions:
+            snap.functions.setdefault(r["proname"], []).append((r["nspname"], r["low"], r["high"]))
+    simple = [
+        (snap.types, wanted.types, "pg_type", "typname", "typnamespace", ""),
+        (snap.operators, wanted.operators, "pg_operator", "oprname", "oprnamespace", ""),
+        (snap.tablesamples, wanted.tablesamples, "pg_proc", "proname", "pronamespace",
+         "AND o.prorettype = 'pg_catalog.tsm_handler'::pg_catalog.regtype"),
+    ]  # fmt: skip
+    for target, names, table, column, namespace, extra in simple:
+        query = (
+            f"SELECT o.{column} AS name, n.nspname FROM pg_catalog.{table} o "
+            f"JOIN pg_catalog.pg_namespace n ON n.oid = o.{namespace} "
+            f"WHERE o.{column} = ANY($1) {extra}"
+        )
+        for r in rows(query, names):
+            target.setdefault(r["name"], set()).add(r["nspname"])
+    for r in rows(
+        """SELECT c.opcname, a.amname, n.nspname FROM pg_catalog.pg_opclass c
+             JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
+            WHERE c.opcname = ANY($1)""",
+        wanted.opclasses,
+    ):
+        snap.opclasses.setdefault((r["opcname"], r["amname"]), set()).add(r["nspname"])
+    if wanted.access_methods:
+        snap.access_methods = {r["amname"] for r in fetch("SELECT amname FROM pg_catalog.pg_am")}
+    if wanted.extensions:
+        for r in fetch(
+            "SELECT extension, kind, name FROM heal.extension_objects WHERE extension = ANY($1)",
+            sorted(wanted.extensions),
+            types=("text[]",),
+        ):
+            snap.extension_objects.setdefault(r["extension"], set()).add((r["kind"], r["name"]))
+    return snap
+
+
+def predict(
+    script: Script, pglast: ModuleType, path: list[str] | None = None
+) -> dict[int, list[Missing]]:
+    """What each statement (by number) will miss, found before anything runs."""
+    analysed = [
+        analyze.statement(analyze.parse(s.text, pglast)[0], pglast) for s in script.statements
+    ]
+    path = path if path is not None else session_search_path()
+    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
+    return {script.statements[i].number: refs for i, refs in found.items()}
+
+
+def plan_script(sql: str | None) -> list[dict]:
+    """Body of ``heal.plan(sql)``: one row per problem static analysis finds."""
+    if sql is None:
+        return []
+    pglast = load_parser()
+    script = split(sql, pglast, keep_outside=True)
+    policy = Policy.from_settings(settings())
+    who = caller()
+    catalog = DatabaseCatalog()
+    lines = {s.number: s.line for s in script.statements}
+    rows = []
+    for number, refs in sorted(predict(script, pglast).items()):
+        for missing in refs:
+            planned = plan(missing, catalog, policy, who)
+            rows.append(
+                {
+                    "statement": number,
+                    "line": lines[number],
+                    "missing": missing.describe(),
+                    "fix": ", ".join(f.describe() for f in planned.fixes) or None,
+                    "allowed": planned.ok,
+                    "reason": planned.refused or planned.reason,
+                }
+            )
+    return rows
+
+
+# -- applying fixes (SECURITY DEFINER side) ----------------------------------------------

@@ -1,0 +1,117 @@
+"""The thin layer over ``plpy``: queries, settings, the parser, the search path, the caller.
+
+Everything else that talks to the server goes through these few functions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+import plpy
+
+from . import PGLAST_VERSION, __version__, parser
+from .policy import Caller
+
+
+def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
+    if not args:
+        return list(plpy.execute(query))
+    plan_ = plpy.prepare(query, list(types or ("text",) * len(args)))
+    return list(plpy.execute(plan_, list(args)))
+
+
+def fetch_value(query: str, *args: Any, types: tuple[str, ...] = ()) -> Any:
+    rows = fetch(query, *args, types=types)
+    return next(iter(rows[0].values())) if rows else None
+
+
+def settings() -> dict[str, str]:
+    return {r["name"]: r["value"] for r in fetch("SELECT name, value FROM heal.settings")}
+
+
+def load_parser() -> ModuleType:
+    module = parser.loaded()
+    if module is not None:
+        return module
+    site = fetch_value("SELECT python_path FROM heal.installation")
+    return parser.load(site or None)
+
+
+def server_info() -> dict[str, Any]:
+    """What the installer checks: the server's Python and its pglast."""
+
+    info: dict[str, Any] = {
+        "heal_version": __version__,
+        "python": sys.version.split()[0],
+        "pglast_wanted": PGLAST_VERSION,
+    }
+    try:
+        pglast = load_parser()
+        info["pglast"] = pglast.__version__.lstrip("v")
+        info["pglast_path"] = os.path.dirname(pglast.__file__)
+        pglast.split("SELECT 1")
+    except parser.ParserUnavailable as exc:
+        info["pglast"] = None
+        info["error"] = str(exc)
+    return info
+
+
+# -- what the database knows -------------------------------------------------------------
+
+
+def _search_path_list(value: str) -> list[str]:
+    """``"$user", public, "My Schema"`` -> ``['$user', 'public', 'My Schema']``."""
+    names = []
+    for part in value.split(","):
+        part = part.strip()
+        if len(part) >= 2 and part[0] == part[-1] == '"':
+            part = part[1:-1].replace('""', '"')
+        if part:
+            names.append(part)
+    return names
+
+
+def database_search_path() -> list[str]:
+    """The database's default search_path (``ALTER DATABASE ... SET``), else the server's."""
+    value = fetch_value(
+        """SELECT substr(s, length('search_path=') + 1)
+             FROM pg_catalog.pg_db_role_setting r, unnest(r.setconfig) s
+            WHERE r.setdatabase = (SELECT oid FROM pg_catalog.pg_database
+                                    WHERE datname = current_database())
+              AND r.setrole = 0 AND s LIKE 'search_path=%'"""
+    )
+    if value is None:
+        value = fetch_value(
+            "SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'"
+        )
+    return _search_path_list(value or "")
+
+
+def session_search_path(value: str | None = None, user: str | None = None) -> list[str]:
+    """A search_path (the session's by default) as schema names, ``$user`` resolved."""
+    user = user or fetch_value("SELECT current_user")
+    if value is None:
+        value = fetch_value("SELECT current_setting('search_path')")
+    return [user if p == "$user" else p for p in _search_path_list(value or "")]
+
+
+def extended_path(current: str, schema: str) -> str:
+    """`current` search_path with `schema` appended."""
+    return ", ".join(p for p in (current.strip(), plpy.quote_ident(schema)) if p)
+
+
+def caller(role: str | None = None) -> Caller:
+    row = fetch(
+        """SELECT r.rolname, r.rolsuper,
+                  has_database_privilege(r.oid, current_database(), 'CREATE') AS can_create
+             FROM pg_catalog.pg_roles r WHERE r.rolname = coalesce($1, current_user)""",
+        role,
+        types=("name",),
+    )[0]
+    return Caller(row["rolname"], row["rolsuper"], row["can_create"])
+
+
+# -- the extension catalog ---------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""Applying fixes. ``heal.apply_fix`` is the SECURITY DEFINER side: it checks the policy
+again for the role a fix is for, so nothing reaches it that the role could not get.
+"""
+
+from __future__ import annotations
+
+import re
+
+import plpy
+
+from .catalog import DatabaseCatalog
+from .db import caller, database_search_path, fetch, fetch_value, settings
+from .fingerprint import fingerprint
+from .planner import Fix, Plan, install_extension
+from .policy import Policy, refuse_extension, refuse_role, refuse_schema
+
+
+def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
+    """Apply one fix for `role`, after checking the policy again; return the SQL run."""
+    if not fetch_value("SELECT pg_has_role(session_user, $1, 'MEMBER')", role, types=("name",)):
+        plpy.error(
+            f'heal.apply_fix: session user is not a member of role "{role}"', sqlstate="42501"
+        )
+    policy = Policy.from_settings(settings())
+    who = caller(role)
+    fix = Fix(kind, target, schema)
+    q = plpy.quote_ident
+    if kind == "create_schema":
+        if target == policy.extension_schema:
+            statements = [fix.sql(q), f"GRANT USAGE ON SCHEMA {q(target)} TO PUBLIC"]
+        else:
+            _refuse(refuse_schema(target, policy, who))
+            statements = [f"{fix.sql(q)} AUTHORIZATION {q(role)}"]
+    elif kind == "create_extension":
+        ext = DatabaseCatalog().extension(target)
+        if ext is None:
+            plpy.error(f'extension "{target}" is not available on this server', sqlstate="58P01")
+        _refuse(refuse_extension(ext, policy, who))
+        statements = [fix.sql(q)]
+    elif kind == "create_role":
+        _refuse(refuse_role(target, policy))
+        statements = [fix.sql(q)]
+    elif kind == "persist_search_path":
+        _refuse(policy.refuse_kind(kind))
+        if not policy.persist_search_path or target != policy.extension_schema:
+            _refuse(
+                f"only the extension schema ({policy.extension_schema}) is added to the "
+                "database's search_path, and only while heal.settings persist_search_path is on"
+            )
+        path = [p for p in database_search_path() if p != target] + [target]
+        database = fetch_value("SELECT current_database()")
+        statements = [f"ALTER DATABASE {q(database)} SET search_path = {', '.join(map(q, path))}"]
+    else:
+        plpy.error(f"heal.apply_fix: unknown fix kind {kind!r}", sqlstate="22023")
+    plpy.execute("SELECT pg_catalog.set_config('heal.fixing', 'on', true)")  # for heal.ddl_log
+    for statement in statements:
+        plpy.execute(statement)
+    return ";\n".join(statements)
+
+
+def _refuse(reason: str | None) -> None:
+    if reason:
+        plpy.error(f"pgheal policy: {reason}", sqlstate="42501")
+
+
+# -- heal.migrate --------------------------------------------------------------------------
+
+
+def apply_fix_as(role: str, fix: Fix) -> str:
+    """Apply a fix through heal.apply_fix (SECURITY DEFINER, policy checked for `role`)."""
+    return str(
+        fetch_value(
+            "SELECT heal.apply_fix($1, $2, $3, $4)",
+            role,
+            fix.kind,
+            fix.target,
+            fix.schema,
+            types=("name", "text", "text", "text"),
+        )
+    )
+
+
+def learned_plan(sqlstate: str | None, message: str) -> Plan | None:
+    """A fix people taught pgheal for exactly this error, if one is enabled."""
+    rows = fetch(
+        """SELECT id, fix_kind, fix_target FROM heal.learned_patterns
+            WHERE fingerprint = $1 AND enabled ORDER BY confidence DESC, id LIMIT 1""",
+        fingerprint(sqlstate, message).id,
+    )
+    if not rows:
+        return None
+    fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE id = $1", rows[0]["id"],
+          types=("int4",))  # fmt: skip
+    kind, target = rows[0]["fix_kind"], rows[0]["fix_target"]
+    if kind == "create_extension":
+        policy = Policy.from_settings(settings())
+        return install_extension(target, DatabaseCatalog(), policy, caller())
+    return Plan([Fix(kind, target)])
+
+
+def spi_message(exc: Exception) -> str:
+    """An SPI error's message without the ``plpy.Error: `` prefix of a nested PL/Python raise."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return re.sub(r"^(?:plpy|spiexceptions)\.\w+: ", "", text)

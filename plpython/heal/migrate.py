@@ -1,0 +1,593 @@
+"""``CALL heal.migrate``: run a script statement by statement, heal, record.
+
+``heal.migrate`` runs as the caller; every change it makes on the caller's behalf goes
+through ``heal.apply_fix``. A failure's record is committed when the CALL may commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import plpy
+
+from . import parser
+from .catalog import DatabaseCatalog, predict
+from .db import caller, extended_path, fetch, fetch_value, load_parser, settings
+from .errors import (
+    DUPLICATE_OBJECT,
+    HEALABLE_SQLSTATES,
+    PATTERNS,
+    TRANSIENT_SQLSTATES,
+    Missing,
+    classify,
+)
+from .fixes import apply_fix_as, learned_plan, spi_message
+from .planner import Fix, plan
+from .policy import Caller, Policy, SettingError
+from .script import ScriptError, Statement, split
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class PgError:
+    """An error as PostgreSQL reported it, and where in the script it happened."""
+
+    sqlstate: str
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+    statement: Statement | None = None
+    position: int = 0
+
+    @classmethod
+    def from_spi(cls, exc: Exception, stmt: Statement) -> PgError:
+        data = getattr(exc, "spidata", None) or (None,) * 10
+        return cls(
+            sqlstate=getattr(exc, "sqlstate", None) or "XX000",
+            message=str(exc.args[0]) if exc.args else str(exc),
+            detail=data[1],
+            hint=data[2],
+            statement=stmt,
+            position=data[4] or 0,
+        )
+
+    def where(self, script: str) -> str:
+        stmt = self.statement
+        if stmt is None:
+            return ""
+        if not self.position:
+            return f"statement {stmt.number}, line {stmt.line}"
+        offset = stmt.offset + self.position - 1
+        line = script.count("\n", 0, offset) + 1
+        column = offset - (script.rfind("\n", 0, offset) + 1) + 1
+        return f"statement {stmt.number}, line {line}, column {column}"
+
+
+class MigrationFailed(Exception):
+    def __init__(self, error: PgError, note: str | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.note = note
+
+
+@dataclass
+class Run:
+    """One call of heal.migrate: what happened, recorded when it ends."""
+
+    sql: str
+    name: str | None = None
+    dry_run: bool = False
+    forced: bool = False
+    source: str = "migration"
+    retry_of: int | None = None
+    #: Whether a failure's record may be committed (not inside a scan's transaction).
+    commit: bool = True
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = field(default_factory=_now)
+    events: list[dict] = field(default_factory=list)
+    statements: int = 0
+    heals: int = 0
+    attempts: int = 0
+
+    def event(self, event_type: str, **fields: Any) -> dict:
+        row = {"event_type": event_type, "created_at": _now(), **fields}
+        self.events.append(row)
+        return row
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.md5(self.sql.encode()).hexdigest()
+
+    def summary(self) -> dict[str, Any]:
+        return {"heals": self.heals, "statements": self.statements, "name": self.name}
+
+    def elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 3)
+
+    def record(self, status: str, error: str | None = None, sqlstate: str | None = None) -> int:
+        migration = {
+            "sql": self.sql,
+            "sqlstate": sqlstate,
+            "retry_of": self.retry_of,
+            "checksum": self.checksum,
+            "name": self.name,
+            "forced": self.forced,
+            "status": status,
+            "started_at": self.started_at,
+            "statements": self.statements,
+            "attempts": self.attempts,
+            "heals": self.heals,
+            "error": error,
+            "duration_ms": self.elapsed_ms(),
+            "source": self.source,
+            "run_by": fetch_value("SELECT current_user"),
+        }
+        return int(
+            fetch_value(
+                "SELECT heal.record_migration($1::jsonb, $2::jsonb)",
+                json.dumps(migration),
+                json.dumps(self.events),
+            )
+        )
+
+
+def _failure(sqlstate: str, message: str, detail: str, hint: str) -> dict[str, str]:
+    """What heal.migrate raises: PL/pgSQL raises it, so the message keeps no Python prefix."""
+    return {"sqlstate": sqlstate, "message": message, "detail": detail, "hint": hint}
+
+
+ROLLED_BACK_HINT = "The migration was rolled back; heal.build_events has each step."
+
+
+class _DryRun(Exception):
+    """Raised to roll back a dry run once everything has run."""
+
+
+def migrate(
+    sql: str | None,
+    name: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    *,
+    source: str = "migration",
+    retry_of: int | None = None,
+) -> dict[str, str] | None:
+    """Body of ``CALL heal.migrate(...)``: run, heal, record; return the error to raise.
+
+    The scan calls it too (`source` ``scan``, `retry_of` the failed run it retries).
+    """
+    if sql is None:
+        return _failure(
+            "22004",
+            "heal.migrate: sql must not be NULL",
+            "Nothing was run.",
+            "Pass the migration script as text: CALL heal.migrate($$ ... $$)",
+        )
+    if name is not None and not name.strip():
+        return _failure(
+            "22023", "heal.migrate: name must not be empty", "Nothing was run.",
+            "Name the migration, e.g. name => '0001_init', or leave name out.",
+        )  # fmt: skip
+    try:
+        policy = Policy.from_settings(settings())
+    except SettingError as exc:
+        return _failure("22023", str(exc), "Nothing was run.", "Fix the value in heal.settings.")
+    run = Run(
+        sql, name=name, dry_run=dry_run, forced=force, source=source, retry_of=retry_of,
+        commit=source != "scan",
+    )  # fmt: skip
+    fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'on', true)")
+    try:
+        return _migrate(run, policy)
+    finally:
+        fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'off', true)")
+
+
+def _migrate(run: Run, policy: Policy) -> dict[str, str] | None:
+    sql, name, dry_run = run.sql, run.name, run.dry_run
+    if name is not None:
+        held = _history_check(run, policy)
+        if held is not None:
+            return held if held else None
+    run.event("migration_started", detail={"bytes": len(sql.encode()), "name": name})
+    try:
+        pglast = load_parser()
+        script = split(sql, pglast)
+    except ScriptError as exc:
+        run.event("migration_failed", sqlstate=exc.sqlstate, message=exc.message)
+        _finish_failed(run, exc.message, exc.sqlstate)
+        return _failure(exc.sqlstate, exc.message, "Nothing was run.", exc.hint or "")
+    except parser.ParserUnavailable as exc:
+        return _failure("58P01", f"heal.migrate: {exc}", "Nothing was run.", "See pgheal install.")
+    for notice in script.notices:
+        plpy.notice(f"heal.migrate: {notice}")
+    if not script.statements:
+        plpy.notice("heal.migrate: the script has no statements; nothing was run")
+        return None
+    run.statements = len(script.statements)
+    predicted: dict[int, list[Missing]] = {}
+    if policy.predict:
+        try:
+            predicted = predict(script, pglast)
+        except Exception as exc:  # analysis must never stop a migration
+            plpy.notice(f"heal.migrate: static analysis skipped ({exc}); healing reactively")
+    healer = Healer(run, policy, caller())
+    try:
+        with plpy.subtransaction():
+            for stmt in script.statements:
+                healer.execute(stmt, predicted.get(stmt.number, ()))
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail=run.summary())
+        run.record("dry_run")
+        plpy.notice(
+            f"heal.migrate: dry run: {run.statements} statements ran, {run.heals} healed; "
+            "everything was rolled back"
+        )
+        return None
+    except MigrationFailed as failed:
+        err = failed.error
+        where = err.where(sql)
+        run.event(
+            "migration_failed",
+            statement=err.statement.number if err.statement else None,
+            sqlstate=err.sqlstate,
+            message=err.message,
+            detail={"where": where, "note": failed.note},
+        )
+        _finish_failed(run, err.message, err.sqlstate)
+        detail = "\n".join(
+            part
+            for part in (
+                err.detail,
+                f"heal.migrate: failed at {where}; the migration was rolled back.",
+                f"heal.migrate: {failed.note}" if failed.note else None,
+            )
+            if part
+        )
+        return _failure(err.sqlstate, err.message, detail, err.hint or ROLLED_BACK_HINT)
+    run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail=run.summary())
+    run.record("succeeded")
+    if run.heals:
+        plpy.notice(
+            f"heal.migrate: {run.statements} statements run, {run.heals} healed "
+            f"in {run.elapsed_ms():.0f} ms"
+        )
+    return None
+
+
+def _history_check(run: Run, policy: Policy) -> dict[str, str] | bool | None:
+    """Serialize runners of the same name, then compare with what was applied.
+
+    Returns None to go on, False when there is nothing to do, or the error to raise.
+    """
+    deadline = time.monotonic() + policy.lock_timeout_ms / 1000
+    while not fetch_value(
+        "SELECT pg_catalog.pg_try_advisory_xact_lock(hashtext('heal.migrate'), hashtext($1))",
+        run.name,
+    ):
+        if time.monotonic() >= deadline:
+            return _failure(
+                "55P03",
+                f'heal.migrate: migration "{run.name}" is being run by another session',
+                f"Waited {policy.lock_timeout_ms} ms (heal.settings lock_timeout_ms).",
+                "Wait for the other runner to finish, then run it again.",
+            )
+        fetch_value("SELECT pg_catalog.pg_sleep(0.05)")
+    rows = fetch(
+        """SELECT checksum, finished_at::text AS finished_at FROM heal.migrations
+            WHERE name = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1""",
+        run.name,
+    )
+    if not rows:
+        return None
+    applied = rows[0]
+    if applied["checksum"] == run.checksum:
+        plpy.notice(
+            f'heal.migrate: migration "{run.name}" was applied at {applied["finished_at"]}; '
+            "nothing to do"
+        )
+        return False
+    if run.forced:
+        plpy.notice(
+            f'heal.migrate: migration "{run.name}" changed since it was applied; '
+            "running it again because force => true"
+        )
+        return None
+    return _failure(
+        "P0001",
+        f'heal.migrate: migration "{run.name}" was applied with another checksum',
+        f"Applied: {applied['checksum']} at {applied['finished_at']}; this script: {run.checksum}.",
+        "A migration that ran should not change: add a new migration instead, or pass "
+        "force => true to run this one again.",
+    )
+
+
+def _finish_failed(run: Run, error: str, sqlstate: str | None) -> None:
+    """Record the failure; make the record durable when the CALL may commit."""
+    run.record("failed", error, sqlstate)
+    if run.commit:
+        with contextlib.suppress(plpy.SPIError):
+            plpy.commit()  # fails inside a transaction block: the caller's transaction decides
+
+
+_POLICY_EXISTS = re.compile(r'^policy "(?P<name>.+)" for table "(?P<table>.+)" already exists$')
+
+
+class Healer:
+    """Runs statements one by one, healing the errors that have a fix."""
+
+    def __init__(self, run: Run, policy: Policy, who: Caller) -> None:
+        self.run = run
+        self.policy = policy
+        self.caller = who
+        self.catalog = DatabaseCatalog()
+
+    def run_statement(self, stmt: Statement) -> PgError | None:
+        try:
+            with plpy.subtransaction():
+                plpy.execute(stmt.text)
+        except plpy.SPIError as exc:
+            return PgError.from_spi(exc, stmt)
+        return None
+
+    def execute(self, stmt: Statement, predicted: Iterable[Missing] = ()) -> None:
+        """Run `stmt`, healing and retrying until it passes or cannot be healed.
+
+        `predicted` are dependencies static analysis found missing: they are fixed
+        before the statement runs, so it needs no failed attempt.
+        """
+        for missing in predicted:
+            self.heal_predicted(stmt, missing)
+        healed: set[tuple[str, str]] = set()
+        tried: list[str] = []
+        retries = 0
+        pending: dict | None = None  # the last heal, confirmed once the retry gets past it
+        pending_key: tuple[str, str] | None = None
+        while True:
+            error = self.run_statement(stmt)
+            key = (error.sqlstate, error.message) if error else None
+            if pending is not None and key != pending_key:
+                self._succeeded(stmt, pending)
+            pending = None
+            if error is None:
+                return
+            if error.sqlstate in TRANSIENT_SQLSTATES:
+                pending, pending_key = self.retry_transient(stmt, error, retries), key
+                retries += 1
+                continue
+            if key in healed:
+                note = "the error survived its own fix; tried: " + "; ".join(tried)
+                self._failed(stmt, error, note)
+                raise MigrationFailed(error, note)
+            match = _POLICY_EXISTS.match(error.message)
+            if error.sqlstate == DUPLICATE_OBJECT and match:
+                self.policy_collision(stmt, error)
+                return
+            missing = classify(error.sqlstate, error.message)
+            if error.sqlstate not in HEALABLE_SQLSTATES or missing is None:
+                raise MigrationFailed(error)
+            if len(healed) >= self.policy.max_attempts:
+                note = f"gave up after {len(healed)} fixes (heal.settings max_attempts)"
+                self._failed(stmt, error, note, missing)
+                raise MigrationFailed(error, note)
+            pending, pending_key = self.heal(stmt, missing, error), key
+            tried.append(pending["fix_sql"])
+            healed.add(key)
+
+    def _succeeded(self, stmt: Statement, fields: dict) -> None:
+        self.run.heals += 1
+        self.run.event("auto_heal_success", **fields)
+        detail = fields["detail"]
+        plpy.notice(
+            f"heal.migrate: statement {stmt.number} (line {stmt.line}): "
+            f"{detail['missing']} -> {detail['fixes']}"
+            + (" (predicted)" if detail.get("way") == "predicted" else "")
+        )
+
+    def heal(self, stmt: Statement, missing: Missing, error: PgError) -> dict:
+        """Plan and apply the fix for one error; return the success event's fields."""
+        started = time.monotonic()
+        self.run.attempts += 1
+        planned = plan(missing, self.catalog, self.policy, self.caller)
+        way = "reactive"
+        if not planned.fixes and not planned.refused:
+            learned = learned_plan(error.sqlstate, error.message)
+            if learned is not None:
+                planned, way = learned, "learned"
+        fields = self._fields(stmt, missing, planned.fixes, way, error)
+        self.run.event("auto_heal_attempt", **fields)
+        if not planned.ok:
+            reason = planned.refused or planned.reason or "no fix is known"
+            self._failed(stmt, error, reason, missing)
+            raise MigrationFailed(error, reason)
+        try:
+            applied = [self.apply(fix) for fix in planned.fixes]
+        except plpy.SPIError as exc:
+            reason = spi_message(exc)
+            self._failed(stmt, error, reason, missing)
+            raise MigrationFailed(error, reason) from None
+        fields["fix_sql"] = ";\n".join(applied)
+        fields["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        return fields
+
+    def heal_predicted(self, stmt: Statement, missing: Missing) -> None:
+        """Fix what analysis found before the statement runs. A prediction that cannot
+        be fixed is left alone: the statement then fails, or heals, as it would have."""
+        started = time.monotonic()
+        planned = plan(missing, self.catalog, self.policy, self.caller)
+        if not planned.ok:
+            return
+        fields = self._fields(stmt, missing, planned.fixes, "predicted", None)
+        self.run.attempts += 1
+        self.run.event("auto_heal_attempt", **fields)
+        try:
+            with plpy.subtransaction():
+                applied = [self.apply(fix) for fix in planned.fixes]
+        except plpy.SPIError as exc:
+            self._failed(stmt, None, spi_message(exc), missing)
+            return
+        fields["fix_sql"] = ";\n".join(applied)
+        fields["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        self._succeeded(stmt, fields)
+
+    @staticmethod
+    def _fields(
+        stmt: Statement, missing: Missing, fixes: list[Fix], way: str, error: PgError | None
+    ) -> dict:
+        return {
+            "statement": stmt.number,
+            "sqlstate": error.sqlstate if error else PATTERNS[missing.kind][0],
+            "message": error.message if error else f"{missing.describe()} is missing",
+            "detail": {
+                "missing": missing.describe(),
+                "pattern": missing.pattern,
+                "fixes": ", ".join(f.describe() for f in fixes),
+                "way": way,
+            },
+        }
+
+    def retry_transient(self, stmt: Statement, error: PgError, retries: int) -> dict:
+        """Wait and retry a lock timeout, deadlock or serialization failure, with backoff."""
+        name = TRANSIENT_SQLSTATES[error.sqlstate]
+        refused = self.policy.refuse_kind("retry_transient")
+        if refused or retries >= self.policy.max_attempts:
+            note = refused or f"still {name} after {retries} retries (heal.settings max_attempts)"
+            self._failed(stmt, error, note)
+            raise MigrationFailed(error, note)
+        delay = self.policy.retry_delay_ms * 2**retries / 1000
+        self.run.attempts += 1
+        fields = {
+            "statement": stmt.number,
+            "sqlstate": error.sqlstate,
+            "message": error.message,
+            "detail": {
+                "missing": f"{name} (transient)",
+                "fixes": f"retry after {delay:g} s",
+                "way": "retry",
+                "retry": retries + 1,
+            },
+        }
+        self.run.event("auto_heal_attempt", **fields)
+        fetch_value("SELECT pg_catalog.pg_sleep($1)", delay, types=("float8",))
+        return {**fields, "duration_ms": delay * 1000}
+
+    def policy_collision(self, stmt: Statement, error: PgError) -> None:
+        """CREATE POLICY whose name is taken on that table: skip it when the existing
+        policy is the same, otherwise fail showing both definitions."""
+        refused = self.policy.refuse_kind("skip_identical_policy")
+        if refused:
+            raise MigrationFailed(error, refused)
+        existing, wanted = compare_policy(stmt.text)
+        if existing is None or wanted is None:
+            raise MigrationFailed(error)
+        if existing != wanted:
+            note = (
+                "a policy of that name already exists with another definition; "
+                f"existing: {_show_policy(existing)}; this migration: {_show_policy(wanted)}"
+            )
+            self._failed(stmt, error, note)
+            raise MigrationFailed(error, note)
+        self.run.attempts += 1
+        self._succeeded(
+            stmt,
+            {
+                "statement": stmt.number,
+                "sqlstate": error.sqlstate,
+                "message": error.message,
+                "fix_sql": None,
+                "detail": {
+                    "missing": "policy exists already",
+                    "fixes": "skipped the statement: the existing policy is identical",
+                    "way": "reactive",
+                },
+            },
+        )
+
+    def _failed(
+        self, stmt: Statement, error: PgError | None, reason: str, missing: Missing | None = None
+    ) -> None:
+        self.run.event(
+            "auto_heal_failed",
+            statement=stmt.number,
+            sqlstate=error.sqlstate if error else None,
+            message=error.message if error else None,
+            detail={
+                "reason": reason,
+                "missing": missing.describe() if missing else None,
+                "pattern": missing.pattern if missing else None,
+            },
+        )
+
+    def apply(self, fix: Fix) -> str:
+        if fix.kind == "search_path":
+            value = extended_path(
+                fetch_value("SELECT current_setting('search_path')") or "", fix.target
+            )
+            fetch_value("SELECT set_config('search_path', $1, true)", value)
+            return f"SET LOCAL search_path = {value}"
+        return apply_fix_as(self.caller.role, fix)
+
+
+_POLICY_COLUMNS = """SELECT p.polpermissive AS permissive, p.polcmd AS command,
+       ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END
+               FROM unnest(p.polroles) r ORDER BY 1) AS roles,
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS using,
+       pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
+  FROM pg_catalog.pg_policy p WHERE p.polrelid = $1::regclass AND p.polname = $2"""
+
+
+class _Probe(Exception):
+    """Raised to roll back the subtransaction that tried a policy out."""
+
+
+def compare_policy(sql: str) -> tuple[dict | None, dict | None]:
+    """The existing policy named by a CREATE POLICY, and what the statement would create."""
+    pglast = load_parser()
+    from pglast.stream import RawStream
+
+    node = pglast.parser.parse_sql(sql)[0].stmt
+    if type(node).__name__ != "CreatePolicyStmt":
+        return None, None
+    rel = node.table
+    table = ".".join(plpy.quote_ident(p) for p in (rel.schemaname, rel.relname) if p)
+    rows = fetch(_POLICY_COLUMNS, table, node.policy_name)
+    existing = rows[0] if rows else None
+    probe = f"pgheal_probe_{os.getpid()}"
+    node.policy_name = probe
+    wanted = None
+    try:
+        with plpy.subtransaction():
+            plpy.execute(RawStream()(node))
+            rows = fetch(_POLICY_COLUMNS, table, probe)
+            wanted = rows[0] if rows else None
+            raise _Probe
+    except _Probe:
+        pass
+    return existing, wanted
+
+
+def _show_policy(p: dict) -> str:
+    kind = "PERMISSIVE" if p["permissive"] else "RESTRICTIVE"
+    command = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}.get(
+        p["command"], p["command"]
+    )
+    parts = [f"AS {kind} FOR {command} TO {', '.join(p['roles'])}"]
+    if p["using"]:
+        parts.append(f"USING ({p['using']})")
+    if p["with_check"]:
+        parts.append(f"WITH CHECK ({p['with_check']})")
+    return " ".join(parts)
