@@ -142,7 +142,7 @@ def test_events_command_and_follow(conn, dsn):
     thread = threading.Thread(target=produce)
     thread.start()
     try:
-        out, err = follower.communicate(timeout=120)
+        out, err = follower.communicate()
     finally:
         stop.set()
         thread.join()

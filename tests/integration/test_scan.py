@@ -30,7 +30,7 @@ def app_error(dsn: str, sql: str, user: str | None = None) -> str:
     return info.value.diag.sqlstate
 
 
-def scan_until(conn, condition: str, scans: int = 50) -> None:
+def scan_until(conn, condition: str, scans: int = 600) -> None:
     """The collector writes the log asynchronously: scan until `condition` holds."""
     for _ in range(scans):
         conn.execute("CALL heal.scan()")
