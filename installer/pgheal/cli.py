@@ -43,12 +43,23 @@ def _connect(args: argparse.Namespace) -> psycopg.Connection:
     return psycopg.connect(_dsn(args), autocommit=True)
 
 
+def _say(args: argparse.Namespace, text: str, **fields: object) -> None:
+    """One result: a line for people, or (with --json) an object for machines."""
+    print(json.dumps({"message": text, **fields}) if args.json else text)
+
+
 def cmd_install(args: argparse.Namespace) -> int:
+    out = monitor.console(sys.stderr)
     with _connect(args) as conn:
-        report = deploy.install(conn, args.python_path)
+        with out.status("installing pgheal (parsing the server's extension scripts) ..."):
+            report = deploy.install(conn, args.python_path)
         dbname = conn.info.dbname
         scheduled = None if args.no_schedule else schedule.schedule(_dsn(args), conn, args.every)
     action = f"upgraded from {report.upgraded_from}" if report.upgraded_from else "installed"
+    if args.json:
+        print(json.dumps({**report.__dict__, "database": dbname,
+                          "scheduled": scheduled.__dict__ if scheduled else None}))  # fmt: skip
+        return 0
     print(f"pgheal {report.version} {action} in database {dbname}")
     if report.scripts_applied:
         print(f"  schema scripts applied: {', '.join(report.scripts_applied)}")
@@ -63,21 +74,21 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         result = schedule.schedule(_dsn(args), conn, args.every)
-    print(result.message)
+    _say(args, result.message, ok=result.ok)
     return 0 if result.ok else 2
 
 
 def cmd_unschedule(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         result = schedule.unschedule(_dsn(args), conn)
-    print(result.message)
+    _say(args, result.message, ok=result.ok)
     return 0
 
 
 def cmd_predictive(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         conn.execute("UPDATE heal.settings SET value = %s WHERE name = 'predictive'", (args.state,))
-    print(f"predictive healing of DDL from any client is {args.state}")
+    _say(args, f"predictive healing of DDL from any client is {args.state}", state=args.state)
     return 0
 
 
@@ -119,6 +130,9 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
         unscheduled = schedule.unschedule(_dsn(args), conn)
         summary, *notes = deploy.uninstall(conn)
     notes.append(unscheduled.message)
+    if args.json:
+        print(json.dumps({"message": summary, "notes": notes}))
+        return 0
     print(summary)
     for note in notes:
         print(f"  {note}")
@@ -175,7 +189,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_server_deps(args: argparse.Namespace) -> int:
     path, installed = serverdeps.install(args.target, args.python_version)
     state = "installed" if installed else "already present"
-    print(f"pglast for the server's Python: {state} in {path}")
+    _say(args, f"pglast for the server's Python: {state} in {path}", path=str(path),
+         installed=installed)  # fmt: skip
     return 0
 
 
@@ -195,17 +210,16 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"pgheal {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+    def command(name: str, func, help: str, json: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, json=False)
+        if json:
+            p.add_argument("--json", action="store_true", help="JSON for machines")
         return p
 
     def dsn(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dsn", help="connection string (default: $PGHEAL_DSN, libpq env)")
-
-    def json_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", help="JSON for machines")
 
     p = command("install", cmd_install, "deploy or upgrade pgheal in a database (one transaction)")
     dsn(p)
@@ -232,7 +246,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("list", "disable", "enable", "export", "import"))
     p.add_argument("id", nargs="?", type=int, help="pattern id (disable, enable)")
     p.add_argument("--file", type=Path, help="JSON file (export, import; default stdout/stdin)")
-    json_flag(p)
     p = command(
         "migrate", cmd_migrate, "apply migration files, or folders of NNNN_name.sql files, in order"
     )
@@ -240,28 +253,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p.add_argument("--dry-run", action="store_true", help="run and heal, then roll back")
     p.add_argument("--plan", action="store_true", help="only show what would be healed")
-    json_flag(p)
     p = command("plan", cmd_plan, "show what pending migrations will miss and how pgheal heals it")
     dsn(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
-    json_flag(p)
     p = command("status", cmd_status, "health and the last 24 hours in a few lines")
     dsn(p)
-    json_flag(p)
     p = command("doctor", cmd_doctor, "run every health check and say what to do about each")
     dsn(p)
-    json_flag(p)
     p = command("events", cmd_events, "the event stream of heal.build_events")
     dsn(p)
     p.add_argument("--since", default="1h", help="how far back: 90s, 30m, 1h, 2d (default 1h)")
     p.add_argument("--follow", action="store_true", help="then print new events as they come")
     p.add_argument("--count", type=int, help="with --follow: stop after this many new events")
-    json_flag(p)
     p = command("server-deps", cmd_server_deps, "install pglast for the server's PL/Python")
     p.add_argument("--target", type=Path, default=serverdeps.default_path(),
                    help="directory to install into (default: %(default)s)")  # fmt: skip
     p.add_argument("--python-version", help="the server's Python, e.g. 3.11 (default: probed)")
-    p = command("demo", cmd_demo, "heal a migration in a throwaway cluster, then remove it")
+    p = command("demo", cmd_demo, "heal a migration in a throwaway cluster, then remove it",
+                json=False)  # fmt: skip
     p.add_argument("--keep", action="store_true", help="leave the cluster running")
     return top
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,3 +146,17 @@ def test_demo_keep_prints_uri_and_stop_command():
     with connect(uri) as demo:
         assert scalar(demo, "SELECT count(*) FROM app.users") == 1
     subprocess.run(stop, shell=True, check=True, capture_output=True)
+
+
+def test_every_command_speaks_json(conn, dsn):
+    installed = pgheal("install", "--json", "--no-schedule", "--dsn", dsn)
+    assert installed.returncode == 0, installed.stderr
+    report = json.loads(installed.stdout)
+    assert report["version"] == "0.1.0" and report["extension_objects"] > 1000
+    assert report["database"] == conn.info.dbname and report["scheduled"] is None
+    switched = json.loads(pgheal("predictive", "off", "--json", "--dsn", dsn).stdout)
+    assert switched["state"] == "off"
+    listed = json.loads(pgheal("patterns", "list", "--json", "--dsn", dsn).stdout)
+    assert listed == []
+    removed = json.loads(pgheal("uninstall", "--json", "--dsn", dsn).stdout)
+    assert removed["message"] == f"pgheal removed from database {conn.info.dbname}"

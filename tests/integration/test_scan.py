@@ -271,3 +271,21 @@ def test_without_pg_cron_install_works_and_says_why_not_scheduled():
         migrate(conn, "CREATE TABLE t (e citext);")
         health = dict(conn.execute("SELECT name, status FROM heal.health").fetchall())
         assert health["pg_cron"] == "warn" and health["log_intake"] == "warn"
+
+
+def test_work_per_scan_is_bounded_and_fixes_wait_for_min_occurrences(fresh_log, dsn):
+    conn = fresh_log
+    conn.execute("UPDATE heal.settings SET value = '2' WHERE name = 'scan_max_events'")
+    conn.execute("UPDATE heal.settings SET value = '3' WHERE name = 'min_occurrences'")
+    for _ in range(3):
+        app_error(dsn, "SELECT uuid_generate_v4()")
+    scan_until(conn, "SELECT count(*) = 3 FROM heal.error_events")
+    assert scalar(conn, "SELECT max(events) FROM heal.scans") <= 2  # at most 2 a scan
+    assert extensions(conn)["uuid-ossp"] == "extensions"
+    # The fix came with the scan that saw the error the third time, not before.
+    runs = conn.execute(
+        "SELECT sum(events) OVER (ORDER BY id), fixes FROM heal.scans ORDER BY id"
+    ).fetchall()
+    first_fix = next(seen for seen, fixes in runs if fixes)
+    assert first_fix == 3
+    assert all(not fixes for seen, fixes in runs if seen < 3)
