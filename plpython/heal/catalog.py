@@ -38,16 +38,6 @@ _LOCATE: dict[str, tuple[str, tuple[str, ...]]] = {
             WHERE p.proname = $1 AND p.prokind = ANY($2::"char"[])""",
         ("name", "text[]", "int4"),
     ),
-    "type": (
-        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_type t
-             JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = $1""",
-        ("name",),
-    ),
-    "operator": (
-        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_operator o
-             JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace WHERE o.oprname = $1""",
-        ("name",),
-    ),
     "opclass": (
         """SELECT n.nspname, true AS fits FROM pg_catalog.pg_opclass c
              JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
@@ -61,27 +51,28 @@ _LOCATE: dict[str, tuple[str, tuple[str, ...]]] = {
             WHERE p.proname = $1 AND p.prorettype = 'pg_catalog.tsm_handler'::pg_catalog.regtype""",
         ("name",),
     ),
-    "tstemplate": (
-        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_template t
-             JOIN pg_catalog.pg_namespace n ON n.oid = t.tmplnamespace WHERE t.tmplname = $1""",
-        ("name",),
-    ),
-    "tsparser": (
-        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_parser t
-             JOIN pg_catalog.pg_namespace n ON n.oid = t.prsnamespace WHERE t.prsname = $1""",
-        ("name",),
-    ),
-    "tsdictionary": (
-        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_dict t
-             JOIN pg_catalog.pg_namespace n ON n.oid = t.dictnamespace WHERE t.dictname = $1""",
-        ("name",),
-    ),
-    "tsconfig": (
-        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_ts_config t
-             JOIN pg_catalog.pg_namespace n ON n.oid = t.cfgnamespace WHERE t.cfgname = $1""",
-        ("name",),
-    ),
 }
+
+#: Kinds found by name alone: (catalog, name column, namespace column).
+_BY_NAME = {
+    "type": ("pg_type", "typname", "typnamespace"),
+    "operator": ("pg_operator", "oprname", "oprnamespace"),
+    "tstemplate": ("pg_ts_template", "tmplname", "tmplnamespace"),
+    "tsparser": ("pg_ts_parser", "prsname", "prsnamespace"),
+    "tsdictionary": ("pg_ts_dict", "dictname", "dictnamespace"),
+    "tsconfig": ("pg_ts_config", "cfgname", "cfgnamespace"),
+}
+_LOCATE.update(
+    {
+        kind: (
+            f"""SELECT n.nspname, true AS fits FROM pg_catalog.{table} o
+                  JOIN pg_catalog.pg_namespace n ON n.oid = o.{namespace}
+                 WHERE o.{column} = $1""",
+            ("name",),
+        )
+        for kind, (table, column, namespace) in _BY_NAME.items()
+    }
+)
 
 
 def _locate_params(missing: Missing) -> list[Any]:
