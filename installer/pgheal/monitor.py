@@ -16,6 +16,8 @@ from rich.table import Table
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
 EVENT_COLUMNS = ("id", "created_at", "source", "event_type", "statement", "sqlstate", "message",
                  "fix_sql")  # fmt: skip
+#: The estimate heal.stats uses too: reading the error, fixing it by hand, running again.
+MINUTES_PER_HEAL = 10
 _SINCE = re.compile(r"^(\d+)\s*([smhd])$")
 
 
@@ -53,7 +55,7 @@ def health(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 def last_day(conn: psycopg.Connection) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
+        day = cur.execute(
             """SELECT
                  (SELECT count(*) FROM heal.build_events WHERE event_type = 'auto_heal_success'
                      AND created_at > now() - interval '24 hours') AS heals,
@@ -64,11 +66,9 @@ def last_day(conn: psycopg.Connection) -> dict[str, Any]:
                  (SELECT count(*) FROM heal.migrations WHERE status = 'failed'
                      AND finished_at > now() - interval '24 hours') AS failed_migrations,
                  (SELECT count(*) FROM heal.error_events
-                   WHERE logged_at > now() - interval '24 hours') AS errors_seen,
-                 (SELECT count(*) FROM heal.build_events WHERE event_type = 'auto_heal_success'
-                     AND created_at > now() - interval '24 hours') * 10
-                   AS estimated_minutes_saved"""
+                   WHERE logged_at > now() - interval '24 hours') AS errors_seen"""
         ).fetchone()
+        return {**day, "estimated_minutes_saved": day["heals"] * MINUTES_PER_HEAL}
 
 
 def print_status(conn: psycopg.Connection, out: TextIO, as_json: bool) -> int:

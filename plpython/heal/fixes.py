@@ -10,9 +10,8 @@ import plpy
 
 from .catalog import DatabaseCatalog
 from .db import caller, database_search_path, fetch, fetch_value, settings
-from .fingerprint import fingerprint
 from .planner import Fix, Plan, install_extension
-from .policy import Policy, refuse_extension, refuse_role, refuse_schema
+from .policy import Caller, Policy, refuse_extension, refuse_role, refuse_schema
 
 
 def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
@@ -80,21 +79,23 @@ def apply_fix_as(role: str, fix: Fix) -> str:
     )
 
 
-def learned_plan(sqlstate: str | None, message: str) -> Plan | None:
-    """A fix people taught pgheal for exactly this error, if one is enabled."""
+def learned_plan(
+    fingerprint_id: str, catalog: DatabaseCatalog, policy: Policy, who: Caller
+) -> Plan | None:
+    """The fix people taught pgheal for exactly this error, if one is enabled."""
     rows = fetch(
-        """SELECT id, fix_kind, fix_target FROM heal.learned_patterns
-            WHERE fingerprint = $1 AND enabled ORDER BY confidence DESC, id LIMIT 1""",
-        fingerprint(sqlstate, message).id,
+        """UPDATE heal.learned_patterns SET applied = applied + 1
+            WHERE id = (SELECT id FROM heal.learned_patterns
+                         WHERE fingerprint = $1 AND enabled
+                         ORDER BY confidence DESC, id LIMIT 1)
+        RETURNING fix_kind, fix_target""",
+        fingerprint_id,
     )
     if not rows:
         return None
-    fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE id = $1", rows[0]["id"],
-          types=("int4",))  # fmt: skip
     kind, target = rows[0]["fix_kind"], rows[0]["fix_target"]
     if kind == "create_extension":
-        policy = Policy.from_settings(settings())
-        return install_extension(target, DatabaseCatalog(), policy, caller())
+        return install_extension(target, catalog, policy, who)
     return Plan([Fix(kind, target)])
 
 

@@ -30,6 +30,7 @@ from .errors import (
     Missing,
     classify,
 )
+from .fingerprint import fingerprint
 from .fixes import apply_fix_as, learned_plan, spi_message
 from .planner import Fix, plan
 from .policy import Caller, Policy, SettingError
@@ -405,7 +406,8 @@ class Healer:
         planned = plan(missing, self.catalog, self.policy, self.caller)
         way = "reactive"
         if not planned.fixes and not planned.refused:
-            learned = learned_plan(error.sqlstate, error.message)
+            fp = fingerprint(error.sqlstate, error.message).id
+            learned = learned_plan(fp, self.catalog, self.policy, self.caller)
             if learned is not None:
                 planned, way = learned, "learned"
         fields = self._fields(stmt, missing, planned.fixes, way, error)

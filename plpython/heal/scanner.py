@@ -21,10 +21,10 @@ from .catalog import DatabaseCatalog
 from .db import caller, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
-from .fixes import apply_fix_as, spi_message
+from .fixes import apply_fix_as, learned_plan, spi_message
 from .logs import LogFile, Record, parse_csv, parse_json, reading_order
 from .migrate import migrate
-from .planner import Fix, Plan, install_extension, plan
+from .planner import Fix, Plan, plan
 from .policy import Policy
 
 
@@ -482,18 +482,9 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
 
 
 def _plan(fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who) -> tuple[Plan, str]:
-    lesson = fetch(
-        """SELECT fix_kind, fix_target FROM heal.learned_patterns
-            WHERE fingerprint = $1 AND enabled ORDER BY confidence DESC, id LIMIT 1""",
-        fp.id,
-    )
-    if lesson:
-        fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE fingerprint = $1",
-              fp.id)  # fmt: skip
-        kind, target = lesson[0]["fix_kind"], lesson[0]["fix_target"]
-        if kind == "create_extension":
-            return install_extension(target, catalog, policy, who), "learned"
-        return Plan([Fix(kind, target)]), "learned"
+    learned = learned_plan(fp.id, catalog, policy, who)
+    if learned is not None:
+        return learned, "learned"
     assert fp.missing is not None
     return plan(fp.missing, catalog, policy, who), "catalog"
 
