@@ -44,7 +44,8 @@ def find_bindir() -> Path:
 
 
 class Cluster:
-    """initdb + pg_ctl in a temporary directory; :meth:`stop` removes it all."""
+    """initdb + pg_ctl in a temporary directory (in `directory`, else the system's);
+    :meth:`stop` removes it all."""
 
     def __init__(
         self,
@@ -52,12 +53,13 @@ class Cluster:
         bindir: Path | None = None,
         pg_cron: bool = True,
         csvlog: bool = True,
+        directory: Path | None = None,
     ) -> None:
         self.port = port
         self.pg_cron = pg_cron
         self.csvlog = csvlog
         self.bindir = bindir or find_bindir()
-        self.root = Path(tempfile.mkdtemp(prefix="pgheal-"))
+        self.root = Path(tempfile.mkdtemp(prefix="pgheal-", dir=directory))
         self.data = self.root / "data"
         self.socket_dir = self.root
         self.log_file = self.root / "server.log"

@@ -10,6 +10,7 @@ the reactive healer, which sees the server's real error.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -56,7 +57,12 @@ class Names:
 
 def parse(sql: str, pglast: ModuleType) -> list[dict]:
     """The statements' parse trees, in order."""
-    return [raw["stmt"] for raw in json.loads(pglast.parser.parse_sql_json(sql))["stmts"]]
+    return trees(pglast.parser.parse_sql_json(sql))
+
+
+def trees(tree_json: str) -> list[dict]:
+    """The statements' parse trees in the JSON ``pglast.parser.parse_sql_json`` returns."""
+    return [raw["stmt"] for raw in json.loads(tree_json)["stmts"]]
 
 
 #: Fields that hold a TypeName directly (the JSON wraps only generic nodes in their type).
@@ -196,12 +202,12 @@ def statement(tree: dict, pglast: ModuleType | None = None) -> Statement:
     if access_method:
         result.refs.append(Missing("access_method", access_method))
     for node_type, node in _walk(body):
-        if node_type == "FuncCall":
-            schema, name = _qualified(node.get("funcname"))
+        ref = _reference(node_type, node, access_method)
+        if ref is not None:
+            result.refs.append(ref)
+        if node_type == "FuncCall" and _qualified(node.get("funcname"))[1] == "set_config":
             args = node.get("args") or ()
-            if schema != "pg_catalog":
-                result.refs.append(Missing("function", name, schema, ("unknown",) * len(args)))
-            if name == "set_config" and len(args) >= 2 and _const_string(args[0]) == "search_path":
+            if len(args) >= 2 and _const_string(args[0]) == "search_path":
                 value = _const_string(args[1])
                 if value is None:
                     result.path_unknown = True
@@ -209,30 +215,102 @@ def statement(tree: dict, pglast: ModuleType | None = None) -> Statement:
                     result.search_path = [
                         p.strip().strip('"') for p in value.split(",") if p.strip()
                     ]
-        elif node_type == "TypeName":
-            if node.get("pct_type"):
-                continue
-            schema, name = _qualified(node.get("names"))
-            if schema != "pg_catalog" and name not in _SERIALS:
-                result.refs.append(Missing("type", name, schema))
-        elif node_type == "IndexElem" and node.get("opclass"):
-            schema, name = _qualified(node["opclass"])
-            result.refs.append(Missing("opclass", name, schema, (access_method or "btree",)))
-        elif node_type == "RangeTableSample":
-            schema, name = _qualified(node.get("method"))
-            result.refs.append(Missing("tablesample", name, schema))
-        elif node_type == "A_Expr" and node.get("kind") == "AEXPR_OP":
-            schema, name = _qualified(node.get("name"))
-            if schema != "pg_catalog":
-                result.refs.append(
-                    Missing(
-                        "operator",
-                        name,
-                        schema,
-                        ("unknown" if node.get("lexpr") else "", "unknown"),
-                    )
-                )
     return result
+
+
+def _reference(node_type: str, node: dict, access_method: str | None = None) -> Missing | None:
+    """The dependency one node of the tree refers to, if it is one that can be missing."""
+    if node_type == "FuncCall":
+        schema, name = _qualified(node.get("funcname"))
+        if schema != "pg_catalog":
+            return Missing("function", name, schema, ("unknown",) * len(node.get("args") or ()))
+    elif node_type == "TypeName":
+        schema, name = _qualified(node.get("names"))
+        if not node.get("pct_type") and schema != "pg_catalog" and name not in _SERIALS:
+            return Missing("type", name, schema)
+    elif node_type == "IndexElem" and node.get("opclass"):
+        schema, name = _qualified(node["opclass"])
+        return Missing("opclass", name, schema, (access_method or "btree",))
+    elif node_type == "RangeTableSample":
+        schema, name = _qualified(node.get("method"))
+        return Missing("tablesample", name, schema)
+    elif node_type == "A_Expr" and node.get("kind") == "AEXPR_OP":
+        schema, name = _qualified(node.get("name"))
+        if schema != "pg_catalog":
+            args = ("unknown" if node.get("lexpr") else "", "unknown")
+            return Missing("operator", name, schema, args)
+    return None
+
+
+#: What :func:`signature` leaves to the full analysis: schema-qualified objects (whose
+#: schema may be missing), operator classes (which depend on the access method), table
+#: samples, and types given by OID (which the parser does not make).
+_NOT_LONE = re.compile(r'"(?:schemaname|newschema|opclass|RangeTableSample|typeOid)":')
+_STRING = r'\{"String":\{"sval":"((?:[^"\\]|\\.)*)"\}\}'
+#: The start of a node :func:`_reference` reads (a FuncCall, TypeName or A_Expr: their
+#: first field), up to what it reads there: the name list, then whether a function has
+#: arguments, a type is a %TYPE, an operator a left operand. Quotes inside JSON
+#: strings are escaped: this matches keys only.
+_NODE = re.compile(
+    r'\{"(?:funcname|names|kind":"\w+","name)":'
+    r'\[(?:\{"String":\{"sval":"(?:[^"\\]|\\.)*"\}\},?)+\]'
+    r'(?:,"setof":true)?(?:,"pct_type":true)?(?:,"args"|,"lexpr")?'
+)
+_KIND = re.compile(r'\{"stmt":\{"(\w+)":')
+_ACCESS_METHOD = re.compile(r'"accessMethod":"((?:[^"\\]|\\.)*)"')
+#: Statements that name what they create in a name list, not in a RangeVar.
+_NAMED_CREATES = frozenset({"CreateFunctionStmt", "DefineStmt", "CreateEnumStmt",
+                            "CreateDomainStmt", "CreateRangeStmt"})  # fmt: skip
+#: The first name list of those: a comma after its first part means it names a schema.
+_CREATED_NAME = re.compile(r'"(?:funcname|defnames|typeName|domainname)":\[' + _STRING + "(,?)")
+_SQL_LANGUAGE = '{"DefElem":{"defname":"language","arg":{"String":{"sval":"sql"}}'
+_STRING_BODY = re.compile(
+    r'\{"DefElem":\{"defname":"as","arg":\{"List":\{"items":\[' + _STRING + r"\]"
+)
+_DECODER = json.JSONDecoder()
+
+
+def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
+    """What :func:`statement` reads to find the refs of the one statement in `tree_json`.
+
+    Two statements with equal signatures have equal refs, whatever their tables,
+    columns and constants: the DDL trigger keeps the verdict per signature, and
+    computes this without decoding the tree. None for what it leaves to the full
+    analysis, and for several statements.
+    """
+    if tree_json.count('{"stmt":{') != 1 or _NOT_LONE.search(tree_json):
+        return None
+    kind = _KIND.search(tree_json)
+    if kind is None:
+        return None
+    head: tuple = (kind[1],)
+    start = 0  # where the nodes start: after the name a CREATE FUNCTION gives
+    if kind[1] == "IndexStmt":
+        access_method = _ACCESS_METHOD.search(tree_json)  # the first is the statement's
+        head = (kind[1], access_method and access_method[1])
+    elif kind[1] in _NAMED_CREATES:
+        created = _CREATED_NAME.search(tree_json)  # the first is the created object's
+        if created is None or created[2]:
+            return None  # like app.f(): the schema may be missing
+        start = created.end()
+        body = _STRING_BODY.search(tree_json) if _SQL_LANGUAGE in tree_json else None
+        if body:
+            try:
+                inner = signature(pglast.parser.parse_sql_json(json.loads(f'"{body[1]}"')), pglast)
+            except pglast.parser.ParseError:
+                inner = ()  # the server reports it
+            if inner is None:
+                return None
+            head = (kind[1], inner)
+    if '}}],"args"' not in tree_json:  # no function call has arguments
+        return (*head, *_NODE.findall(tree_json, start))
+    nodes = []
+    for match in _NODE.finditer(tree_json, start):
+        read = match[0]
+        if read.endswith(',"args"'):  # the number of arguments counts too
+            read += str(len(_DECODER.raw_decode(tree_json, match.start())[0]["args"]))
+        nodes.append(read)
+    return (*head, *nodes)
 
 
 def names(statements: list[Statement]) -> Names:

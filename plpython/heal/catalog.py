@@ -27,6 +27,7 @@ from .extcatalog import install_chain, objects_in, prepare
 from .planner import plan
 from .policy import Extension, Policy
 from .script import Script, split
+from .snapshot import take_snapshot
 
 #: Per kind: a query for the schemas holding objects of that name, and whether each
 #: fits the call (argument count); its parameters; how to get them from a Missing.
@@ -264,128 +265,6 @@ def rebuild_extension_catalog(fingerprint: str) -> int:
 
 
 # -- static analysis -----------------------------------------------------------------------
-
-#: What pg_catalog holds for names seen so far in this backend. Most names a statement
-#: uses are there, resolve on every search_path and never change: asked for once.
-_BUILTINS = analyze.Snapshot()
-
-_ASKED: dict[str, set[str]] = {"functions": set(), "types": set(), "operators": set(),
-                               "opclasses": set()}  # fmt: skip
-
-
-def builtins(wanted: analyze.Names) -> analyze.Snapshot:
-    """pg_catalog's entries for the wanted names, fetched for names not asked for before."""
-    queries = {
-        "functions": """SELECT proname AS name, pronargs - pronargdefaults AS low,
-                               CASE WHEN provariadic <> 0 THEN NULL ELSE pronargs END AS high
-                          FROM pg_catalog.pg_proc
-                         WHERE pronamespace = 'pg_catalog'::regnamespace AND proname = ANY($1)""",
-        "types": """SELECT typname AS name FROM pg_catalog.pg_type
-                     WHERE typnamespace = 'pg_catalog'::regnamespace AND typname = ANY($1)""",
-        "operators": """SELECT DISTINCT oprname AS name FROM pg_catalog.pg_operator
-                         WHERE oprnamespace = 'pg_catalog'::regnamespace AND oprname = ANY($1)""",
-        "opclasses": """SELECT c.opcname AS name, a.amname FROM pg_catalog.pg_opclass c
-                          JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
-                         WHERE c.opcnamespace = 'pg_catalog'::regnamespace
-                           AND c.opcname = ANY($1)""",
-    }
-    for kind, query in queries.items():
-        new = getattr(wanted, kind) - _ASKED[kind]
-        if not new:
-            continue
-        _ASKED[kind] |= new
-        for r in fetch(query, sorted(new), types=("name[]",)):
-            if kind == "functions":
-                _BUILTINS.functions.setdefault(r["name"], []).append(
-                    ("pg_catalog", r["low"], r["high"])
-                )
-            elif kind == "opclasses":
-                _BUILTINS.opclasses[(r["name"], r["amname"])] = {"pg_catalog"}
-            else:
-                getattr(_BUILTINS, kind)[r["name"]] = {"pg_catalog"}
-    return _BUILTINS
-
-
-def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
-    """Fetch, in one query per kind, what the catalogs hold for the script's names.
-
-    Names pg_catalog has are answered from :func:`builtins` unless a statement
-    qualifies them with another schema.
-    """
-    snap = analyze.Snapshot()
-    known = builtins(wanted)
-    for name in wanted.functions & known.functions.keys():
-        snap.functions[name] = list(known.functions[name])
-    for target, names, have in (
-        (snap.types, wanted.types, known.types),
-        (snap.operators, wanted.operators, known.operators),
-    ):
-        for name in names & have.keys():
-            target[name] = set(have[name])
-    for key, schemas in known.opclasses.items():
-        if key[0] in wanted.opclasses:
-            snap.opclasses[key] = set(schemas)
-    qualified = wanted.qualified
-    wanted = analyze.Names(
-        schemas=wanted.schemas,
-        functions={n for n in wanted.functions if n not in known.functions or n in qualified},
-        types={n for n in wanted.types if n not in known.types or n in qualified},
-        operators={n for n in wanted.operators if n not in known.operators},
-        opclasses={n for n in wanted.opclasses if not any(k[0] == n for k in known.opclasses)
-                   or n in qualified},
-        tablesamples=wanted.tablesamples,
-        extensions=wanted.extensions,
-        access_methods=wanted.access_methods - analyze.CORE_ACCESS_METHODS,
-        qualified=wanted.qualified,
-    )  # fmt: skip
-
-    def rows(query: str, names: set[str]) -> list[dict]:
-        return fetch(query, sorted(names), types=("name[]",)) if names else []
-
-    for r in rows("SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
-                  wanted.schemas):  # fmt: skip
-        snap.schemas.add(r["nspname"])
-    for r in rows(
-        """SELECT p.proname, n.nspname, p.pronargs - p.pronargdefaults AS low,
-                  CASE WHEN p.provariadic <> 0 THEN NULL ELSE p.pronargs END AS high
-             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-            WHERE p.proname = ANY($1)""",
-        wanted.functions,
-    ):
-        if r["nspname"] != "pg_catalog" or r["proname"] not in snap.functions:
-            snap.functions.setdefault(r["proname"], []).append((r["nspname"], r["low"], r["high"]))
-    simple = [
-        (snap.types, wanted.types, "pg_type", "typname", "typnamespace", ""),
-        (snap.operators, wanted.operators, "pg_operator", "oprname", "oprnamespace", ""),
-        (snap.tablesamples, wanted.tablesamples, "pg_proc", "proname", "pronamespace",
-         "AND o.prorettype = 'pg_catalog.tsm_handler'::pg_catalog.regtype"),
-    ]  # fmt: skip
-    for target, names, table, column, namespace, extra in simple:
-        query = (
-            f"SELECT o.{column} AS name, n.nspname FROM pg_catalog.{table} o "
-            f"JOIN pg_catalog.pg_namespace n ON n.oid = o.{namespace} "
-            f"WHERE o.{column} = ANY($1) {extra}"
-        )
-        for r in rows(query, names):
-            target.setdefault(r["name"], set()).add(r["nspname"])
-    for r in rows(
-        """SELECT c.opcname, a.amname, n.nspname FROM pg_catalog.pg_opclass c
-             JOIN pg_catalog.pg_am a ON a.oid = c.opcmethod
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.opcnamespace
-            WHERE c.opcname = ANY($1)""",
-        wanted.opclasses,
-    ):
-        snap.opclasses.setdefault((r["opcname"], r["amname"]), set()).add(r["nspname"])
-    if wanted.access_methods:
-        snap.access_methods = {r["amname"] for r in fetch("SELECT amname FROM pg_catalog.pg_am")}
-    if wanted.extensions:
-        for r in fetch(
-            "SELECT extension, kind, name FROM heal.extension_objects WHERE extension = ANY($1)",
-            sorted(wanted.extensions),
-            types=("text[]",),
-        ):
-            snap.extension_objects.setdefault(r["extension"], set()).add((r["kind"], r["name"]))
-    return snap
 
 
 def predict(

@@ -74,9 +74,10 @@ _QUALIFIED = rf"(?:(?P<schema>{_IDENT})\.)?(?P<name>{_IDENT})"
 _QUOTED = r'"(?P<qualified>.+)"'
 
 #: kind -> (SQLSTATE, message template, message regex). The template is the key of
-#: ``heal.universal_error_patterns``, where the fix descriptions live.
-PATTERNS: dict[str, tuple[str, str, re.Pattern[str]]] = {
-    kind: (state, template, re.compile(regex))
+#: ``heal.universal_error_patterns``, where the fix descriptions live. The regexes are
+#: compiled when first used (``re`` keeps them): the DDL trigger imports this too.
+PATTERNS: dict[str, tuple[str, str, str]] = {
+    kind: (state, template, regex)
     for kind, state, template, regex in [
         ("schema", INVALID_SCHEMA_NAME, 'schema "%" does not exist',
          r'^schema "(?P<name>.+)" does not exist$'),
@@ -148,7 +149,7 @@ def classify(sqlstate: str, message: str) -> Missing | None:
     for kind, (state, _template, regex) in PATTERNS.items():
         if state != sqlstate:
             continue
-        match = regex.match(message)
+        match = re.match(regex, message)
         if match:
             return _missing(kind, match.groupdict())
     return None

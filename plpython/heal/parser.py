@@ -9,6 +9,9 @@ process, so a pglast loaded any other way inside a backend is refused.
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from types import ModuleType
@@ -52,8 +55,8 @@ def load(site: str | None = None) -> ModuleType:
     old = sys.getdlopenflags()
     sys.setdlopenflags(os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
     try:
-        import pglast
-        import pglast.parser
+        pglast = _import_package()
+        importlib.import_module("pglast.parser")
     except ImportError as exc:
         for name in [m for m in sys.modules if m == "pglast" or m.startswith("pglast.")]:
             del sys.modules[name]
@@ -65,3 +68,35 @@ def load(site: str | None = None) -> ModuleType:
         sys.setdlopenflags(old)
     setattr(pglast, _MARK, True)
     return pglast
+
+
+#: Submodules of pglast that parsing to JSON never uses, and that take most of its
+#: import time (hundreds of classes): loaded on first use.
+_DEFERRED = ("ast", "enums")
+
+
+def _import_package() -> ModuleType:
+    """``import pglast``, with :data:`_DEFERRED` loaded on first use.
+
+    The DDL trigger pays pglast's import on a connection's first DDL; this makes that
+    a third of it. The package's own ``from . import ...`` finds the deferred modules
+    already in place.
+    """
+    spec = importlib.machinery.PathFinder.find_spec("pglast")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        raise ImportError("No module named 'pglast'")
+    package = importlib.util.module_from_spec(spec)
+    for name in _DEFERRED:
+        sub = importlib.machinery.PathFinder.find_spec(
+            f"pglast.{name}", list(spec.submodule_search_locations)
+        )
+        if sub is None or sub.loader is None:
+            raise ImportError(f"No module named 'pglast.{name}'")
+        sub.loader = importlib.util.LazyLoader(sub.loader)
+        module = importlib.util.module_from_spec(sub)
+        sub.loader.exec_module(module)
+        sys.modules[sub.name] = module
+        setattr(package, name, module)
+    sys.modules["pglast"] = package
+    spec.loader.exec_module(package)
+    return package

@@ -10,40 +10,57 @@ wrapper to set for the rest of the transaction.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 
 import plpy
 
 from . import analyze
-from .catalog import DatabaseCatalog, take_snapshot
 from .db import caller, extended_path, fetch, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
-from .fixes import apply_fix_as
-from .planner import plan
-from .policy import Policy
+from .snapshot import builtins, take_snapshot
 
-#: Query texts whose needs were met, per backend: DDL that repeats costs one lookup.
-_MET: OrderedDict[str, None] = OrderedDict()
+#: Hashes of (role, search_path, query text) whose needs were met, per backend: DDL
+#: that repeats costs one lookup.
+_MET: OrderedDict[int, None] = OrderedDict()
 _MET_SIZE = 2000
+#: Signatures (:func:`analyze.signature`) of statements pg_catalog alone satisfies,
+#: per backend: most DDL, told apart by its shape after the first of its kind.
+_BUILTIN_ONLY: OrderedDict[tuple, None] = OrderedDict()
 
 
 def heal_ddl(query: str, role: str, search_path: str) -> str | None:
     """Fix what the DDL in `query` will miss; return the search_path it needs, if changed."""
-    key = hashlib.md5(f"{role}\0{search_path}\0{query}".encode()).hexdigest()
+    key = hash((role, search_path, query))
     if key in _MET:
         _MET.move_to_end(key)
         return None
     pglast = load_parser()
-    analysed = [analyze.statement(tree, pglast) for tree in analyze.parse(query, pglast)]
-    path = session_search_path(search_path, role)
-    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
+    tree_json = pglast.parser.parse_sql_json(query)
+    shape = analyze.signature(tree_json, pglast)
+    found = None
+    if shape not in _BUILTIN_ONLY:
+        analysed = [analyze.statement(tree, pglast) for tree in analyze.trees(tree_json)]
+        if shape is not None and _only_builtins(analysed[0]):
+            _remember(_BUILTIN_ONLY, shape)
+        else:
+            path = session_search_path(search_path, role)
+            found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
     if not found:
-        _MET[key] = None
-        if len(_MET) > _MET_SIZE:
-            _MET.popitem(last=False)
+        _remember(_MET, key)
         return None
+    return _heal(found, role, search_path)
+
+
+def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str | None:
+    """Apply what the policy allows for `role`; return the search_path, if changed."""
+    # Imported here, not above: most DDL needs nothing, and a connection's first DDL
+    # should not pay for the planner and the fix code.
+    from .catalog import DatabaseCatalog
+    from .fixes import apply_fix_as
+    from .planner import plan
+    from .policy import Policy
+
     policy = Policy.from_settings(settings())
     who = caller(role)
     catalog = DatabaseCatalog()
@@ -77,6 +94,17 @@ def heal_ddl(query: str, role: str, search_path: str) -> str | None:
             _event("auto_heal_success", number, missing, ";\n".join(applied), detail)
             plpy.notice(f"pgheal: {missing.describe()} -> {detail['fixes']}")
     return new_path if new_path != search_path else None
+
+
+def _only_builtins(statement: analyze.Statement) -> bool:
+    """Whether pg_catalog alone has what `statement` uses: then it does on any search_path."""
+    return not analyze.predict([statement], builtins(analyze.names([statement])), [])
+
+
+def _remember(cache: OrderedDict, key: object) -> None:
+    cache[key] = None
+    if len(cache) > _MET_SIZE:
+        cache.popitem(last=False)
 
 
 def _event(

@@ -276,9 +276,10 @@ try:
     now = time.monotonic()
     if GD.get("heal.checked", 0) < now - 1:  # an upgrade of the modules, once a second
         plpy.execute("SELECT heal._load()")
+        from heal.trigger import heal_ddl
+        GD["heal.heal_ddl"] = heal_ddl
         GD["heal.checked"] = now
-    from heal.trigger import heal_ddl
-    return heal_ddl(query, role, search_path)
+    return GD["heal.heal_ddl"](query, role, search_path)
 except Exception as exc:
     message = str(exc.args[0]) if exc.args else repr(exc)
     plpy.warning("pgheal: predictive healing failed (%s); the statement runs as it would "
@@ -302,21 +303,40 @@ AS $$
             'event_trigger');
 $$;
 
+-- CREATE INDEX on plain columns: names without schema or quotes inside, columns with
+-- at most ASC/DESC and NULLS FIRST/LAST, an access method of the core; one statement.
+-- Matched case-insensitively (~*); heal.predict_ddl lets such DDL through at once.
+CREATE OR REPLACE FUNCTION heal.plain_index_pattern() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT replace(replace(
+        '^\s*create\s+(unique\s+)?index\s+(concurrently\s+)?(if\s+not\s+exists\s+)?(NAME\s+)?'
+        'on\s+(only\s+)?NAME\s*(using\s+(btree|hash|gist|gin|spgist|brin)\s*)?'
+        '\(\s*COLUMN(\s*,\s*COLUMN)*\s*\)\s*;?\s*$',
+        'COLUMN', 'NAME(\s+(asc|desc))?(\s+nulls\s+(first|last))?'),
+        'NAME', '(\w+|"[^"]+")');
+$$;
+
 -- PL/Python cannot be an event trigger: this PL/pgSQL wrapper calls it. It stays out
 -- of heal.migrate (which heals on its own) and of the commands of an extension script
--- pgheal itself runs (heal.apply_fix sets heal.fixing).
+-- pgheal itself runs (heal.apply_fix sets heal.fixing). An index on plain columns
+-- (no expression, operator class, collation or schema; an access method of the core)
+-- cannot need anything, and is the commonest DDL after CREATE TABLE: it is let
+-- through without a call into Python.
 CREATE OR REPLACE FUNCTION heal.predict_ddl() RETURNS event_trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    query text := pg_catalog.current_query();
     needed text;
 BEGIN
-    IF coalesce(pg_catalog.current_setting('heal.fixing', true), '') = 'on'
-       OR coalesce(pg_catalog.current_setting('heal.migrating', true), '') = 'on' THEN
+    IF pg_catalog.current_setting('heal.fixing', true) = 'on'
+       OR pg_catalog.current_setting('heal.migrating', true) = 'on'
+       OR TG_TAG = 'CREATE INDEX' AND query OPERATOR(pg_catalog.~*) heal.plain_index_pattern()
+    THEN
         RETURN;
     END IF;
-    needed := heal.heal_ddl(pg_catalog.current_query(), current_user,
-                            pg_catalog.current_setting('search_path'));
+    needed := heal.heal_ddl(query, current_user, pg_catalog.current_setting('search_path'));
     IF needed IS NOT NULL THEN
         -- For the session, not just this statement: what follows in it (queries,
         -- operators, citext comparisons) needs the schema too.

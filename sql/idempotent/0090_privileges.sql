@@ -26,4 +26,5 @@ REVOKE EXECUTE ON FUNCTION heal.skip_log_backlog() FROM heal_operator;
 GRANT EXECUTE ON FUNCTION heal.heal_ddl(text, name, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION heal.record_prediction_failure(text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION heal.predict_ddl() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION heal.plain_index_pattern() TO PUBLIC;
 GRANT USAGE ON SCHEMA heal TO PUBLIC;

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pglast
+from pathlib import Path
 
-from heal.analyze import Snapshot, names, parse, predict, statement
+import pglast
+import pytest
+
+from heal.analyze import Snapshot, names, parse, predict, signature, statement
 from heal.errors import Missing
 
 
@@ -113,3 +116,117 @@ def test_sql_function_string_bodies_are_looked_into():
         )
     ]
     assert not any(r.name == "nope" for r in plpgsql.refs)
+
+
+CORPUS = Path(__file__).parents[1] / "corpus"
+SHAPES = [
+    "CREATE TABLE d1 (id bigint PRIMARY KEY, label text NOT NULL, at timestamptz)",
+    "CREATE INDEX d1_label_idx ON d1 (label)",
+    "CREATE INDEX i ON t USING gin (doc)",
+    "CREATE INDEX i ON t USING bloom ((lower(a)), b)",
+    "CREATE FUNCTION d1_count() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM d1 $$",
+    "CREATE FUNCTION f(a text) RETURNS real LANGUAGE sql AS $$ SELECT similarity(a, 'x') $$",
+    "CREATE FUNCTION g() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN nope(); END $$",
+    "CREATE FUNCTION h(a int) RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT a <%> 2; END",
+    "CREATE FUNCTION k() RETURNS int LANGUAGE sql AS 'SELECT 1; SELECT f()'",
+    "CREATE FUNCTION s.k() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE TABLE t (a int CHECK (a > 0 AND f(a) @@ g(a, a)), b t2 DEFAULT '{}'::hstore)",
+    "CREATE TABLE t (a int4 DEFAULT pg_catalog.now(), c serial, d ext.citext)",
+    "CREATE FUNCTION f(a t.b%TYPE) RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE TABLE t (a text) USING columnar",
+    "CREATE VIEW v AS SELECT x FROM t TABLESAMPLE bernoulli(5) WHERE - a = 1",
+    'CREATE VIEW v AS SELECT \'"FuncCall":{\' AS """TypeName"":{" FROM t',
+    "CREATE TYPE mood AS ENUM ('a'); CREATE TABLE m (x mood)",
+    "ALTER TABLE t ADD COLUMN e citext DEFAULT uuid_generate_v4()",
+    "CREATE DOMAIN email AS citext CHECK (VALUE ~ '@')",
+]
+
+
+def statements_to_compare() -> list[str]:
+    found = list(SHAPES)
+    for path in sorted(CORPUS.glob("*/*.sql")):
+        try:
+            found += [s.strip() for s in pglast.split(path.read_text())]
+        except pglast.parser.ParseError:
+            continue  # the corpus of refusals holds a syntax error on purpose
+    return found
+
+
+def refs_of(sql: str) -> list[str]:
+    (stmt,) = analysed(sql)
+    return sorted(map(repr, stmt.refs))
+
+
+def signature_of(sql: str):
+    return signature(pglast.parser.parse_sql_json(sql), pglast)
+
+
+def test_statements_with_one_signature_have_the_same_references():
+    """The DDL trigger keeps its verdict per signature: it must say all that refs depend on."""
+    groups: dict[tuple, set[tuple[str, ...]]] = {}
+    for sql in statements_to_compare():
+        shape = signature_of(sql)
+        if shape is not None:
+            groups.setdefault(shape, set()).add(tuple(refs_of(sql)))
+    assert len(groups) > 40
+    assert {shape: refs for shape, refs in groups.items() if len(refs) > 1} == {}
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("CREATE TABLE a (x text, y int)", "CREATE TABLE b (z text, w int NOT NULL)"),
+        ("CREATE INDEX i ON a (x)", "CREATE UNIQUE INDEX j ON b (y, z)"),
+        (
+            "CREATE FUNCTION f() RETURNS bigint LANGUAGE sql AS $$ SELECT count(*) FROM a $$",
+            "CREATE FUNCTION g() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM b'",
+        ),
+        ("CREATE TABLE a (x text DEFAULT lower('A'))", "CREATE TABLE b (y text DEFAULT lower(z))"),
+        (
+            "CREATE PROCEDURE p(a int) LANGUAGE sql AS 'SELECT abs(a)'",
+            "CREATE OR REPLACE PROCEDURE q(b int) LANGUAGE sql AS 'SELECT abs(b)'",
+        ),
+    ],
+)
+def test_tables_columns_and_constants_do_not_change_the_signature(one, other):
+    assert signature_of(one) is not None
+    assert signature_of(one) == signature_of(other)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("CREATE TABLE a (x text)", "CREATE TABLE a (x citext)"),
+        ("CREATE TABLE a (x int DEFAULT f(1))", "CREATE TABLE a (x int DEFAULT f(1, 2))"),
+        ("CREATE TABLE a (x int DEFAULT f())", "CREATE TABLE a (x int DEFAULT g())"),
+        ("CREATE TABLE a (x int CHECK (x > 0))", "CREATE TABLE a (x int CHECK (- x > 0))"),
+        ("CREATE TABLE a (x int CHECK (x > 0))", "CREATE TABLE a (x int CHECK (x <%> 0))"),
+        ("CREATE INDEX i ON a USING gin (x)", "CREATE INDEX i ON a USING bloom (x)"),
+        (
+            "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql AS 'SELECT a'",
+            "CREATE FUNCTION f(a b.c%TYPE) RETURNS int LANGUAGE sql AS 'SELECT a'",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT count(*) FROM a'",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT similarity(1, 2)'",
+        ),
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT nope()'",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS 'SELECT nope()'",
+        ),
+    ],
+)
+def test_what_references_depend_on_changes_the_signature(one, other):
+    assert signature_of(one) != signature_of(other)
+
+
+def test_what_the_signature_leaves_to_the_full_analysis():
+    for sql in (
+        "CREATE TABLE app.t (a int)",
+        "CREATE FUNCTION s.k() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE INDEX i ON t USING gin (a gin_trgm_ops)",
+        "CREATE VIEW v AS SELECT x FROM t TABLESAMPLE system_rows(5)",
+        "CREATE TYPE mood AS ENUM ('a'); CREATE TABLE m (x mood)",
+        "CREATE FUNCTION k() RETURNS int LANGUAGE sql AS 'SELECT 1; SELECT f()'",
+    ):
+        assert signature_of(sql) is None, sql
