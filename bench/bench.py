@@ -8,7 +8,8 @@ the machine's load of the moment, so this is steadier than a ratio of medians):
 - a migration needing three heals, and one needing five (predicted and reactive),
   against the same migration with its dependencies present;
 - ``heal.plan`` on the 1,000-statement migration;
-- the predictive DDL trigger on vs off, on 2,000 DDL statements through ``psql -1 -f``;
+- the predictive DDL trigger on vs off, on 2,000 DDL statements through ``psql -1 -f``,
+  and the floor of its design: the same trigger calling PL/Python that does nothing;
 - the extension catalog build, for every extension the server has.
 
 The cluster lives in memory (``/dev/shm``) when there is room: on a disk filesystem,
@@ -99,6 +100,11 @@ END $$;
 """
 REACTIVE = "UPDATE heal.settings SET value = 'off' WHERE name = 'predict';"
 TRIGGER_OFF = "UPDATE heal.settings SET value = 'off' WHERE name = 'predictive';"
+#: The floor of the trigger's design: its PL/pgSQL wrapper calling PL/Python that does
+#: nothing (in a throwaway database).
+PYTHON_FLOOR = """CREATE OR REPLACE FUNCTION heal.heal_ddl(query text, role name, search_path text)
+RETURNS text LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'return None';"""
 
 Runner = Callable[[str, Path], float]
 
@@ -228,12 +234,19 @@ def main() -> int:
         print(line("predicted heals", predicted, present))
         print(line("reactive heals", reactive, present))
 
-        off, on = bench.compare(
-            files["ddl"], [(TRIGGER_OFF, bench.psql_file), ("", bench.psql_file)], DDL_ROUNDS
+        off, floor, on = bench.compare(
+            files["ddl"],
+            [
+                (TRIGGER_OFF, bench.psql_file),
+                (PYTHON_FLOOR, bench.psql_file),
+                ("", bench.psql_file),
+            ],
+            DDL_ROUNDS,
         )
         print(f"2,000 DDL statements through psql -1 -f, predictive trigger off vs on "
               f"(median of {DDL_ROUNDS} rounds):")  # fmt: skip
         print(line("trigger off", off))
+        print(line("PL/Python doing nothing", floor, off))
         print(line("trigger on", on, off, "  (target <= 1.10)"))
 
         build_ms, extensions, objects = bench.catalog_build()
