@@ -7,6 +7,7 @@ pytest-postgresql clones a template database with pgheal installed for every tes
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -52,6 +53,20 @@ def dsn(conn: psycopg.Connection) -> str:
 
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=True, **kwargs)
+
+
+@pytest.fixture
+def app_role(conn: psycopg.Connection) -> str:
+    """A login role, not a superuser, that may create in schema public."""
+    name = f"app_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN")
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
+    return name
+
+
+def role_dsn(dsn: str, role: str) -> str:
+    """`dsn`, logging in as `role`."""
+    return dsn.replace("user=postgres", f"user={role}")
 
 
 def migrate(conn: psycopg.Connection, sql: str | None) -> list[str]:

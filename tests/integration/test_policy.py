@@ -7,20 +7,18 @@ import uuid
 import psycopg
 import pytest
 
-from .conftest import connect, events, extensions, migrate, scalar
+from .conftest import connect, events, extensions, migrate, role_dsn, scalar
 
 
 @pytest.fixture
-def app_role(conn):
-    """A login role that may run heal.migrate (member of heal_operator), not a superuser."""
-    name = f"app_{uuid.uuid4().hex[:8]}"
-    conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE heal_operator")
-    conn.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
-    return name
+def app_role(conn, app_role):
+    """The test setup's role, allowed to run heal.migrate (member of heal_operator)."""
+    conn.execute(f"GRANT heal_operator TO {app_role}")
+    return app_role
 
 
 def as_role(dsn: str, role: str) -> psycopg.Connection:
-    return connect(dsn.replace("user=postgres", f"user={role}"))
+    return connect(role_dsn(dsn, role))
 
 
 def test_denied_extension_names_the_setting(conn):

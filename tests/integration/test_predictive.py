@@ -3,14 +3,12 @@ and plain psycopg (no heal.migrate)."""
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 import pytest
 
 from pgheal import deploy, serverdeps
 
-from .conftest import connect, extensions, psql, scalar
+from .conftest import connect, extensions, psql, role_dsn, scalar
 from .test_installer import pgheal
 
 
@@ -148,17 +146,9 @@ def test_recursion_guard_and_nothing_inside_heal_migrate(conn, dsn):
                         "AND event_type = 'auto_heal_success'") == 1  # fmt: skip
 
 
-@pytest.fixture
-def role(conn):
-    name = f"dev_{uuid.uuid4().hex[:6]}"
-    conn.execute(f"CREATE ROLE {name} LOGIN")
-    conn.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
-    return name
-
-
-def test_non_superuser_cannot_get_an_untrusted_extension(conn, dsn, role):
-    conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {role}")
-    as_role = dsn.replace("user=postgres", f"user={role}")
+def test_non_superuser_cannot_get_an_untrusted_extension(conn, dsn, app_role):
+    conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {app_role}")
+    as_role = role_dsn(dsn, app_role)
     result = psql(as_role, "-c", "CREATE VIEW slow AS SELECT * FROM pg_stat_statements(true);")
     assert result.returncode != 0
     assert "pg_stat_statements" not in extensions(conn)
@@ -168,9 +158,9 @@ def test_non_superuser_cannot_get_an_untrusted_extension(conn, dsn, role):
     assert trusted.returncode == 0, trusted.stderr
 
 
-def test_no_schema_without_create_on_the_database(conn, dsn, role):
+def test_no_schema_without_create_on_the_database(conn, dsn, app_role):
     conn.execute(f"REVOKE CREATE ON DATABASE {conn.info.dbname} FROM PUBLIC")
-    as_role = dsn.replace("user=postgres", f"user={role}")
+    as_role = role_dsn(dsn, app_role)
     result = psql(as_role, "-c", "CREATE TABLE private.notes (a int);")
     assert result.returncode != 0 and 'schema "private" does not exist' in result.stderr
     assert scalar(conn, "SELECT count(*) FROM pg_namespace WHERE nspname = 'private'") == 0

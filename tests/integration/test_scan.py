@@ -11,7 +11,7 @@ import pytest
 from pgheal import deploy, schedule, serverdeps
 from pgheal.cluster import Cluster
 
-from .conftest import connect, extensions, migrate, scalar
+from .conftest import connect, extensions, migrate, role_dsn, scalar
 
 
 @pytest.fixture
@@ -23,9 +23,7 @@ def fresh_log(conn):
 
 def app_error(dsn: str, sql: str, user: str | None = None) -> str:
     """An application's failing query, through plain psycopg (no heal.migrate)."""
-    if user:
-        dsn = dsn.replace("user=postgres", f"user={user}")
-    with connect(dsn) as app, pytest.raises(psycopg.Error) as info:
+    with connect(role_dsn(dsn, user) if user else dsn) as app, pytest.raises(psycopg.Error) as info:
         app.execute(sql)
     return info.value.diag.sqlstate
 

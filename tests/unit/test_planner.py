@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pglast
 
 from heal.errors import Missing, classify
 from heal.planner import Fix, normalize_type, plan
-from heal.policy import Caller, Extension, Policy
+from heal.policy import SETTING_NAMES, Caller, Extension, Policy
 
 SUPERUSER = Caller("postgres", superuser=True, create_on_database=True)
 APP = Caller("app", superuser=False, create_on_database=True)
@@ -244,3 +247,20 @@ def test_roles_only_from_the_policy_list():
 def test_disabled_fix_kinds_are_refused():
     policy = Policy(disabled_fixes=frozenset({"create_extension"}))
     assert "disabled_fixes" in plan(UUID, uuid_catalog(), policy, SUPERUSER).refused
+
+
+def installed_settings() -> dict[str, str]:
+    """The defaults the install writes into heal.settings (sql/idempotent/0010_settings.sql)."""
+    sql = (Path(__file__).parents[2] / "sql" / "idempotent" / "0010_settings.sql").read_text()
+    for raw in pglast.parse_sql(sql):
+        stmt = raw.stmt
+        if isinstance(stmt, pglast.ast.InsertStmt) and stmt.relation.relname == "settings":
+            return {row[0].val.sval: row[2].val.sval for row in stmt.selectStmt.valuesLists}
+    raise AssertionError("no INSERT INTO heal.settings")
+
+
+def test_the_installed_settings_are_the_policy_defaults():
+    """The defaults are written twice, as rows and as the Policy a missing row falls back to."""
+    settings = installed_settings()
+    assert set(settings) == SETTING_NAMES
+    assert Policy.from_settings(settings) == Policy() == Policy.from_settings({})
