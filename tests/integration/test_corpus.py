@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,27 +124,11 @@ def databases(heal_proc, conn):
 
 
 def test_corpus(databases, capsys):
-    healed, refused, problems = 0, 0, []
+    problems: list[str] = []
     heal_cases, fail_cases = cases("heal"), cases("fail")
     assert len(heal_cases) >= 40 and len(fail_cases) >= 12
-    for case in heal_cases:
-        name, user = databases.fresh(case)
-        try:
-            problem = _heals(databases, name, user, case)
-        finally:
-            databases.drop(name)
-        healed += problem is None
-        if problem:
-            problems.append(f"{case.path.name}: {problem}")
-    for case in fail_cases:
-        name, user = databases.fresh(case)
-        try:
-            problem = _refuses(databases, name, user, case)
-        finally:
-            databases.drop(name)
-        refused += problem is None
-        if problem:
-            problems.append(f"{case.path.name}: {problem}")
+    healed = _passed(databases, heal_cases, _heals, problems)
+    refused = _passed(databases, fail_cases, _refuses, problems)
     predicted = 0
     for case in heal_cases:
         name, _user = databases.fresh(case)
@@ -160,6 +145,26 @@ def test_corpus(databases, capsys):
     assert not problems, "\n".join(problems)
     # DML, GRANT and COMMENT fire no ddl_command_start trigger: those need heal.migrate.
     assert predicted >= 35
+
+
+def _passed(
+    databases: Databases,
+    cases_: list[Case],
+    check: Callable[[Databases, str, str, Case], str | None],
+    problems: list[str],
+) -> int:
+    """How many of `cases_` pass `check`, each in a fresh database; the others' problems."""
+    passed = 0
+    for case in cases_:
+        name, user = databases.fresh(case)
+        try:
+            problem = check(databases, name, user, case)
+        finally:
+            databases.drop(name)
+        passed += problem is None
+        if problem:
+            problems.append(f"{case.path.name}: {problem}")
+    return passed
 
 
 def _heals(databases: Databases, name: str, user: str, case: Case) -> str | None:
