@@ -9,7 +9,6 @@ and the like) are run here, at top level, between the transactional parts.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,12 +17,11 @@ from typing import TextIO
 
 import pglast
 import psycopg
-from pglast.stream import RawStream
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from heal.script import ScriptError, split
+from heal.script import ScriptError, split, without_concurrently
 
 MIGRATION_FILE = re.compile(r"^(?P<number>\d+)_[^/]*\.sql$")
 
@@ -205,25 +203,9 @@ class Runner:
 
     def _record(self, part: Part, started: float, error: str | None) -> None:
         """A statement the CLI ran at top level goes into the history like the rest."""
-        now = time.time()
-        migration = {
-            "name": part.name, "checksum": part.checksum,
-            "status": "failed" if error else "succeeded", "source": "cli",
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "statements": 1, "attempts": 0, "heals": 0, "error": error,
-            "duration_ms": round((time.monotonic() - started) * 1000, 3),
-            "run_by": self.conn.info.user,
-        }  # fmt: skip
-        event = {
-            "event_type": "migration_failed" if error else "migration_succeeded",
-            "created_at": migration["started_at"],
-            "statement": 1,
-            "message": error,
-            "detail": {"outside_transaction": part.outside},
-        }
         self.conn.execute(
-            "SELECT heal.record_migration(%s::jsonb, %s::jsonb)",
-            (json.dumps(migration), json.dumps([event])),
+            "SELECT heal.record_outside(%s::text, %s::text, %s::text, %s::numeric)",
+            (part.name, part.sql, error, round((time.monotonic() - started) * 1000, 3)),
         )
 
     def _dry_run(self, split_up: list[tuple[Migration, list[Part]]]) -> list[Outcome]:
@@ -312,9 +294,7 @@ def in_transaction(part: Part) -> str | None:
     """The same index change without CONCURRENTLY, for a dry run (which rolls back)."""
     if part.outside not in ("CREATE INDEX CONCURRENTLY", "DROP INDEX CONCURRENTLY"):
         return None
-    node = pglast.parser.parse_sql(part.sql)[0].stmt
-    node.concurrent = False
-    return RawStream()(node)
+    return without_concurrently(part.sql, pglast)
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -110,6 +110,16 @@ class Statement:
     search_path: list[str] | None = None
     path_unknown: bool = False
 
+    def kept(self) -> Statement:
+        """This analysis, or the one shared :data:`NOTHING` when it found nothing: most
+        statements of a long script (INSERTs, plain DDL) need and create nothing, and
+        the script's analysis must not cost memory for each of them."""
+        return NOTHING if self == NOTHING else self
+
+
+#: The analysis of a statement that needs, creates and changes nothing (never mutated).
+NOTHING = Statement()
+
 
 def _created_schema(kind: str, body: dict) -> str | None:
     """The schema a CREATE puts its object in, when the statement names one."""

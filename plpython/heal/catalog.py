@@ -25,8 +25,8 @@ from .db import (
 from .errors import Missing
 from .extcatalog import install_chain, objects_in, prepare
 from .planner import plan
-from .policy import Extension, Policy
-from .script import Script, split
+from .policy import Extension, Policy, SchemaInfo
+from .script import Script, ScriptError, split, statement_tree, too_deep
 from .snapshot import take_snapshot
 
 #: Per kind: a query for the schemas holding objects of that name, and whether each
@@ -85,17 +85,48 @@ def _locate_params(missing: Missing) -> list[Any]:
     return [missing.name]
 
 
+#: Who owns a schema, and who else can create objects in it (not superusers: they
+#: can anyway), for :func:`heal.policy.refuse_untrusted_schema`.
+_SCHEMA_INFO = """
+SELECT o.rolname AS owner, o.rolsuper AS owner_superuser,
+       EXISTS (SELECT FROM pg_catalog.pg_depend d
+                WHERE d.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                  AND d.objid = n.oid AND d.deptype OPERATOR(pg_catalog.=) 'e') AS of_extension,
+       ARRAY(SELECT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                         ELSE g.rolname::text END
+               FROM pg_catalog.aclexplode(coalesce(n.nspacl,
+                        pg_catalog.acldefault('n', n.nspowner))) a
+               LEFT JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) a.grantee
+              WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+                AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner
+                AND NOT coalesce(g.rolsuper, false)) AS creators,
+       ARRAY(SELECT m.rolname::text FROM pg_catalog.pg_roles m
+              WHERE m.oid OPERATOR(pg_catalog.<>) o.oid AND m.oid OPERATOR(pg_catalog.<>) n.nspowner
+                AND NOT m.rolsuper
+                AND pg_catalog.pg_has_role(m.oid, n.nspowner, 'USAGE')) AS members
+  FROM pg_catalog.pg_namespace n
+  JOIN pg_catalog.pg_database d ON d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+  -- pg_database_owner (the owner of public) stands for the database's owner.
+  JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=)
+       CASE WHEN n.nspowner OPERATOR(pg_catalog.=) 'pg_database_owner'::pg_catalog.regrole
+            THEN d.datdba ELSE n.nspowner END
+ WHERE n.nspname OPERATOR(pg_catalog.=) $1"""
+
+
 class DatabaseCatalog:
     """:class:`heal.planner.Catalog` answered from the system catalogs."""
 
     def __init__(self) -> None:
         self._found: dict[Missing, list[dict]] = {}
+        self._schemas: dict[str, SchemaInfo | None] = {}
         self._fresh = False
 
     def _ensure_fresh(self) -> None:
         """Check the extension catalog once per migration: the check reads every control file."""
         if not self._fresh:
-            refresh_extension_catalog()
+            if _catalog_fingerprint() != fetch_value(_BUILT_FINGERPRINT):
+                # Rebuilt as pgheal (SECURITY DEFINER), whoever runs the migration.
+                fetch_value("SELECT heal.refresh_extension_catalog()")
             self._fresh = True
 
     def schema_exists(self, name: str) -> bool:
@@ -167,6 +198,22 @@ class DatabaseCatalog:
             )
         )
 
+    def schema_info(self, name: str) -> SchemaInfo | None:
+        if name not in self._schemas:
+            rows = fetch(_SCHEMA_INFO, name, types=("name",))
+            self._schemas[name] = None
+            if rows:
+                r = rows[0]
+                self._schemas[name] = SchemaInfo(
+                    name=name,
+                    owner=r["owner"],
+                    owner_superuser=r["owner_superuser"],
+                    of_extension=r["of_extension"],
+                    creators=tuple(r["creators"] or ()),
+                    members=tuple(r["members"] or ()),
+                )
+        return self._schemas[name]
+
     def extension(self, name: str) -> Extension | None:
         self._ensure_fresh()
         rows = fetch(
@@ -194,22 +241,30 @@ class DatabaseCatalog:
         )
 
 
+_BUILT_FINGERPRINT = (
+    "SELECT fingerprint FROM heal.extension_catalog_builds ORDER BY id DESC LIMIT 1"
+)
+
+
+def _catalog_fingerprint() -> str:
+    """What the server's available extensions are, as one value."""
+    return fetch_value(
+        """SELECT pg_catalog.md5(pg_catalog.string_agg(name || ':' || version, ','
+                                                       ORDER BY name, version))
+             FROM pg_catalog.pg_available_extension_versions"""
+    )
+
+
 def refresh_extension_catalog(force: bool = False) -> int:
-    """Rebuild ``heal.extension_objects`` when the available extensions changed.
+    """Body of ``heal.refresh_extension_catalog`` (SECURITY DEFINER): rebuild
+    ``heal.extension_objects`` when the available extensions changed.
 
     Returns the number of objects recorded (0 when nothing had to be done).
     """
-    fingerprint = fetch_value(
-        """SELECT md5(string_agg(name || ':' || version, ',' ORDER BY name, version))
-             FROM pg_catalog.pg_available_extension_versions"""
-    )
-    current = fetch_value(
-        "SELECT fingerprint FROM heal.extension_catalog_builds ORDER BY id DESC LIMIT 1"
-    )
-    if current == fingerprint and not force:
+    fingerprint = _catalog_fingerprint()
+    if fetch_value(_BUILT_FINGERPRINT) == fingerprint and not force:
         return 0
-    # Only the installer's role may rebuild; the call runs with its rights.
-    return int(fetch_value("SELECT heal.rebuild_extension_catalog($1)", fingerprint))
+    return rebuild_extension_catalog(fingerprint)
 
 
 def rebuild_extension_catalog(fingerprint: str) -> int:
@@ -271,9 +326,12 @@ def predict(
     script: Script, pglast: ModuleType, path: list[str] | None = None
 ) -> dict[int, list[Missing]]:
     """What each statement (by number) will miss, found before anything runs."""
-    analysed = [
-        analyze.statement(analyze.parse(s.text, pglast)[0], pglast) for s in script.statements
-    ]
+    analysed = []
+    for stmt in script.statements:
+        try:
+            analysed.append(analyze.statement(statement_tree(stmt, pglast), pglast).kept())
+        except RecursionError:  # a body nested too deeply to look into
+            raise too_deep(stmt) from None
     path = path if path is not None else session_search_path()
     found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
     return {script.statements[i].number: refs for i, refs in found.items()}
@@ -284,13 +342,17 @@ def plan_script(sql: str | None) -> list[dict]:
     if sql is None:
         return []
     pglast = load_parser()
-    script = split(sql, pglast, keep_outside=True)
+    try:
+        script = split(sql, pglast, keep_outside=True)
+        found = predict(script, pglast)
+    except ScriptError as exc:  # PostgreSQL's way of saying it, not a Python traceback
+        plpy.error(f"heal.plan: {exc.message}", hint=exc.hint, sqlstate=exc.sqlstate)
     policy = Policy.from_settings(settings())
     who = caller()
     catalog = DatabaseCatalog()
     lines = {s.number: s.line for s in script.statements}
     rows = []
-    for number, refs in sorted(predict(script, pglast).items()):
+    for number, refs in sorted(found.items()):
         for missing in refs:
             planned = plan(missing, catalog, policy, who)
             rows.append(

@@ -13,7 +13,14 @@ from typing import Any
 import plpy
 
 from . import PGLAST_VERSION, __version__, parser
+from .errors import is_cancel
 from .policy import Caller
+from .searchpath import resolved, split_path
+
+
+def cancelled(exc: BaseException) -> bool:
+    """Whether `exc` is a cancel, to be raised again wherever it is caught."""
+    return is_cancel(getattr(exc, "sqlstate", None))
 
 
 def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
@@ -62,18 +69,6 @@ def server_info() -> dict[str, Any]:
 # -- what the database knows -------------------------------------------------------------
 
 
-def _search_path_list(value: str) -> list[str]:
-    """``"$user", public, "My Schema"`` -> ``['$user', 'public', 'My Schema']``."""
-    names = []
-    for part in value.split(","):
-        part = part.strip()
-        if len(part) >= 2 and part[0] == part[-1] == '"':
-            part = part[1:-1].replace('""', '"')
-        if part:
-            names.append(part)
-    return names
-
-
 def database_search_path() -> list[str]:
     """The database's default search_path (``ALTER DATABASE ... SET``), else the server's."""
     value = fetch_value(
@@ -87,7 +82,7 @@ def database_search_path() -> list[str]:
         value = fetch_value(
             "SELECT boot_val FROM pg_catalog.pg_settings WHERE name = 'search_path'"
         )
-    return _search_path_list(value or "")
+    return split_path(value or "")
 
 
 def session_search_path(value: str | None = None, user: str | None = None) -> list[str]:
@@ -95,23 +90,23 @@ def session_search_path(value: str | None = None, user: str | None = None) -> li
     user = user or fetch_value("SELECT current_user")
     if value is None:
         value = fetch_value("SELECT current_setting('search_path')")
-    return [user if p == "$user" else p for p in _search_path_list(value or "")]
-
-
-def extended_path(current: str, schema: str) -> str:
-    """`current` search_path with `schema` appended."""
-    return ", ".join(p for p in (current.strip(), plpy.quote_ident(schema)) if p)
+    return resolved(value or "", user)
 
 
 def caller(role: str | None = None) -> Caller:
+    """What `role` (the current user by default) could do by hand in this database."""
     row = fetch(
         """SELECT r.rolname, r.rolsuper,
-                  has_database_privilege(r.oid, current_database(), 'CREATE') AS can_create
-             FROM pg_catalog.pg_roles r WHERE r.rolname = coalesce($1, current_user)""",
+                  pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(),
+                                                    'CREATE') AS can_create,
+                  pg_catalog.pg_has_role(r.oid, d.datdba, 'USAGE') AS owns_database
+             FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
+            WHERE r.rolname = coalesce($1, current_user)
+              AND d.datname = pg_catalog.current_database()""",
         role,
         types=("name",),
     )[0]
-    return Caller(row["rolname"], row["rolsuper"], row["can_create"])
+    return Caller(row["rolname"], row["rolsuper"], row["can_create"], row["owns_database"])
 
 
 # -- the extension catalog ---------------------------------------------------------------

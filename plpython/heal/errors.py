@@ -28,6 +28,15 @@ TRANSIENT_SQLSTATES = {
 }
 
 
+def is_cancel(sqlstate: str | None) -> bool:
+    """Class 57 (query canceled, statement timeout, admin shutdown): never caught.
+
+    A cancel is the operator's or the server's decision to stop: pgheal lets it end
+    the migration or the DDL, whatever it was doing.
+    """
+    return bool(sqlstate) and sqlstate.startswith("57")
+
+
 @dataclass(frozen=True)
 class Missing:
     """A dependency an error says is missing.

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
+from .analyze import parse
 from .typenames import normalize_type
 
 _SCRIPT = re.compile(r"^(?P<ext>.+?)--(?P<a>[^-]+(?:-[^-]+)*?)(?:--(?P<b>.+))?\.sql$")
@@ -84,65 +85,76 @@ def prepare(text: str, schema: str = "extensions") -> str:
 
 
 def _name(names: list) -> str:
-    return names[-1].sval
+    return names[-1]["String"]["sval"]
 
 
-def _type_name(type_name) -> str:
-    name = _name(type_name.names)
-    if type_name.arrayBounds:
+def _type_name(type_name: dict) -> str:
+    """A TypeName's last name, with ``[]`` for an array."""
+    name = _name(type_name["names"])
+    if type_name.get("arrayBounds"):
         name += "[]"
     return name
 
 
 def objects_in(sql: str, pglast: ModuleType) -> Iterator[ProvidedObject]:
-    """Every object the script creates, in order."""
-    for raw in pglast.parser.parse_sql(sql):
-        yield from _objects(raw.stmt)
+    """Every object the script creates, in order.
+
+    Reads the JSON parse tree: the backend hands the parser only to its checked entry
+    point, whoever wrote the text.
+    """
+    for tree in parse(sql, pglast):
+        ((kind, node),) = tree.items()
+        yield from _objects(kind, node)
 
 
-def _objects(node) -> Iterator[ProvidedObject]:
-    kind = type(node).__name__
+def _objects(kind: str, node: dict) -> Iterator[ProvidedObject]:
     if kind == "CreateFunctionStmt":
         yield from _function(node)
     elif kind == "DefineStmt":
         yield from _define(node)
     elif kind == "CompositeTypeStmt":
-        yield ProvidedObject("type", node.typevar.relname)
+        yield ProvidedObject("type", node["typevar"]["relname"])
     elif kind in ("CreateEnumStmt", "CreateRangeStmt"):
-        yield ProvidedObject("type", _name(node.typeName))
+        yield ProvidedObject("type", _name(node["typeName"]))
     elif kind == "CreateDomainStmt":
-        yield ProvidedObject("type", _name(node.domainname))
+        yield ProvidedObject("type", _name(node["domainname"]))
     elif kind == "CreateOpClassStmt":
-        for_type = _type_name(node.datatype)
-        yield ProvidedObject("opclass", _name(node.opclassname), (node.amname, for_type))
-        if node.isDefault:
-            yield ProvidedObject("default_opclass", normalize_type(for_type), (node.amname,))
+        for_type = _type_name(node["datatype"])
+        yield ProvidedObject("opclass", _name(node["opclassname"]), (node["amname"], for_type))
+        if node.get("isDefault"):
+            yield ProvidedObject("default_opclass", normalize_type(for_type), (node["amname"],))
     elif kind == "CreateOpFamilyStmt":
-        yield ProvidedObject("opfamily", _name(node.opfamilyname), (node.amname,))
+        yield ProvidedObject("opfamily", _name(node["opfamilyname"]), (node["amname"],))
     elif kind == "CreateAmStmt":
-        yield ProvidedObject("access_method", node.amname)
+        yield ProvidedObject("access_method", node["amname"])
     elif kind == "CreateCastStmt":
         yield ProvidedObject(
-            "cast", "cast", (_type_name(node.sourcetype), _type_name(node.targettype))
+            "cast", "cast", (_type_name(node["sourcetype"]), _type_name(node["targettype"]))
         )
 
 
 _INPUT_MODES = {"FUNC_PARAM_IN", "FUNC_PARAM_INOUT", "FUNC_PARAM_VARIADIC", "FUNC_PARAM_DEFAULT"}
 
 
-def _function(node) -> Iterator[ProvidedObject]:
-    inputs = [p for p in node.parameters or () if p.mode.name in _INPUT_MODES]
-    variadic = any(p.mode.name == "FUNC_PARAM_VARIADIC" for p in inputs)
-    required = [p for p in inputs if p.defexpr is None and p.mode.name != "FUNC_PARAM_VARIADIC"]
-    name = _name(node.funcname)
+def _parameters(items: list | None) -> list[dict]:
+    """The FunctionParameter nodes of a list."""
+    return [i["FunctionParameter"] for i in items or () if "FunctionParameter" in i]
+
+
+def _function(node: dict) -> Iterator[ProvidedObject]:
+    inputs = [p for p in _parameters(node.get("parameters")) if p["mode"] in _INPUT_MODES]
+    variadic = any(p["mode"] == "FUNC_PARAM_VARIADIC" for p in inputs)
+    required = [p for p in inputs if "defexpr" not in p and p["mode"] != "FUNC_PARAM_VARIADIC"]
+    name = _name(node["funcname"])
     yield ProvidedObject(
-        "procedure" if node.is_procedure else "function",
+        "procedure" if node.get("is_procedure") else "function",
         name,
-        tuple(_type_name(p.argType) for p in inputs),
+        tuple(_type_name(p["argType"]) for p in inputs),
         min_args=len(required),
         max_args=None if variadic else len(inputs),
     )
-    if node.returnType is not None and _name(node.returnType.names) == "tsm_handler":
+    returns = node.get("returnType")
+    if returns is not None and _name(returns["names"]) == "tsm_handler":
         yield ProvidedObject("tablesample", name)
 
 
@@ -154,17 +166,23 @@ _TEXT_SEARCH = {
 }
 
 
-def _define(node) -> Iterator[ProvidedObject]:
-    kind = node.kind.name
-    name = _name(node.defnames)
+def _define(node: dict) -> Iterator[ProvidedObject]:
+    kind = node["kind"]
+    name = _name(node["defnames"])
     if kind == "OBJECT_AGGREGATE":
-        args = [a for a in (node.args or [None])[0] or ()] if node.args else []
-        types = tuple(_type_name(a.argType) for a in args if a is not None and a.argType)
+        # args is [List of the parameters, or {} for (*), Integer]; absent when old-style
+        args = node.get("args") or [{}]
+        params = _parameters(args[0].get("List", {}).get("items"))
+        types = tuple(_type_name(a["argType"]) for a in params if a.get("argType"))
         yield ProvidedObject("function", name, types, len(types), len(types))
     elif kind == "OBJECT_OPERATOR":
-        sides = {d.defname.lower(): d.arg for d in node.definition or ()}
-        left = _type_name(sides["leftarg"]) if "leftarg" in sides else ""
-        right = _type_name(sides["rightarg"]) if "rightarg" in sides else ""
+        sides = {
+            d["DefElem"]["defname"].lower(): d["DefElem"].get("arg") or {}
+            for d in node.get("definition") or ()
+            if "DefElem" in d
+        }
+        left = _type_name(sides["leftarg"]["TypeName"]) if "leftarg" in sides else ""
+        right = _type_name(sides["rightarg"]["TypeName"]) if "rightarg" in sides else ""
         yield ProvidedObject("operator", name, (left, right))
     elif kind == "OBJECT_TYPE":
         yield ProvidedObject("type", name)

@@ -10,31 +10,52 @@ import plpy
 
 from .catalog import DatabaseCatalog
 from .db import caller, database_search_path, fetch, fetch_value, settings
-from .planner import Fix, Plan, install_extension
-from .policy import Caller, Policy, refuse_extension, refuse_role, refuse_schema
+from .errors import Missing
+from .planner import Fix, Plan, install_extension, persist_plan, plan
+from .policy import (
+    Caller,
+    Policy,
+    refuse_extension,
+    refuse_role,
+    refuse_schema,
+    refuse_untrusted_schema,
+)
 
 
 def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
-    """Apply one fix for `role`, after checking the policy again; return the SQL run."""
-    if not fetch_value("SELECT pg_has_role(session_user, $1, 'MEMBER')", role, types=("name",)):
+    """Apply one fix for `role`, after checking the policy again; return the SQL run.
+
+    Whatever route asked (heal.migrate, the trigger, the scan, a learned pattern), this
+    is where the rule "no more than the role could do by hand" is enforced.
+    """
+    if not fetch_value(
+        "SELECT pg_catalog.pg_has_role(session_user, $1, 'MEMBER')", role, types=("name",)
+    ):
         plpy.error(
             f'heal.apply_fix: session user is not a member of role "{role}"', sqlstate="42501"
         )
     policy = Policy.from_settings(settings())
     who = caller(role)
+    catalog = DatabaseCatalog()
     fix = Fix(kind, target, schema)
     q = plpy.quote_ident
     if kind == "create_schema":
         if target == policy.extension_schema:
+            # pgheal's own, shared by every role: made with the first extension it installs
+            # (which the policy checks), never one somebody else made first.
+            _refuse_untrusted(catalog, target, None)
             statements = [fix.sql(q), f"GRANT USAGE ON SCHEMA {q(target)} TO PUBLIC"]
         else:
             _refuse(refuse_schema(target, policy, who))
             statements = [f"{fix.sql(q)} AUTHORIZATION {q(role)}"]
     elif kind == "create_extension":
-        ext = DatabaseCatalog().extension(target)
+        ext = catalog.extension(target)
         if ext is None:
             plpy.error(f'extension "{target}" is not available on this server', sqlstate="58P01")
         _refuse(refuse_extension(ext, policy, who))
+        home = schema or ext.schema
+        if home and home != "pg_catalog":
+            _refuse_untrusted(catalog, home, None if home == policy.extension_schema else role)
         statements = [fix.sql(q)]
     elif kind == "create_role":
         _refuse(refuse_role(target, policy))
@@ -46,15 +67,45 @@ def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
                 f"only the extension schema ({policy.extension_schema}) is added to the "
                 "database's search_path, and only while heal.settings persist_search_path is on"
             )
+        if not (who.superuser or who.owns_database):
+            _refuse(
+                f'role "{role}" does not own this database, so it could not change the '
+                "database's search_path by hand (ALTER DATABASE ... SET search_path)"
+            )
+        _refuse_untrusted(catalog, target, None)
         path = [p for p in database_search_path() if p != target] + [target]
-        database = fetch_value("SELECT current_database()")
+        database = fetch_value("SELECT pg_catalog.current_database()")
         statements = [f"ALTER DATABASE {q(database)} SET search_path = {', '.join(map(q, path))}"]
     else:
         plpy.error(f"heal.apply_fix: unknown fix kind {kind!r}", sqlstate="22023")
-    plpy.execute("SELECT pg_catalog.set_config('heal.fixing', 'on', true)")  # for heal.ddl_log
-    for statement in statements:
-        plpy.execute(statement)
+    # The trigger leaves the commands of the extension scripts alone (heal.fixing, a
+    # setting any session could set for itself too), and heal.record_ddl marks their
+    # DDL as pgheal's: that it asks of this backend's memory, where no SQL can write.
+    global _applying
+    plpy.execute("SELECT pg_catalog.set_config('heal.fixing', 'on', true)")
+    _applying = True
+    try:
+        for statement in statements:
+            plpy.execute(statement)
+    finally:
+        _applying = False
+        plpy.execute("SELECT pg_catalog.set_config('heal.fixing', 'off', true)")
     return ";\n".join(statements)
+
+
+#: Whether :func:`apply_fix` is running its statements in this backend.
+_applying = False
+
+
+def applying() -> bool:
+    """Body of ``heal.fixing_now()``: whether the DDL now running is a fix of pgheal's."""
+    return _applying
+
+
+def _refuse_untrusted(catalog: DatabaseCatalog, schema: str, role: str | None) -> None:
+    info = catalog.schema_info(schema)
+    if info is not None:
+        _refuse(refuse_untrusted_schema(info, role))
 
 
 def _refuse(reason: str | None) -> None:
@@ -84,19 +135,21 @@ def learned_plan(
 ) -> Plan | None:
     """The fix people taught pgheal for exactly this error, if one is enabled."""
     rows = fetch(
-        """UPDATE heal.learned_patterns SET applied = applied + 1
-            WHERE id = (SELECT id FROM heal.learned_patterns
-                         WHERE fingerprint = $1 AND enabled
-                         ORDER BY confidence DESC, id LIMIT 1)
-        RETURNING fix_kind, fix_target""",
+        """SELECT id, fix_kind, fix_target FROM heal.learned_patterns
+            WHERE fingerprint = $1 AND enabled ORDER BY confidence DESC, id LIMIT 1""",
         fingerprint_id,
     )
     if not rows:
         return None
     kind, target = rows[0]["fix_kind"], rows[0]["fix_target"]
     if kind == "create_extension":
-        return install_extension(target, catalog, policy, who)
-    return Plan([Fix(kind, target)])
+        planned = install_extension(target, catalog, policy, who)
+    elif kind == "create_schema":
+        planned = plan(Missing("schema", target), catalog, policy, who)
+    else:
+        planned = persist_plan(target, catalog, policy, who)
+    planned.learned = rows[0]["id"]
+    return planned
 
 
 def spi_message(exc: Exception) -> str:

@@ -6,15 +6,15 @@ and the exact thing to do about it.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Callable
 
 from . import PGLAST_VERSION
-from .db import database_search_path, fetch, fetch_value, server_info, settings
+from .db import cancelled, database_search_path, fetch, fetch_value, server_info, settings
+from .logs import reading_order
 from .policy import Policy
-from .scanner import log_source
+from .scanner import log_files, log_source
 
 Row = dict[str, str | None]
 
@@ -126,26 +126,90 @@ def log_intake() -> Row:
                     "ALTER SYSTEM SET logging_collector = on; ALTER SYSTEM SET log_destination "
                     "= 'stderr,csvlog'; then restart the server")  # fmt: skip
     state = fetch("SELECT log_file, log_offset FROM heal.log_intake")
-    suffix = ".json" if fmt == "json" else ".csv"
-    files = sorted(
-        (os.stat(os.path.join(directory, f)).st_mtime, f)
-        for f in os.listdir(directory)
-        if f.endswith(suffix)
-    )
     if not state or state[0]["log_file"] is None:
         return _row("log_intake", "ok", f"{fmt}log in {directory}; not read yet")
     behind = (
-        sum(
-            os.path.getsize(os.path.join(directory, f))
-            for _, f in files
-            if f >= state[0]["log_file"]
-        )
+        sum(f.size for f in log_files(directory, fmt) if f.name >= state[0]["log_file"])
         - state[0]["log_offset"]
     )
     status = "ok" if behind < 16 * 1024 * 1024 else "warn"
     remedy = None if status == "ok" else "CALL heal.scan(); or raise scan_max_bytes"
     detail = f"{fmt}log in {directory}; {max(behind, 0)} bytes not read yet"
     return _row("log_intake", status, detail, remedy)
+
+
+#: Scans in a row that read nothing while bytes waited: the intake is stuck.
+_IDLE_SCANS = 3
+
+
+def log_progress() -> Row:
+    """Whether intake keeps up: scans that read nothing while the log holds bytes they
+    could have read mean it is stuck; records too large for one read (their errors are
+    recorded, their statements truncated) are worth knowing about."""
+    directory, fmt, _ = log_source()
+    state = fetch("SELECT log_file, log_offset, file_mtime, file_inode FROM heal.log_intake")
+    if directory is None:
+        return _row("log_progress", "ok", "log intake is off (see log_intake)")
+    if not state or state[0]["log_file"] is None:
+        return _row("log_progress", "ok", "nothing read yet")
+    runs = fetch(
+        f"""SELECT bytes_read, extract(epoch FROM started_at) AS started FROM heal.scans
+             WHERE status = 'ok' ORDER BY id DESC LIMIT {_IDLE_SCANS}"""
+    )
+    if len(runs) == _IDLE_SCANS and not any(r["bytes_read"] for r in runs):
+        unread, before = _unread(directory, fmt or "csv", state[0], float(runs[-1]["started"]))
+        # Bytes that were there before the idle scans began, or more than one scan may
+        # read (a busy log is written all the time): they should have read something.
+        if before or unread > Policy.from_settings(settings()).scan_max_bytes:
+            where = f"{state[0]['log_file']} byte {state[0]['log_offset']}"
+            return _row(
+                "log_progress", "warn",
+                f"the last {_IDLE_SCANS} scans read nothing, yet {unread} bytes of the log "
+                f"wait past {where}: log intake is stuck",
+                "see the note of the last rows of heal.scans; SELECT heal.skip_log_backlog(); "
+                "starts over at the end of the log",
+            )  # fmt: skip
+    return _oversized_records()
+
+
+def _unread(directory: str, fmt: str, state: dict, started: float) -> tuple[int, int]:
+    """Unread bytes past the saved position: in all, and in log files last written before
+    `started`."""
+    position = (state["log_file"], state["log_offset"], state["file_mtime"], state["file_inode"])
+    plan = reading_order(log_files(directory, fmt), *position)
+    waiting = [(f.size - offset, f.mtime < started) for f, offset in plan if f.size > offset]
+    return sum(n for n, _ in waiting), sum(n for n, old in waiting if old)
+
+
+def _oversized_records() -> Row:
+    """Scans of the last day that skipped records larger than scan_max_bytes."""
+    notes = [
+        r["note"]
+        for r in fetch(
+            """SELECT note FROM heal.scans WHERE started_at > now() - interval '1 day'
+                  AND note LIKE '%oversized log record%'"""
+        )
+    ]
+    if not notes:
+        return _row("log_progress", "ok", "the scan keeps up with the log")
+    sizes = [int(n) for note in notes
+             for n in re.findall(r"skipped (\d+) bytes of an oversized", note)]  # fmt: skip
+    largest = max(sizes, default=0)
+    current = Policy.from_settings(settings()).scan_max_bytes
+    wanted = min(2**31, -(-largest // 2**20) * 2**20)
+    remedy = (
+        f"UPDATE heal.settings SET value = '{wanted}' WHERE name = 'scan_max_bytes';  "
+        "(only to keep such statements whole)"
+        if wanted > current
+        else None
+    )
+    return _row(
+        "log_progress", "warn",
+        f"{len(notes)} scans in the last 24 hours skipped log records larger than "
+        f"scan_max_bytes ({current}), the largest {largest} bytes: their errors are recorded, "
+        "their statements truncated",
+        remedy,
+    )  # fmt: skip
 
 
 def event_triggers() -> Row:
@@ -203,8 +267,8 @@ def retention() -> Row:
 
 
 CHECKS: list[Callable[[], Row]] = [
-    plpython, pglast, extension_catalog, pg_cron, scan, cron_runs, log_intake, event_triggers,
-    policy, retention,
+    plpython, pglast, extension_catalog, pg_cron, scan, cron_runs, log_intake, log_progress,
+    event_triggers, policy, retention,
 ]  # fmt: skip
 
 
@@ -215,5 +279,7 @@ def checks() -> list[Row]:
         try:
             rows.append(check())
         except Exception as exc:
+            if cancelled(exc):
+                raise
             rows.append(_row(check.__name__, "error", f"the check failed: {exc}", None))
     return rows

@@ -2,8 +2,12 @@
 
 Only whole records are consumed: a CSV record may span lines (quoted newlines), and
 the last one may still be half-written, so the reader stops at the last record
-boundary and the next run starts exactly there. Nothing is read twice, nothing is
-skipped.
+boundary and the next run starts exactly there. Nothing is read twice.
+
+One record can be larger than any read budget (a failed 17 MB INSERT is one record).
+Such a record is never held in memory whole: its end is found chunk by chunk, its
+leading fields (time, user, database, severity, SQLSTATE, message) are salvaged from
+a bounded prefix, and reading goes on after it, so one record never stops the intake.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import BinaryIO
 
 #: csvlog columns, PostgreSQL 14 and later.
 CSV_COLUMNS = (
@@ -28,6 +34,13 @@ _JSON_KEYS = {
     "state_code": "sql_state_code", "message": "message", "detail": "detail",
     "context": "context", "statement": "query", "application_name": "application_name",
 }  # fmt: skip
+
+#: Bytes read at a time while looking for the end of an oversized record.
+CHUNK_BYTES = 1024 * 1024
+#: Bytes of an oversized record its leading fields are salvaged from.
+SALVAGE_BYTES = 64 * 1024
+#: Characters of a salvaged record's statement that are kept.
+STATEMENT_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -69,15 +82,42 @@ def _record(offset: int, fields: dict[str, str | None]) -> Record:
     )
 
 
+def _csv_ends(data: bytes, quoted: bool = False, first: bool = False) -> tuple[list[int], bool]:
+    """Offsets just past each newline outside double quotes, and the quote state after `data`.
+
+    csvlog doubles a quote inside a quoted field, which toggles the state twice, so
+    counting quotes is enough. `quoted` is the state `data` starts in: a chunk taken
+    from the middle of a record goes on where the previous chunk left off. Searches with
+    ``bytes.find``, not byte by byte: a multi-megabyte record costs milliseconds.
+    """
+    ends: list[int] = []
+    index, size, quote = 0, len(data), -1
+    while index < size:
+        if quoted:
+            close = data.find(b'"', index)
+            if close < 0:
+                return ends, True
+            quoted, index = False, close + 1
+            continue
+        if quote < index:
+            quote = data.find(b'"', index)
+            quote = size if quote < 0 else quote
+        newline = data.find(b"\n", index, quote)
+        if newline >= 0:
+            ends.append(newline + 1)
+            if first:
+                return ends, False
+            index = newline + 1
+        elif quote < size:
+            quoted, index = True, quote + 1
+        else:
+            return ends, False
+    return ends, quoted
+
+
 def csv_boundaries(data: bytes) -> list[int]:
     """Offsets just past each complete CSV record (a newline outside quotes)."""
-    ends, quoted = [], False
-    for index, byte in enumerate(data):
-        if byte == 0x22:  # "
-            quoted = not quoted
-        elif byte == 0x0A and not quoted:
-            ends.append(index + 1)
-    return ends
+    return _csv_ends(data)[0]
 
 
 def parse_csv(data: bytes, base: int = 0) -> tuple[list[Record], int]:
@@ -85,7 +125,13 @@ def parse_csv(data: bytes, base: int = 0) -> tuple[list[Record], int]:
     records, start = [], 0
     for end in csv_boundaries(data):
         text = data[start:end].decode("utf-8", errors="replace")
-        for row in csv.reader(io.StringIO(text)):
+        try:
+            rows = list(csv.reader(io.StringIO(text)))
+        except csv.Error:  # a field beyond the csv module's limit (128 KiB): keep its head
+            records.append(salvage("csv", data[start : start + SALVAGE_BYTES], base + start,
+                                   end - start))  # fmt: skip
+            rows = []
+        for row in rows:
             if row:
                 records.append(_record(base + start, dict(zip(CSV_COLUMNS, row, strict=False))))
         start = end
@@ -139,3 +185,248 @@ def reading_order(
     since = mtime if mtime is not None else 0.0
     plan += [(f, 0) for f in by_age if f.name != last and f.mtime >= since]
     return plan
+
+
+# -- records larger than a read ---------------------------------------------------------------
+
+
+class RecordEnd:
+    """Where the log record that starts a byte stream ends, fed one chunk at a time.
+
+    Memory stays bounded by the chunk, whatever the record's size. For csvlog the quote
+    state carries from chunk to chunk, so that a quoted newline in a field straddling
+    two chunks is not taken for the end; jsonlog escapes newlines in values, so its
+    records end at the next newline.
+    """
+
+    def __init__(self, fmt: str) -> None:
+        self.csv = fmt != "json"
+        self.quoted = False
+        self.seen = 0
+
+    def feed(self, chunk: bytes) -> int | None:
+        """The record's length up to and including its final newline once `chunk` holds
+        it, else None (feed the next chunk)."""
+        if self.csv:
+            ends, self.quoted = _csv_ends(chunk, self.quoted, first=True)
+            end = ends[0] if ends else -1
+        else:
+            newline = chunk.find(b"\n")
+            end = newline + 1 if newline >= 0 else -1
+        if end < 0:
+            self.seen += len(chunk)
+            return None
+        return self.seen + end
+
+
+def record_length(
+    head: bytes, read: Callable[[int], bytes], fmt: str, chunk: int = CHUNK_BYTES
+) -> int | None:
+    """Length of the record that `head` begins (bytes from its start), reading on with
+    `read` at most `chunk` bytes at a time; None when the data ends before the record
+    does (it is still being written, or was cut off)."""
+    end = RecordEnd(fmt)
+    found = end.feed(head)
+    while found is None:
+        data = read(chunk)
+        if not data:
+            return None
+        found = end.feed(data)
+    return found
+
+
+def _salvage_csv(prefix: bytes) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The whole fields of a csvlog record cut after `prefix`, and the last one (which may
+    be cut) with its name. An open quote is closed so that the csv module reads it."""
+    quoted = _csv_ends(prefix)[1]
+    text = prefix.decode("utf-8", errors="replace") + ('"' if quoted else "")
+    try:
+        row = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error:
+        row = []
+    if not row or len(row) > len(CSV_COLUMNS):
+        return {}, None
+    fields = dict(zip(CSV_COLUMNS, row[:-1], strict=False))
+    return fields, (CSV_COLUMNS[len(row) - 1], row[-1])
+
+
+def _partial_string(text: str, start: int) -> str:
+    """A JSON string value cut short: what it holds up to the cut. An escape the cut split
+    (``\\``, ``\\u00``) is dropped, and so is a lone high surrogate."""
+    rest = text[start:]
+    for trim in range(7):
+        try:
+            value, _ = json.decoder.scanstring(rest[: len(rest) - trim] + '"', 0)
+        except ValueError:
+            continue
+        if value and "\ud800" <= value[-1] <= "\udbff":
+            value = value[:-1]
+        return value
+    return ""
+
+
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
+
+
+def _salvage_json(prefix: bytes) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """The whole fields of a jsonlog record cut after `prefix`, decoded key by key, and
+    the string value the cut fell in, with its name."""
+    text = prefix.decode("utf-8", errors="replace")
+    decoder = json.JSONDecoder()
+    found: dict[str, object] = {}
+    cut: tuple[str, str] | None = None
+    index = _skip_space(text, 0)
+    if not text.startswith("{", index):
+        return {}, None
+    index += 1
+    while True:
+        index = _skip_space(text, index)
+        if not text.startswith('"', index):
+            break
+        try:
+            key, index = json.decoder.scanstring(text, index + 1)
+        except ValueError:
+            break
+        index = _skip_space(text, index)
+        if not text.startswith(":", index):
+            break
+        index = _skip_space(text, index + 1)
+        try:
+            value, index = decoder.raw_decode(text, index)
+        except ValueError:
+            if text.startswith('"', index) and key in _JSON_KEYS:
+                cut = (_JSON_KEYS[key], _partial_string(text, index + 1))
+            break
+        found[key] = value
+        index = _skip_space(text, index)
+        if not text.startswith(",", index):
+            break
+        index += 1
+    fields = {_JSON_KEYS[k]: str(v) for k, v in found.items() if k in _JSON_KEYS}
+    return fields, cut
+
+
+#: Fields kept even when the cut falls inside them: the message (it is what is
+#: fingerprinted), the context (it tells heal.migrate's own errors apart), the statement.
+_CUT_KEPT = ("message", "context", "query")
+
+
+def salvage(fmt: str, prefix: bytes, offset: int, size: int | None = None) -> Record:
+    """A Record from the first bytes of one too large to read whole (`size` bytes, when
+    known), so that its error is recorded and fingerprinted like any other.
+
+    Whole fields are kept; of a field the prefix cuts, only the message, the context and
+    the statement (a cut detail is dropped, not stored half). The statement keeps its
+    first STATEMENT_CHARS characters and says it was truncated.
+    """
+    fields, cut = (_salvage_json if fmt == "json" else _salvage_csv)(prefix)
+    whole = fields.get("query")
+    if cut is not None and cut[0] in _CUT_KEPT:
+        fields[cut[0]] = cut[1]
+    record = _record(offset, fields)
+    statement = record.statement
+    if statement is None or (statement == whole and len(statement) <= STATEMENT_CHARS):
+        return record
+    of = f" of {size} bytes" if size is not None else ""
+    marked = f"{statement[:STATEMENT_CHARS]} ... [truncated: log record{of}]"
+    return replace(record, statement=marked)
+
+
+@dataclass
+class Intake:
+    """What one read of one log file gave: the records wanted, where the next read starts
+    (`end`), and whether the file is done with (`finished`: read to its end, or what is
+    left can never complete because a newer file follows)."""
+
+    end: int
+    records: list[Record] = field(default_factory=list)
+    lines: int = 0
+    consumed: int = 0
+    finished: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def read_log(
+    f: BinaryIO,
+    fmt: str,
+    offset: int,
+    *,
+    name: str,
+    size: int,
+    newer: bool,
+    budget: int,
+    full_budget: int,
+    room: int,
+    want: Callable[[Record], bool],
+) -> Intake:
+    """Read whole records of one log file from `offset`, within `budget` bytes and `room`
+    wanted records, never stuck behind one record.
+
+    A read of the whole budget (`full_budget`, scan_max_bytes) that holds no record end
+    means a record larger than any read: its end is found in bounded chunks, its leading
+    fields are salvaged, and reading goes on after it. A record the data ends in is
+    still being written: it is left for the next run, unless a newer file follows (the
+    server writes only the newest), then it is salvaged and the file is done. A read of
+    a partly spent budget that holds no record end waits for the next run's full budget.
+    """
+    parse = parse_json if fmt == "json" else parse_csv
+    out = Intake(end=offset)
+    while budget > 0 and len(out.records) < room:
+        f.seek(out.end)
+        data = f.read(budget)
+        if not data:
+            break
+        found, used = parse(data, out.end)
+        for record in found:
+            if len(out.records) >= room:
+                used = record.offset - out.end
+                break
+            out.lines += 1
+            if want(record):
+                out.records.append(record)
+        if used == 0:
+            skipped = _skip_record(f, fmt, data, out.end, name, newer, budget, full_budget)
+            if skipped is None:
+                break
+            record, used, note = skipped
+            out.lines += 1
+            out.notes.append(note)
+            if want(record):
+                out.records.append(record)
+        out.end += used
+        out.consumed += used
+        budget -= used
+    out.finished = out.end >= size
+    return out
+
+
+def _skip_record(
+    f: BinaryIO,
+    fmt: str,
+    data: bytes,
+    start: int,
+    name: str,
+    newer: bool,
+    budget: int,
+    full_budget: int,
+) -> tuple[Record, int, str] | None:
+    """The record at `start`, which `data` (read from there) holds no end of: salvaged,
+    with its length and a note, when it is to be skipped; None when it is to be waited
+    for (still being written, or it may fit the next run's full budget)."""
+    if len(data) == budget:
+        if budget < full_budget:
+            return None
+        length = record_length(data, f.read, fmt)  # `f` stands just after `data`
+        if length is not None:
+            note = (f"skipped {length} bytes of an oversized log record (larger than "
+                    f"scan_max_bytes) in {name} at byte {start}")  # fmt: skip
+            return salvage(fmt, data[:SALVAGE_BYTES], start, length), length, note
+    if not newer:
+        return None
+    length = f.seek(0, io.SEEK_END) - start
+    note = (f"skipped {length} bytes of an incomplete log record at the end of {name} "
+            "(a newer log file follows)")  # fmt: skip
+    return salvage(fmt, data[:SALVAGE_BYTES], start, length), length, note

@@ -6,9 +6,7 @@ through ``heal.apply_fix``. A failure's record is committed when the CALL may co
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
 import re
 import time
@@ -19,9 +17,9 @@ from typing import Any
 
 import plpy
 
-from . import parser
+from . import parser, records
 from .catalog import DatabaseCatalog, predict
-from .db import caller, extended_path, fetch, fetch_value, load_parser, settings
+from .db import caller, cancelled, fetch, fetch_value, load_parser, settings
 from .errors import (
     DUPLICATE_OBJECT,
     HEALABLE_SQLSTATES,
@@ -34,7 +32,8 @@ from .fingerprint import fingerprint
 from .fixes import apply_fix_as, learned_plan, spi_message
 from .planner import Fix, plan
 from .policy import Caller, Policy, SettingError
-from .script import ScriptError, Statement, split
+from .script import ScriptError, Statement, policy_probe, split
+from .searchpath import appended
 
 
 def _now() -> str:
@@ -95,6 +94,8 @@ class Run:
     retry_of: int | None = None
     #: Whether a failure's record may be committed (not inside a scan's transaction).
     commit: bool = True
+    #: The role that called heal.migrate, as it was then: what the record names.
+    run_by: str | None = None
     started: float = field(default_factory=time.monotonic)
     started_at: str = field(default_factory=_now)
     events: list[dict] = field(default_factory=list)
@@ -133,15 +134,9 @@ class Run:
             "error": error,
             "duration_ms": self.elapsed_ms(),
             "source": self.source,
-            "run_by": fetch_value("SELECT current_user"),
+            "run_by": self.run_by,
         }
-        return int(
-            fetch_value(
-                "SELECT heal.record_migration($1::jsonb, $2::jsonb)",
-                json.dumps(migration),
-                json.dumps(self.events),
-            )
-        )
+        return records.submit(migration, self.events)
 
 
 def _failure(sqlstate: str, message: str, detail: str, hint: str) -> dict[str, str]:
@@ -185,18 +180,27 @@ def migrate(
         policy = Policy.from_settings(settings())
     except SettingError as exc:
         return _failure("22023", str(exc), "Nothing was run.", "Fix the value in heal.settings.")
+    who = caller()
     run = Run(
         sql, name=name, dry_run=dry_run, forced=force, source=source, retry_of=retry_of,
-        commit=source != "scan",
+        commit=source != "scan", run_by=who.role,
     )  # fmt: skip
     fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'on', true)")
     try:
-        return _migrate(run, policy)
+        return _migrate(run, policy, who)
+    except plpy.SPIError as exc:
+        if cancelled(exc):
+            raise
+        # pgheal's own bookkeeping failed (a privilege the script took away, say):
+        # say so as PostgreSQL would rather than with a traceback. Nothing is
+        # committed here: the error rolls back the whole call, the migration included.
+        return _failure(exc.sqlstate or "XX000", f"heal.migrate: {spi_message(exc)}",
+                        "The migration was rolled back.", ROLLED_BACK_HINT)  # fmt: skip
     finally:
         fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'off', true)")
 
 
-def _migrate(run: Run, policy: Policy) -> dict[str, str] | None:
+def _migrate(run: Run, policy: Policy, who: Caller) -> dict[str, str] | None:
     sql, name, dry_run = run.sql, run.name, run.dry_run
     if name is not None:
         held = _history_check(run, policy)
@@ -222,9 +226,11 @@ def _migrate(run: Run, policy: Policy) -> dict[str, str] | None:
     if policy.predict:
         try:
             predicted = predict(script, pglast)
-        except Exception as exc:  # analysis must never stop a migration
+        except Exception as exc:  # analysis must never stop a migration; a cancel does
+            if cancelled(exc):
+                raise
             plpy.notice(f"heal.migrate: static analysis skipped ({exc}); healing reactively")
-    healer = Healer(run, policy, caller())
+    healer = Healer(run, policy, who)
     try:
         with plpy.subtransaction():
             for stmt in script.statements:
@@ -321,8 +327,11 @@ def _finish_failed(run: Run, error: str, sqlstate: str | None) -> None:
     """Record the failure; make the record durable when the CALL may commit."""
     run.record("failed", error, sqlstate)
     if run.commit:
-        with contextlib.suppress(plpy.SPIError):
-            plpy.commit()  # fails inside a transaction block: the caller's transaction decides
+        try:
+            plpy.commit()
+        except plpy.SPIError as exc:  # inside a transaction block: the caller's decides
+            if cancelled(exc):
+                raise
 
 
 _POLICY_EXISTS = re.compile(r'^policy "(?P<name>.+)" for table "(?P<table>.+)" already exists$')
@@ -342,6 +351,8 @@ class Healer:
             with plpy.subtransaction():
                 plpy.execute(stmt.text)
         except plpy.SPIError as exc:
+            if cancelled(exc):
+                raise
             return PgError.from_spi(exc, stmt)
         return None
 
@@ -419,11 +430,15 @@ class Healer:
         try:
             applied = [self.apply(fix) for fix in planned.fixes]
         except plpy.SPIError as exc:
+            if cancelled(exc):
+                raise
             reason = spi_message(exc)
             self._failed(stmt, error, reason, missing)
             raise MigrationFailed(error, reason) from None
         fields["fix_sql"] = ";\n".join(applied)
         fields["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        if planned.learned is not None:
+            fields["detail"]["learned"] = planned.learned
         return fields
 
     def heal_predicted(self, stmt: Statement, missing: Missing) -> None:
@@ -440,6 +455,8 @@ class Healer:
             with plpy.subtransaction():
                 applied = [self.apply(fix) for fix in planned.fixes]
         except plpy.SPIError as exc:
+            if cancelled(exc):
+                raise
             self._failed(stmt, None, spi_message(exc), missing)
             return
         fields["fix_sql"] = ";\n".join(applied)
@@ -536,8 +553,8 @@ class Healer:
 
     def apply(self, fix: Fix) -> str:
         if fix.kind == "search_path":
-            value = extended_path(
-                fetch_value("SELECT current_setting('search_path')") or "", fix.target
+            value = appended(
+                fetch_value("SELECT pg_catalog.current_setting('search_path')") or "", fix.target
             )
             fetch_value("SELECT set_config('search_path', $1, true)", value)
             return f"SET LOCAL search_path = {value}"
@@ -557,23 +574,22 @@ class _Probe(Exception):
 
 
 def compare_policy(sql: str) -> tuple[dict | None, dict | None]:
-    """The existing policy named by a CREATE POLICY, and what the statement would create."""
-    pglast = load_parser()
-    from pglast.stream import RawStream
+    """The existing policy named by a CREATE POLICY, and what the statement would create.
 
-    node = pglast.parser.parse_sql(sql)[0].stmt
-    if type(node).__name__ != "CreatePolicyStmt":
-        return None, None
-    rel = node.table
-    table = ".".join(plpy.quote_ident(p) for p in (rel.schemaname, rel.relname) if p)
-    rows = fetch(_POLICY_COLUMNS, table, node.policy_name)
-    existing = rows[0] if rows else None
+    The statement runs again under a probe name, in a subtransaction rolled back at
+    once, so the server itself says what it would create.
+    """
     probe = f"pgheal_probe_{os.getpid()}"
-    node.policy_name = probe
+    target = policy_probe(sql, probe, load_parser())
+    if target is None:
+        return None, None
+    table = ".".join(plpy.quote_ident(p) for p in (target.schema, target.table) if p)
+    rows = fetch(_POLICY_COLUMNS, table, target.name)
+    existing = rows[0] if rows else None
     wanted = None
     try:
         with plpy.subtransaction():
-            plpy.execute(RawStream()(node))
+            plpy.execute(target.sql)
             rows = fetch(_POLICY_COLUMNS, table, probe)
             wanted = rows[0] if rows else None
             raise _Probe
@@ -593,3 +609,49 @@ def _show_policy(p: dict) -> str:
     if p["with_check"]:
         parts.append(f"WITH CHECK ({p['with_check']})")
     return " ".join(parts)
+
+
+def retry(migration_id: int) -> dict[str, str] | None:
+    """Body of ``CALL heal.retry_migration(id)``: run a failed migration again, in a
+    session of the role that ran it, and nowhere else.
+
+    Another role's script in this session would run with this session's rights, and
+    a script can always return to the user who logged in (``RESET ROLE``, ``RESET
+    SESSION AUTHORIZATION``): so the login, the session user and the current user
+    must all be that very role (by oid: a role dropped, or renamed, gets no retry).
+    """
+    rows = fetch(
+        """SELECT m.name, m.sql, m.status, m.run_by, m.run_by_oid,
+                  s.oid AS session_oid, current_user = session_user AS unswitched,
+                  (SELECT a.usesysid FROM pg_catalog.pg_stat_activity a
+                    WHERE a.pid = pg_catalog.pg_backend_pid()) AS login_oid,
+                  EXISTS (SELECT FROM heal.migrations r WHERE r.retry_of = m.id) AS retried
+             FROM heal.migrations m, pg_catalog.pg_roles s
+            WHERE m.id = $1 AND s.rolname = session_user""",
+        migration_id,
+        types=("int8",),
+    )
+    if not rows:
+        return _failure("22023", f"heal.retry_migration: there is no migration {migration_id}",
+                        "Nothing was run.", "See heal.migrations for the ids.")  # fmt: skip
+    row = rows[0]
+    if row["status"] != "failed" or row["sql"] is None:
+        return _failure(
+            "22023", f"heal.retry_migration: migration {migration_id} did not fail "
+            f"(status {row['status']})", "Nothing was run.", "Only a failed migration is retried.",
+        )  # fmt: skip
+    if row["retried"]:
+        plpy.notice(f"heal.retry_migration: migration {migration_id} was retried already")
+        return None
+    role = row["run_by_oid"]
+    if not (role == row["session_oid"] == row["login_oid"] and row["unswitched"]):
+        return _failure(
+            "42501",
+            f'heal.retry_migration: migration {migration_id} was run by role "{row["run_by"]}"; '
+            "only a session of that role may retry it",
+            "Nothing was run. Running another role's script in this session would give it "
+            "this session's rights.",
+            f'Log in as "{row["run_by"]}" and CALL heal.retry_migration({migration_id}), or '
+            "let the scan schedule it with pg_cron.",
+        )
+    return migrate(row["sql"], row["name"], source="retry", retry_of=migration_id)

@@ -16,9 +16,11 @@ from .policy import (
     Caller,
     Extension,
     Policy,
+    SchemaInfo,
     refuse_extension,
     refuse_role,
     refuse_schema,
+    refuse_untrusted_schema,
 )
 from .typenames import POLYMORPHIC, normalize_type
 
@@ -69,6 +71,8 @@ class Plan:
     fixes: list[Fix] = field(default_factory=list)
     refused: str | None = None
     reason: str | None = None
+    #: The heal.learned_patterns row this plan comes from, if it was learned.
+    learned: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -107,25 +111,54 @@ class Catalog(Protocol):
 
     def extension(self, name: str) -> Extension | None: ...
 
+    def schema_info(self, name: str) -> SchemaInfo | None:
+        """Who owns schema `name` and who else can create in it; None if it does not exist."""
+        ...
+
 
 def plan(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
     """The fixes for `missing`, checked against `policy` for `caller`."""
     if missing.kind == "schema":
+        if missing.name.startswith("pg_"):
+            # pg_temp (and pg_toast, pg_catalog) always exist; other pg_ names are reserved.
+            return Plan(reason=f'schema "{missing.name}" is a system schema: pgheal never '
+                        "creates it")  # fmt: skip
         return Plan(
             [Fix("create_schema", missing.name)], refuse_schema(missing.name, policy, caller)
         )
     if missing.kind == "role":
         return Plan([Fix("create_role", missing.name)], refuse_role(missing.name, policy))
+    distrusted: list[str] = []
     if missing.schema is None and missing.kind in SCHEMA_OBJECTS:
-        found = _found_elsewhere(missing, catalog, policy)
+        found = _found_elsewhere(missing, catalog, policy, caller, distrusted)
         if found is not None:
             return found
-    return _install(missing, catalog, policy, caller)
+    installed = _install(missing, catalog, policy, caller)
+    if distrusted and not installed.ok:
+        # What exists is in a schema that cannot be trusted, and nothing else provides it.
+        return Plan(refused=distrusted[0])
+    return installed
 
 
-def _found_elsewhere(missing: Missing, catalog: Catalog, policy: Policy) -> Plan | None:
+def _found_elsewhere(
+    missing: Missing, catalog: Catalog, policy: Policy, caller: Caller, distrusted: list[str]
+) -> Plan | None:
+    """Put the schema that has the object on the search path, if it is a trusted one.
+
+    Untrusted schemas are left out (their reasons appended to `distrusted`): a
+    function found there would run with the caller's rights (CVE-2018-1058).
+    """
     on_path = set(catalog.schemas_on_path())
-    schemas = [s for s in catalog.locate(missing) if s not in on_path]
+    schemas = []
+    for schema in catalog.locate(missing):
+        if schema in on_path:
+            continue
+        info = catalog.schema_info(schema)
+        why = refuse_untrusted_schema(info, caller.role) if info is not None else None
+        if why:
+            distrusted.append(why)
+        else:
+            schemas.append(schema)
     if not schemas:
         return None
     if policy.extension_schema in schemas:
@@ -137,23 +170,41 @@ def _found_elsewhere(missing: Missing, catalog: Catalog, policy: Policy) -> Plan
             reason=f"{missing.describe()} exists in several schemas that are not on the "
             f"search path ({', '.join(sorted(schemas))}): qualify the name or set search_path"
         )
-    fixes = [Fix("search_path", chosen), *_persist(chosen, catalog, policy)]
+    fixes = [Fix("search_path", chosen), *_persist(chosen, catalog, policy, caller)]
     return Plan(fixes, refused=policy.refuse_kind("search_path"))
 
 
-def _persist(schema: str, catalog: Catalog, policy: Policy) -> list[Fix]:
+def _persist(schema: str, catalog: Catalog, policy: Policy, caller: Caller) -> list[Fix]:
     """Also put the extension schema on the database's default path, so what comes
     after the migration (application queries, string-body functions, operators)
     finds what was healed. Never any other schema: that would hand every session
-    a path into a schema someone else may own."""
+    a path into a schema someone else may own; and only for a caller who could run
+    ``ALTER DATABASE ... SET`` by hand (its owner, or a superuser), into a schema
+    every role can trust."""
+    info = catalog.schema_info(schema)
     if (
         not policy.persist_search_path
         or "persist_search_path" in policy.disabled_fixes
         or schema != policy.extension_schema
+        or not (caller.superuser or caller.owns_database)
         or schema in catalog.database_search_path()
+        or (info is not None and refuse_untrusted_schema(info, None))
     ):
         return []
     return [Fix("persist_search_path", schema)]
+
+
+def persist_plan(schema: str, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
+    """Add `schema` to the database's search_path, where :func:`_persist` allows it."""
+    fixes = _persist(schema, catalog, policy, caller)
+    if fixes or schema in catalog.database_search_path():
+        return Plan(fixes, reason=None if fixes else f"schema {schema} is on the path already")
+    return Plan(
+        refused=f'adding schema "{schema}" to the database\'s search_path is not allowed for '
+        f'role "{caller.role}": only the extension schema ({policy.extension_schema}), while '
+        "heal.settings persist_search_path is on, for the database's owner or a superuser, "
+        "and only when every role can trust the schema"
+    )
 
 
 def _fits(wanted: tuple[str, ...], candidate: tuple[str, ...], catalog: Catalog) -> bool:
@@ -229,17 +280,33 @@ def install_extension(
         if dep.installed_schema is not None:
             continue
         refused = refuse_extension(dep, policy, caller)
+        where = dep.schema or target  # a control file's fixed schema wins
+        refused = refused or _untrusted_home(where, catalog, policy, caller)
         if refused and result.refused is None:
             result.refused = refused
-        where = dep.schema or target  # a control file's fixed schema wins
         creating = Fix("create_schema", target)
         if where == target and creating not in result.fixes and not catalog.schema_exists(target):
             result.fixes.append(creating)
         result.fixes.append(Fix("create_extension", dep.name, where))
     if schema is None and target not in catalog.schemas_on_path():
         result.fixes.append(Fix("search_path", target))
-    result.fixes += _persist(target, catalog, policy)
+    result.fixes += _persist(target, catalog, policy, caller)
     return result
+
+
+def _untrusted_home(schema: str, catalog: Catalog, policy: Policy, caller: Caller) -> str | None:
+    """Why an extension must not be installed into existing schema `schema`, if so.
+
+    The extension's script runs as a superuser with that schema first on its path,
+    and its objects are found there later. The extension schema goes on every role's
+    path, so it must be safe for all; another schema for the caller.
+    """
+    if schema == "pg_catalog":
+        return None
+    info = catalog.schema_info(schema)
+    if info is None:
+        return None
+    return refuse_untrusted_schema(info, None if schema == policy.extension_schema else caller.role)
 
 
 def _with_requirements(ext: Extension, catalog: Catalog) -> list[Extension]:

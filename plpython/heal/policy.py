@@ -175,6 +175,8 @@ class Caller:
     role: str
     superuser: bool
     create_on_database: bool
+    #: Has the rights of the database's owner: may ALTER DATABASE ... SET.
+    owns_database: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,4 +249,56 @@ def refuse_role(name: str, policy: Policy) -> str | None:
     return (
         f'role "{name}" is not in heal.settings grant_roles, so pgheal does not create it. '
         f"To allow it, add it to grant_roles (it is created NOLOGIN)"
+    )
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    """Who can put objects into a schema: what :func:`refuse_untrusted_schema` judges."""
+
+    name: str
+    owner: str
+    owner_superuser: bool
+    #: The schema was created by an extension's script.
+    of_extension: bool = False
+    #: Roles other than the owner, not superusers, that hold CREATE on it ("PUBLIC": all).
+    creators: tuple[str, ...] = ()
+    #: Roles, not superusers, that have the owner's rights through membership.
+    members: tuple[str, ...] = ()
+
+
+#: The rule every refusal of an untrusted schema ends with.
+SCHEMA_TRUST_RULE = (
+    "pgheal puts a schema on a search path, or installs an extension into it, only when "
+    "an extension or a superuser (or the role itself) owns it and no other role can create "
+    "objects in it (CVE-2018-1058)"
+)
+
+
+def refuse_untrusted_schema(info: SchemaInfo, role: str | None) -> str | None:
+    """Why schema `info` must not serve `role`, or None when it may.
+
+    A name resolved through a schema runs whatever its owner, or anyone who can
+    CREATE in it, put there first: a function, an operator, an overload that fits
+    better. For `role` None the schema must be safe for every role (the database's
+    search_path, the shared extension schema).
+    """
+    others = sorted(
+        {r for r in (*info.creators, *info.members) if r != role},
+        key=lambda r: (r != "PUBLIC", r),
+    )
+    if not (info.owner_superuser or info.of_extension or info.owner == role):
+        who = f'role "{role}"' if role else "every role"
+        why = f'it is owned by role "{info.owner}", which is not a superuser'
+        fix = f"ALTER SCHEMA {info.name} OWNER TO a superuser"
+    elif others:
+        who = f'role "{role}"' if role else "every role"
+        names = ", ".join(r if r == "PUBLIC" else f'"{r}"' for r in others)
+        why = f"{names} can create objects in it"
+        fix = f"REVOKE CREATE ON SCHEMA {info.name} FROM {others[0]}"
+    else:
+        return None
+    return (
+        f'schema "{info.name}" is not trusted for {who}: {why}. {SCHEMA_TRUST_RULE}. '
+        f"Qualify the name with the schema you mean, or make the schema safe ({fix})"
     )

@@ -12,20 +12,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import plpy
 
 from .catalog import DatabaseCatalog
-from .db import caller, database_search_path, fetch, fetch_value, settings
+from .db import caller, cancelled, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
 from .fixes import apply_fix_as, learned_plan, spi_message
-from .logs import LogFile, Record, parse_csv, parse_json, reading_order
-from .migrate import migrate
+from .logs import LogFile, Record, read_log, reading_order
 from .planner import Fix, Plan, plan
 from .policy import Policy
+from .searchpath import join_path, split_path
 
 
 @dataclass
@@ -111,6 +112,17 @@ def log_source() -> tuple[str | None, str | None, str]:
     return directory, fmt, ""
 
 
+def log_files(directory: str, fmt: str) -> list[LogFile]:
+    """The server's log files of format `fmt` in `directory`, as they are now."""
+    suffix = ".json" if fmt == "json" else ".csv"
+    files = []
+    for name in os.listdir(directory):
+        if name.endswith(suffix):
+            info = os.stat(os.path.join(directory, name))
+            files.append(LogFile(name, info.st_mtime, info.st_size, info.st_ino))
+    return files
+
+
 def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     """This database's ERRORs logged since the last scan, at most the configured amount."""
     directory, fmt, why = log_source()
@@ -120,14 +132,8 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     state = fetch("SELECT log_file, log_offset, file_mtime, file_inode FROM heal.log_intake")
     last = state[0] if state else {"log_file": None, "log_offset": 0, "file_mtime": None,
                                    "file_inode": None}  # fmt: skip
-    suffix = ".json" if fmt == "json" else ".csv"
-    files = []
-    for name in os.listdir(directory):
-        if name.endswith(suffix):
-            info = os.stat(os.path.join(directory, name))
-            files.append(LogFile(name, info.st_mtime, info.st_size, info.st_ino))
-    database = fetch_value("SELECT current_database()")
-    parse = parse_json if fmt == "json" else parse_csv
+    files = log_files(directory, fmt)
+    want = _wanted(fetch_value("SELECT current_database()"))
     records: list[tuple[str, Record]] = []
     position = (last["log_file"], last["log_offset"], last["file_mtime"], last["file_inode"])
     budget = policy.scan_max_bytes
@@ -135,26 +141,23 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     for index, (log, offset) in enumerate(order):
         if budget <= 0 or len(records) >= policy.scan_max_events:
             break
+        newer = index + 1 < len(order)
         with open(os.path.join(directory, log.name), "rb") as f:
-            f.seek(offset)
-            data = f.read(budget)
-        found, used = parse(data, offset)
-        for record in found:
-            stats.lines_read += 1
-            if len(records) >= policy.scan_max_events:
-                used = record.offset - offset
-                break
-            if record.severity == "ERROR" and record.database == database and not _own(record):
-                records.append((log.name, record))
-        budget -= used
-        stats.bytes_read += used
-        done = offset + used
-        # Move past a file only when it is finished and a newer one follows.
-        if index + 1 < len(order) and done >= log.size:
-            position = (order[index + 1][0].name, 0, order[index + 1][0].mtime,
-                        order[index + 1][0].inode)  # fmt: skip
-        else:
-            position = (log.name, done, log.mtime, log.inode)
+            got = read_log(f, fmt, offset, name=log.name, size=log.size, newer=newer,
+                           budget=budget, full_budget=policy.scan_max_bytes,
+                           room=policy.scan_max_events - len(records), want=want)  # fmt: skip
+        records += [(log.name, record) for record in got.records]
+        stats.lines_read += got.lines
+        stats.bytes_read += got.consumed
+        stats.notes += got.notes
+        budget -= got.consumed
+        position = (log.name, got.end, log.mtime, log.inode)
+        # Move past a file only when it is done with and a newer one follows; stop in a
+        # file that is not, so that the rest of it is read next time, not skipped.
+        if not (got.finished and newer):
+            break
+        following = order[index + 1][0]
+        position = (following.name, 0, following.mtime, following.inode)
     fetch(
         """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
            VALUES ($1, $2, $3, $4, now())
@@ -166,29 +169,34 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     return records
 
 
+def _wanted(database: str) -> Callable[[Record], bool]:
+    """Which log records the scan takes in: this database's ERRORs, not heal.migrate's own."""
+    return lambda record: (
+        record.severity == "ERROR" and record.database == database and not _own(record)
+    )
+
+
 def skip_backlog() -> str:
     """Start log intake at the end of the current log: the next scan reads only new errors."""
     directory, fmt, why = log_source()
     if directory is None:
         return why
-    suffix = ".json" if fmt == "json" else ".csv"
-    files = [f for f in os.listdir(directory) if f.endswith(suffix)]
+    files = log_files(directory, fmt)
     if not files:
         return "no log file yet: the next scan starts with the first one"
-    newest = max(files, key=lambda f: os.stat(os.path.join(directory, f)).st_mtime)
-    info = os.stat(os.path.join(directory, newest))
+    newest = max(files, key=lambda f: (f.mtime, f.name))
     fetch(
         """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
            VALUES ($1, $2, $3, $4, now())
            ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
                   file_mtime = $3, file_inode = $4, updated_at = now()""",
-        newest,
-        info.st_size,
-        info.st_mtime,
-        info.st_ino,
+        newest.name,
+        newest.size,
+        newest.mtime,
+        newest.inode,
         types=("text", "int8", "float8", "int8"),
     )
-    return f"log intake starts at {newest}, byte {info.st_size}"
+    return f"log intake starts at {newest.name}, byte {newest.size}"
 
 
 def _own(record: Record) -> bool:
@@ -310,7 +318,7 @@ def _event(
 
 def notice_search_path_change() -> None:
     """ALTER DATABASE fires no event trigger: compare the database's search_path instead."""
-    current = ", ".join(database_search_path())
+    current = join_path(database_search_path())
     seen = fetch_value("SELECT search_path FROM heal.log_intake")
     if seen is not None and seen != current:
         fetch(
@@ -367,7 +375,7 @@ def _lesson(missing: Missing, change: dict, catalog: DatabaseCatalog) -> Fix | N
         if extension in catalog.providers(missing) or _now_in_extension(missing, extension):
             return Fix("create_extension", extension)
     if tag == "ALTER DATABASE":
-        path = [p.strip().strip('"') for p in name.split(",")]
+        path = split_path(name)
         schemas = [s for s in catalog.locate(missing) if s in path]
         if schemas:
             return Fix("persist_search_path", schemas[0])
@@ -443,8 +451,11 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
         fp = fingerprint(error["sqlstate"], error["message"])
         if fp.missing is None and not _has_lesson(fp.id):
             continue
-        role = error["user_name"] if _role_exists(error["user_name"]) else None
-        who = caller(role)
+        if not _role_exists(error["user_name"]):
+            # Never the scan's own rights on behalf of a role that is gone.
+            _refused(fp, error, f'role "{error["user_name"]}" no longer exists')
+            continue
+        who = caller(error["user_name"])
         planned, source = _plan(fp, catalog, policy, who)
         fixes = [f for f in planned.fixes if f.kind != "search_path"]  # session-local only
         reason = planned.refused or planned.reason
@@ -463,9 +474,14 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
             with plpy.subtransaction():
                 applied = [apply_fix_as(who.role, fix) for fix in fixes]
         except plpy.SPIError as exc:
+            if cancelled(exc):
+                raise
             _refused(fp, error, spi_message(exc))
             continue
         fix_sql = ";\n".join(applied)
+        if planned.learned is not None:
+            fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE id = $1",
+                  planned.learned, types=("int4",))  # fmt: skip
         fetch(
             """UPDATE heal.error_fingerprints SET fixed_at = clock_timestamp(), fix_sql = $2,
                       fix_source = $3, refused = NULL WHERE fingerprint = $1""",
@@ -512,45 +528,92 @@ def _refused(fp: Fingerprint, error: dict, reason: str) -> None:
 
 # -- failed migrations ------------------------------------------------------------------------
 
+#: pg_cron job names of retries: one per migration, owned by the role that ran it.
+RETRY_JOB = "heal-retry:{database}:{id}"
+#: A retry job that has not run by then (pg_cron could not log in as the role) is removed.
+RETRY_JOB_MINUTES = 60
+
 
 def retry_migrations(stats: Stats) -> None:
-    """Retry, once per scan, failed migrations whose blocking error has an allowed fix now."""
+    """Find failed migrations whose blocking error has an allowed fix now, and have each
+    retried by its own role, in a session of that role.
+
+    Never here: this is a superuser's session, and a script can always find its way
+    back to the session user (``RESET ROLE``). Where pg_cron lives in this database,
+    a pg_cron job logs in as the role and runs ``CALL heal.retry_migration(id)``;
+    elsewhere the migration is marked ready (``retry_ready_at``) for its role to retry.
+    A role that was dropped or renamed since gets no retry.
+    """
+    _clean_retry_jobs()
     failed = fetch(
-        """SELECT m.id, m.name, m.sql, m.sqlstate, m.error, m.run_by FROM heal.migrations m
+        """SELECT m.id, m.name, m.sqlstate, m.error, m.run_by, r.rolname AS role,
+                  m.retry_ready_at IS NOT NULL AS ready
+             FROM heal.migrations m
+             LEFT JOIN pg_catalog.pg_roles r ON r.oid = m.run_by_oid
             WHERE m.status = 'failed' AND m.sql IS NOT NULL AND m.sqlstate IS NOT NULL
               AND NOT EXISTS (SELECT FROM heal.migrations later
                                WHERE later.id > m.id AND later.checksum = m.checksum
                                  AND later.name IS NOT DISTINCT FROM m.name)
+              AND NOT EXISTS (SELECT FROM heal.migrations first
+                               WHERE first.id = m.retry_of AND first.error = m.error)
             ORDER BY m.id"""
     )
     if not failed:
         return
     policy = Policy.from_settings(settings())
     catalog = DatabaseCatalog()
+    cron_here = bool(fetch_value("SELECT to_regproc('cron.schedule_in_database') IS NOT NULL"))
+    database = fetch_value("SELECT pg_catalog.current_database()")
     for row in failed:
         fp = fingerprint(row["sqlstate"], row["error"] or "")
-        if fp.missing is None:
+        if fp.missing is None or row["role"] is None or row["role"] != row["run_by"]:
+            continue  # nothing to heal, or its role is gone: no one to retry it as
+        if not plan(fp.missing, catalog, policy, caller(row["role"])).ok:
             continue
-        who = caller(row["run_by"] if _role_exists(row["run_by"]) else None)
-        if not plan(fp.missing, catalog, policy, who).ok:
-            continue
-        plpy.notice(f"heal.scan: retrying migration {row['name'] or row['id']}: it can heal now")
-        stats.retried += 1
-        _as_role(who.role, lambda row=row: migrate(row["sql"], row["name"], source="scan",
-                                                    retry_of=row["id"]))  # fmt: skip
+        if not row["ready"]:
+            fetch("UPDATE heal.migrations SET retry_ready_at = clock_timestamp() WHERE id = $1",
+                  row["id"], types=("int8",))  # fmt: skip
+            how = (
+                "pg_cron retries it as that role"
+                if cron_here
+                else f"retry it as that role: CALL heal.retry_migration({row['id']})"
+            )
+            plpy.notice(
+                f"heal.scan: migration {row['name'] or row['id']} can heal now; it ran as "
+                f'role "{row["role"]}": {how}'
+            )
+            _event("auto_heal_attempt", row["sqlstate"], row["error"], None,
+                   {"migration": row["id"], "way": "retry", "role": row["role"],
+                    "missing": fp.missing.describe(), "fixes": how})  # fmt: skip
+            stats.retried += 1
+        if cron_here:
+            name = RETRY_JOB.format(database=database, id=row["id"])
+            fetch(
+                """SELECT cron.schedule_in_database($1, '* * * * *', $2, $3, $4)
+                    WHERE NOT EXISTS (SELECT FROM cron.job WHERE jobname = $1)""",
+                name,
+                f"CALL heal.retry_migration({int(row['id'])})",
+                database,
+                row["role"],
+            )
 
 
-def _as_role(role: str, work) -> None:
-    """Run `work` as `role` with the database's default search_path, like its own session."""
-    path = ", ".join(plpy.quote_ident(p) for p in database_search_path())
-    saved = fetch_value("SELECT current_setting('search_path')")
-    fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", path)
-    plpy.execute(f"SET LOCAL ROLE {plpy.quote_ident(role)}")
-    try:
-        work()
-    finally:
-        plpy.execute("RESET ROLE")
-        fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", saved)
+def _clean_retry_jobs() -> None:
+    """Remove the retry jobs whose migration was retried, or that never got to run."""
+    if not fetch_value("SELECT to_regclass('cron.job') IS NOT NULL"):
+        return
+    database = fetch_value("SELECT pg_catalog.current_database()")
+    prefix = RETRY_JOB.format(database=database, id="")
+    fetch(
+        """SELECT cron.unschedule(j.jobid) FROM cron.job j
+             JOIN heal.migrations m ON m.id::text = substr(j.jobname, length($1) + 1)
+            WHERE starts_with(j.jobname, $1)
+              AND (EXISTS (SELECT FROM heal.migrations r WHERE r.retry_of = m.id)
+                   OR m.retry_ready_at < clock_timestamp() - make_interval(mins => $2))""",
+        prefix,
+        RETRY_JOB_MINUTES,
+        types=("text", "int4"),
+    )
 
 
 # -- housekeeping -----------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from collections import OrderedDict
 import plpy
 
 from . import analyze
-from .db import caller, extended_path, fetch, load_parser, session_search_path, settings
+from .db import caller, cancelled, fetch, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
+from .searchpath import appended
 from .snapshot import builtins, take_snapshot
 
 #: Hashes of (role, search_path, query text) whose needs were met, per backend: DDL
@@ -83,11 +84,13 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
                 with plpy.subtransaction():
                     for fix in planned.fixes:
                         if fix.kind == "search_path":
-                            new_path = extended_path(new_path, fix.target)
+                            new_path = appended(new_path, fix.target)
                             applied.append(f"SET LOCAL search_path = {new_path}")
                         else:
                             applied.append(apply_fix_as(role, fix))
             except plpy.SPIError as exc:
+                if cancelled(exc):
+                    raise
                 detail["reason"] = str(exc.args[0]) if exc.args else str(exc)
                 _event("auto_heal_failed", number, missing, None, detail)
                 continue

@@ -83,6 +83,22 @@ $$;
 COMMENT ON FUNCTION heal.server_info() IS
     'The server''s Python and pglast as pgheal sees them (checked by pgheal install).';
 
+-- Internal: raise the error a run returned (sqlstate, message, detail, hint), so that
+-- the client sees PostgreSQL's own message and SQLSTATE, without a Python exception name.
+CREATE OR REPLACE FUNCTION heal.raise_failure(failure jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF failure IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = failure ->> 'sqlstate',
+            MESSAGE = failure ->> 'message',
+            DETAIL = failure ->> 'detail',
+            HINT = failure ->> 'hint';
+    END IF;
+END
+$$;
+
 -- Runs the migration with the caller's rights; fixes go through heal.apply_fix.
 -- No SET clauses: a procedure with one cannot commit, and the failure record must.
 -- The work is done in PL/Python; the error is raised here so that the client sees
@@ -99,13 +115,7 @@ DECLARE
     failure jsonb;
 BEGIN
     CALL heal.run_migration(sql, name, dry_run, force, failure);
-    IF failure IS NOT NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = failure ->> 'sqlstate',
-            MESSAGE = failure ->> 'message',
-            DETAIL = failure ->> 'detail',
-            HINT = failure ->> 'hint';
-    END IF;
+    PERFORM heal.raise_failure(failure);
 END
 $$;
 COMMENT ON PROCEDURE heal.migrate(text, text, boolean, boolean) IS
@@ -122,6 +132,32 @@ import json
 plpy.execute("SELECT heal._load()")
 from heal.migrate import migrate
 result = migrate(sql, name, bool(dry_run), bool(force))
+return (json.dumps(result) if result else None,)
+$$;
+
+-- Retry a failed migration, in a session of the role that ran it (pg_cron logs in as
+-- that role when the scan schedules it); any other session is refused.
+CREATE OR REPLACE PROCEDURE heal.retry_migration(id bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    failure jsonb;
+BEGIN
+    CALL heal.run_retry(id, failure);
+    PERFORM heal.raise_failure(failure);
+END
+$$;
+COMMENT ON PROCEDURE heal.retry_migration(bigint) IS
+    'Run failed migration id again, healing what policy allows now; only in a session of '
+    'the role that ran it (the scan schedules this with pg_cron as that role).';
+
+CREATE OR REPLACE PROCEDURE heal.run_retry(id bigint, INOUT failure jsonb DEFAULT NULL)
+LANGUAGE plpython3u
+AS $$
+import json
+plpy.execute("SELECT heal._load()")
+from heal.migrate import retry
+result = retry(id)
 return (json.dumps(result) if result else None,)
 $$;
 
@@ -160,14 +196,6 @@ $$;
 COMMENT ON FUNCTION heal.refresh_extension_catalog(boolean) IS
     'Rebuild heal.extension_objects if the server''s available extensions changed (or force).';
 
-CREATE OR REPLACE FUNCTION heal.rebuild_extension_catalog(fingerprint text) RETURNS integer
-LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-plpy.execute("SELECT heal._load()")
-from heal.catalog import rebuild_extension_catalog
-return rebuild_extension_catalog(fingerprint)
-$$;
-
 -- heal.settings values are checked when they change, not when a migration needs them.
 CREATE OR REPLACE FUNCTION heal.setting_problem(name text, value text) RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -195,6 +223,8 @@ CREATE OR REPLACE TRIGGER settings_check BEFORE INSERT OR UPDATE ON heal.setting
     FOR EACH ROW EXECUTE FUNCTION heal.check_setting();
 
 -- Write one run's record: the migration row, its events, the pattern counters.
+-- Internal: only heal.write_records (and the scan, as pgheal) call it; no role that
+-- runs migrations may, or it could write any record it likes.
 CREATE OR REPLACE FUNCTION heal.record_migration(migration jsonb, events jsonb)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -204,13 +234,16 @@ DECLARE
 BEGIN
     INSERT INTO heal.migrations
            (name, checksum, forced, status, source, started_at, statements, attempts, heals,
-            duration_ms, error, run_by, sql, sqlstate, retry_of)
+            duration_ms, error, run_by, sql, sqlstate, retry_of, run_by_oid)
     SELECT m.name, m.checksum, coalesce(m.forced, false), m.status,
            coalesce(m.source, 'migration'), m.started_at,
            m.statements, m.attempts, m.heals, m.duration_ms, m.error,
            CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
                 THEN m.run_by ELSE session_user END,
-           m.sql, m.sqlstate, m.retry_of
+           m.sql, m.sqlstate, m.retry_of,
+           (SELECT r.oid FROM pg_roles r WHERE r.rolname =
+                CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
+                     THEN m.run_by ELSE session_user END)
       FROM jsonb_to_record(migration) AS m(
            name text, checksum text, forced boolean, status text, source text,
            started_at timestamptz,
@@ -244,9 +277,48 @@ BEGIN
              GROUP BY 1) c
      WHERE p.pattern = c.pattern;
 
+    -- A learned pattern counts as applied when a fix it planned healed a statement.
+    UPDATE heal.learned_patterns l
+       SET applied = l.applied + c.healed
+      FROM (SELECT (e.detail ->> 'learned')::integer AS id, count(*) AS healed
+              FROM jsonb_to_recordset(events) AS e(event_type text, detail jsonb)
+             WHERE e.event_type = 'auto_heal_success' AND e.detail ? 'learned'
+             GROUP BY 1) c
+     WHERE l.id = c.id;
+
     RETURN migration_id;
 END
 $$;
+
+-- The one door from a migration run to its record: no arguments, it writes what
+-- pgheal's own code queued in this backend's memory (heal.records), as pgheal, so a
+-- script that switched role is still recorded and no caller chooses the rows.
+CREATE OR REPLACE FUNCTION heal.write_records() RETURNS bigint
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+import sys
+records = sys.modules.get("heal.records")
+return records.write_pending() if records is not None else None
+$$;
+COMMENT ON FUNCTION heal.write_records() IS
+    'Internal: writes the record heal.migrate queued in this backend; callable by every '
+    'role because it writes nothing a caller chooses.';
+
+-- A statement the CLI ran at top level (it cannot run inside heal.migrate) goes into
+-- the history like the rest. Only such statements are accepted, recorded as the
+-- session user's, with source cli.
+CREATE OR REPLACE FUNCTION heal.record_outside(name text, sql text, error text,
+                                               duration_ms numeric)
+RETURNS bigint
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.records import record_outside
+return record_outside(name, sql, error, duration_ms)
+$$;
+COMMENT ON FUNCTION heal.record_outside(text, text, text, numeric) IS
+    'Record a statement that cannot run inside a transaction, run at top level by '
+    'pgheal migrate; refuses any other statement.';
 
 -- The autonomous scan. Not SECURITY DEFINER: it runs as the pg_cron job's owner (the
 -- installing superuser), reads the server log, and retries a failed migration as the
@@ -263,14 +335,16 @@ COMMENT ON PROCEDURE heal.scan() IS
     'retry failed migrations that can heal now, purge old records. Scheduled by pg_cron.';
 
 -- Predictive healing for DDL from any client (heal_predict_ddl, ddl_command_start).
--- Runs for every role: the fixes it may cause are the policy's for that role, checked
--- again by heal.apply_fix; heal.heal_ddl only acts for roles the session can act as.
+-- Internal: only heal.predict_ddl (SECURITY DEFINER, called by the event trigger, which
+-- no role can call directly) calls it. The fixes it may cause are the policy's for the
+-- role running the DDL, checked again by heal.apply_fix.
 CREATE OR REPLACE FUNCTION heal.heal_ddl(query text, role name, search_path text) RETURNS text
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 # Runs for every DDL statement, so it protects the statement itself (no PL/pgSQL
 # exception block, whose subtransaction would cost more than the analysis): any
 # failure is recorded and becomes a WARNING, and the DDL runs as without pgheal.
+# A cancel (SQLSTATE class 57) is not a failure of pgheal's: it ends the DDL.
 import time
 try:
     now = time.monotonic()
@@ -281,26 +355,24 @@ try:
         GD["heal.checked"] = now
     return GD["heal.heal_ddl"](query, role, search_path)
 except Exception as exc:
+    if str(getattr(exc, "sqlstate", None) or "").startswith("57"):
+        raise
     message = str(exc.args[0]) if exc.args else repr(exc)
     plpy.warning("pgheal: predictive healing failed (%s); the statement runs as it would "
                  "without pgheal" % message)
     try:
-        plan = plpy.prepare("SELECT heal.record_prediction_failure($1, $2)", ["text", "text"])
-        plpy.execute(plan, [message, query])
-    except Exception:
-        pass  # recording is best effort
+        plan = plpy.prepare(
+            """INSERT INTO heal.build_events (event_type, message, detail, source)
+               VALUES ('auto_heal_failed', 'predictive healing failed: ' || $1,
+                       jsonb_build_object('reason', $1, 'statement', left($2, 1000),
+                                          'role', $3::text),
+                       'event_trigger')""",
+            ["text", "text", "name"])
+        plpy.execute(plan, [message, query, role])
+    except Exception as failed:
+        if str(getattr(failed, "sqlstate", None) or "").startswith("57"):
+            raise
     return None
-$$;
-
--- Plain SQL, so that it works when the Python side is what failed.
-CREATE OR REPLACE FUNCTION heal.record_prediction_failure(message text, query text)
-RETURNS void
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    INSERT INTO heal.build_events (event_type, message, detail, source)
-    VALUES ('auto_heal_failed', 'predictive healing failed: ' || message,
-            jsonb_build_object('reason', message, 'statement', left(query, 1000)),
-            'event_trigger');
 $$;
 
 -- CREATE INDEX on plain columns: names without schema or quotes inside, columns with
@@ -323,26 +395,45 @@ $$;
 -- (no expression, operator class, collation or schema; an access method of the core)
 -- cannot need anything, and is the commonest DDL after CREATE TABLE: it is let
 -- through without a call into Python.
+-- SECURITY DEFINER so that heal.heal_ddl needs no grant to PUBLIC (an event trigger
+-- function cannot be called directly). No SET clause: the search_path it sets must
+-- outlive it, and it reads the session's; so every name and operator here is
+-- schema-qualified. The DDL's role is the one SET ROLE chose, else the session's.
 CREATE OR REPLACE FUNCTION heal.predict_ddl() RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 AS $$
 DECLARE
     query text := pg_catalog.current_query();
+    role name := pg_catalog.current_setting('role');
     needed text;
 BEGIN
-    IF pg_catalog.current_setting('heal.fixing', true) = 'on'
-       OR pg_catalog.current_setting('heal.migrating', true) = 'on'
-       OR TG_TAG = 'CREATE INDEX' AND query OPERATOR(pg_catalog.~*) heal.plain_index_pattern()
+    IF pg_catalog.current_setting('heal.fixing', true) OPERATOR(pg_catalog.=) 'on'
+       OR pg_catalog.current_setting('heal.migrating', true) OPERATOR(pg_catalog.=) 'on'
+       OR TG_TAG OPERATOR(pg_catalog.=) 'CREATE INDEX'
+          AND query OPERATOR(pg_catalog.~*) heal.plain_index_pattern()
     THEN
         RETURN;
     END IF;
-    needed := heal.heal_ddl(query, current_user, pg_catalog.current_setting('search_path'));
+    IF role OPERATOR(pg_catalog.=) 'none' THEN
+        role := session_user;
+    END IF;
+    needed := heal.heal_ddl(query, role, pg_catalog.current_setting('search_path'));
     IF needed IS NOT NULL THEN
         -- For the session, not just this statement: what follows in it (queries,
         -- operators, citext comparisons) needs the schema too.
         PERFORM pg_catalog.set_config('search_path', needed, false);
     END IF;
 END
+$$;
+
+-- Internal: whether the DDL running now is a fix heal.apply_fix applies, asked of the
+-- backend's memory (a setting could be set by any session, to hide its own DDL).
+CREATE OR REPLACE FUNCTION heal.fixing_now() RETURNS boolean
+LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp
+AS $$
+import sys
+fixes = sys.modules.get("heal.fixes")
+return bool(fixes is not None and fixes.applying())
 $$;
 
 -- What DDL was run, and by whom: what the scan learns from. Fails open too.
@@ -352,7 +443,7 @@ AS $$
 BEGIN
     INSERT INTO heal.ddl_log (command_tag, object_type, object_identity, by_pgheal, role_name)
     SELECT c.command_tag, c.object_type, c.object_identity,
-           coalesce(current_setting('heal.fixing', true), '') = 'on', session_user
+           heal.fixing_now(), session_user
       FROM pg_catalog.pg_event_trigger_ddl_commands() AS c
      WHERE NOT c.in_extension;
 EXCEPTION WHEN OTHERS THEN

@@ -1,5 +1,7 @@
--- Who may do what. Objects belong to the installing superuser; heal.migrate is for
--- members of heal_operator, never PUBLIC.
+-- Who may do what. Objects belong to the installing superuser. heal_operator may run
+-- and plan migrations and read pgheal's records; nothing it (or PUBLIC) can execute
+-- writes a row it chooses. Every grant is listed here by name: a routine added later
+-- is nobody's until it is listed (tests check every SECURITY DEFINER routine).
 
 DO $$
 BEGIN
@@ -11,20 +13,40 @@ $$;
 COMMENT ON ROLE heal_operator IS 'Grant to roles that may run heal.migrate and read pgheal''s records.';
 
 REVOKE ALL ON ALL ROUTINES IN SCHEMA heal FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA heal FROM heal_operator;
 REVOKE ALL ON ALL TABLES IN SCHEMA heal FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA heal TO heal_operator;
 GRANT SELECT ON ALL TABLES IN SCHEMA heal TO heal_operator;
-GRANT EXECUTE ON ALL ROUTINES IN SCHEMA heal TO heal_operator;
 
--- The scan reads the server log and acts for every role: superusers (pg_cron) only.
-REVOKE EXECUTE ON PROCEDURE heal.scan() FROM heal_operator;
-REVOKE EXECUTE ON FUNCTION heal.skip_log_backlog() FROM heal_operator;
+-- What operators run: each acts with the caller's own rights (not SECURITY DEFINER).
+GRANT EXECUTE ON PROCEDURE heal.migrate(text, text, boolean, boolean) TO heal_operator;
+GRANT EXECUTE ON PROCEDURE heal.run_migration(text, text, boolean, boolean, jsonb)
+    TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.plan(text) TO heal_operator;
+GRANT EXECUTE ON PROCEDURE heal.retry_migration(bigint) TO heal_operator;
+GRANT EXECUTE ON PROCEDURE heal.run_retry(bigint, jsonb) TO heal_operator;
+-- What those call as pgheal (SECURITY DEFINER), each checking the caller itself:
+-- heal._load imports pgheal's own code; heal.apply_fix applies a fix only within the
+-- policy for a role the session user is a member of; heal.refresh_extension_catalog
+-- records what the server's extension scripts create; heal.record_outside records
+-- only a statement that cannot run in a transaction, as the session user's;
+-- heal.server_info, heal.setting_problem and heal.health_checks only read.
+GRANT EXECUTE ON FUNCTION heal._load() TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.apply_fix(name, text, text, text) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.refresh_extension_catalog(boolean) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.record_outside(text, text, text, numeric) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.server_info() TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.setting_problem(text, text) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.health_checks() TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.plain_index_pattern() TO heal_operator;
 
--- Event triggers fire for every role: the functions they call must be callable by all.
--- heal.heal_ddl acts only for roles the session can act as, within their policy.
-GRANT EXECUTE ON FUNCTION heal.heal_ddl(text, name, text) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION heal.record_prediction_failure(text, text) TO PUBLIC;
-GRANT EXECUTE ON FUNCTION heal.predict_ddl() TO PUBLIC;
-GRANT EXECUTE ON FUNCTION heal.plain_index_pattern() TO PUBLIC;
+-- Every role: a migration's script may switch to any role (SET ROLE), and its record
+-- is still written; heal.write_records takes no arguments and writes only what
+-- pgheal's own code queued in this backend, so no caller chooses a row.
 GRANT USAGE ON SCHEMA heal TO PUBLIC;
+GRANT EXECUTE ON FUNCTION heal.write_records() TO PUBLIC;
+-- Raises the error a run returned, with the caller's rights (not SECURITY DEFINER).
+GRANT EXECUTE ON FUNCTION heal.raise_failure(jsonb) TO PUBLIC;
+-- The event trigger's function is SECURITY DEFINER and cannot be called directly:
+-- no grant is needed for it to fire for every role.

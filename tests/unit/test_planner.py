@@ -9,11 +9,12 @@ import pglast
 
 from heal.errors import Missing, classify
 from heal.planner import Fix, normalize_type, plan
-from heal.policy import SETTING_NAMES, Caller, Extension, Policy
+from heal.policy import SETTING_NAMES, Caller, Extension, Policy, SchemaInfo
 
 SUPERUSER = Caller("postgres", superuser=True, create_on_database=True)
 APP = Caller("app", superuser=False, create_on_database=True)
 GUEST = Caller("guest", superuser=False, create_on_database=False)
+OWNER = Caller("owner", superuser=False, create_on_database=True, owns_database=True)
 
 
 def ext(name: str, **kw) -> Extension:
@@ -32,6 +33,13 @@ class FakeCatalog:
     visible: set[str] = field(default_factory=set)
     known_ext: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     casts: set[tuple[str, str]] = field(default_factory=lambda: {("varchar", "text")})
+    #: Schemas that exist, with who owns them (by default a superuser, nobody else creates).
+    owners: dict[str, SchemaInfo] = field(default_factory=dict)
+
+    def schema_info(self, name):
+        if name not in self.schemas and name not in self.owners:
+            return None
+        return self.owners.get(name, SchemaInfo(name, "postgres", owner_superuser=True))
 
     def schema_exists(self, name):
         return name in self.schemas
@@ -96,11 +104,50 @@ def test_persisting_the_path_can_be_off_and_is_skipped_when_present():
 
 def test_found_elsewhere_only_touches_the_search_path():
     catalog = uuid_catalog(located={"uuid_generate_v4": ["extensions"]})
-    result = plan(UUID, catalog, Policy(), APP)
+    result = plan(UUID, catalog, Policy(), OWNER)
     assert result.fixes == [
         Fix("search_path", "extensions"),
         Fix("persist_search_path", "extensions"),
     ]
+    # Only the database's owner (or a superuser) could ALTER DATABASE ... SET by hand.
+    assert plan(UUID, catalog, Policy(), APP).fixes == [Fix("search_path", "extensions")]
+
+
+def test_a_schema_others_can_create_in_is_never_put_on_the_path():
+    tools = SchemaInfo("tools", "mallory", owner_superuser=False)
+    catalog = uuid_catalog(located={"uuid_generate_v4": ["tools"]}, owners={"tools": tools})
+    result = plan(UUID, catalog, Policy(), SUPERUSER)
+    assert [f.kind for f in result.fixes][:2] == ["create_schema", "create_extension"]
+    assert Fix("search_path", "tools") not in result.fixes
+    # Nothing else provides it: refused, naming the schema and why.
+    catalog.provided = {}
+    refused = plan(UUID, catalog, Policy(), SUPERUSER)
+    assert not refused.ok
+    assert 'schema "tools" is not trusted' in refused.refused
+    assert 'owned by role "mallory"' in refused.refused
+    # PUBLIC with CREATE in a superuser's schema is just as bad; the owner itself may use it.
+    shared = SchemaInfo("tools", "postgres", owner_superuser=True, creators=("PUBLIC",))
+    catalog.owners = {"tools": shared}
+    assert "PUBLIC can create objects in it" in plan(UUID, catalog, Policy(), APP).refused
+    mine = SchemaInfo("tools", "app", owner_superuser=False)
+    catalog.owners = {"tools": mine}
+    assert plan(UUID, catalog, Policy(), APP).fixes == [Fix("search_path", "tools")]
+
+
+def test_an_extension_schema_someone_else_made_receives_nothing():
+    catalog = uuid_catalog(
+        schemas={"public", "extensions"},
+        owners={"extensions": SchemaInfo("extensions", "mallory", owner_superuser=False)},
+    )
+    result = plan(UUID, catalog, Policy(), SUPERUSER)
+    assert not result.ok
+    assert 'schema "extensions" is not trusted for every role' in result.refused
+
+
+def test_system_schemas_are_never_created():
+    result = plan(Missing("schema", "pg_temp"), FakeCatalog(), Policy(), SUPERUSER)
+    assert not result.ok and not result.fixes
+    assert "system schema" in result.reason
 
 
 def test_found_in_a_user_schema_is_not_persisted():

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pglast
 import pytest
 
-from heal.script import ScriptError, split
+from heal.analyze import parse
+from heal.script import (
+    PolicyProbe,
+    ScriptError,
+    classify_node,
+    policy_probe,
+    split,
+    without_concurrently,
+)
 
 
 def test_statements_keep_their_position():
@@ -86,3 +94,145 @@ def test_statements_a_procedure_cannot_run(sql, name):
 )  # fmt: skip
 def test_statements_that_run_fine(sql):
     assert len(split(sql, pglast).statements) == 1
+
+
+@pytest.mark.parametrize(
+    ("sql", "verdict"),
+    [
+        ("CREATE DATABASE d", "CREATE DATABASE"),
+        ("DROP DATABASE d", "DROP DATABASE"),
+        ("ALTER SYSTEM RESET ALL", "ALTER SYSTEM"),
+        ("CREATE TABLESPACE s LOCATION '/x'", "CREATE TABLESPACE"),
+        ("DROP TABLESPACE s", "DROP TABLESPACE"),
+        ("CREATE SUBSCRIPTION s CONNECTION '' PUBLICATION p", "CREATE SUBSCRIPTION"),
+        ("DROP SUBSCRIPTION s", "DROP SUBSCRIPTION"),
+        ("VACUUM", "VACUUM"),
+        ("VACUUM (ANALYZE) t", "VACUUM"),
+        ("ANALYZE t", None),
+        ("CREATE INDEX CONCURRENTLY ON t (a) WHERE a > 1", "CREATE INDEX CONCURRENTLY"),
+        ("CREATE INDEX i ON t (a)", None),
+        ("DROP INDEX CONCURRENTLY IF EXISTS i", "DROP INDEX CONCURRENTLY"),
+        ("DROP INDEX i", None),
+        ("REINDEX (CONCURRENTLY) INDEX i", "REINDEX CONCURRENTLY"),
+        ("REINDEX TABLE CONCURRENTLY t", "REINDEX CONCURRENTLY"),
+        ("REINDEX SYSTEM", "REINDEX SYSTEM"),
+        ("REINDEX DATABASE d", "REINDEX DATABASE"),
+        ("REINDEX TABLE t", None),
+        ("ALTER DATABASE d SET TABLESPACE s", "ALTER DATABASE ... SET TABLESPACE"),
+        ("ALTER DATABASE d SET work_mem = '1MB'", None),
+        ("ALTER DATABASE d CONNECTION LIMIT 3", None),
+        ("CLUSTER", "CLUSTER (all tables)"),
+        ("CLUSTER VERBOSE", "CLUSTER (all tables)"),
+        ("CLUSTER t USING i", None),
+        ("DISCARD ALL", "DISCARD ALL"),
+        ("DISCARD PLANS", None),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE", "skip"),
+        ("START TRANSACTION", "skip"),
+        ("COMMIT", "skip"),
+        ("END", "skip"),
+        ("ROLLBACK", "ROLLBACK"),
+        ("ABORT", "ROLLBACK"),
+        ("SAVEPOINT a", "SAVEPOINT"),
+        ("RELEASE a", "RELEASE"),
+        ("ROLLBACK TO a", "ROLLBACK TO"),
+        ("PREPARE TRANSACTION 'x'", "PREPARE"),
+        ("COMMIT PREPARED 'x'", "COMMIT PREPARED"),
+        ("ROLLBACK PREPARED 'x'", "ROLLBACK PREPARED"),
+        ("PREPARE p AS SELECT 1", None),
+        ("SELECT 1", None),
+    ],
+)
+def test_classify_the_json_tree(sql, verdict):
+    assert classify_node(parse(sql, pglast)[0]) == verdict
+
+
+def test_cluster_of_every_table_is_refused():
+    with pytest.raises(ScriptError, match=r"^CLUSTER \(all tables\) cannot run"):
+        split("CLUSTER;", pglast)
+
+
+#: Statements split() looks into, each holding an expression `n` levels deep.
+DEEP = [
+    lambda n: "PREPARE p AS SELECT " + "1+" * n + "1",
+    lambda n: "PREPARE p AS SELECT " + "(SELECT " * n + "1" + ")" * n,
+    lambda n: "CREATE INDEX CONCURRENTLY i ON t (a) WHERE " + "NOT " * n + "true",
+    lambda n: 'CREATE TABLE t ("concurrently" int[] DEFAULT ' + "ARRAY[" * n + "1" + "]" * n + ")",
+    lambda n: "CLUSTER t USING i; DISCARD ALL" + "; COMMIT" * n,
+]
+
+
+@pytest.mark.parametrize("make", DEEP[:4])
+def test_too_deep_to_look_into_is_a_clean_error(make):
+    """600 levels pass the parser but not json.loads: refused, not a traceback."""
+    with pytest.raises(ScriptError) as info:
+        split(f"SELECT 1;\n{make(600)};", pglast, keep_outside=True)
+    assert info.value.sqlstate == "54001"
+    assert info.value.message == "statement too deeply nested (statement 2, line 2)"
+
+
+def test_too_deep_for_the_parsers_stack_check_is_a_clean_error():
+    with pytest.raises(ScriptError) as info:
+        split(DEEP[0](60_000), pglast)
+    assert (info.value.sqlstate, info.value.message) == (
+        "54001", "statement too deeply nested (statement 1, line 1)"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("make", DEEP)
+def test_any_depth_gives_a_script_error_or_a_script(make):
+    for depth in (10, 300, 3_000, 60_000):
+        try:
+            split(make(depth), pglast, keep_outside=True)
+        except ScriptError as exc:
+            assert exc.sqlstate in ("42601", "54001", "25001")
+
+
+def test_deep_nesting_is_not_looked_into_where_nothing_needs_it():
+    sql = "SELECT " + "1+" * 60_000 + "1"
+    assert split(sql, pglast).statements[0].text == sql
+
+
+def test_shallow_suspects_still_run():
+    script = split("PREPARE p AS SELECT " + "1+" * 100 + "1; BEGIN; COMMIT", pglast)
+    assert len(script.statements) == 1
+
+
+@pytest.mark.parametrize(
+    ("sql", "probe"),
+    [
+        ('CREATE POLICY "my pol" ON s.t USING (true)',
+         PolicyProbe("s", "t", "my pol", 'CREATE POLICY "probe" ON s.t USING (true)')),
+        ("-- c\ncreate /* x */ policy name on t for select to r using (a = 1)",
+         PolicyProbe(None, "t", "name",
+                     '-- c\ncreate /* x */ policy "probe" on t for select to r using (a = 1)')),
+        ("CREATE POLICY p ON t USING (" + "NOT " * 100 + "true)",
+         PolicyProbe(None, "t", "p", 'CREATE POLICY "probe" ON t USING (' + "NOT " * 100
+                     + "true)")),
+    ],
+)  # fmt: skip
+def test_policy_probe_renames_the_policy_in_the_text(sql, probe):
+    assert policy_probe(sql, "probe", pglast) == probe
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["CREATE TABLE t (a int)", "CREATE POLICY p ON t USING (" + "NOT " * 600 + "true)",
+     "CREATE POLICY p ON t USING (" + "1+" * 60_000 + "1)"],
+)  # fmt: skip
+def test_policy_probe_gives_up_cleanly(sql):
+    assert policy_probe(sql, "probe", pglast) is None
+
+
+@pytest.mark.parametrize(
+    ("sql", "plain"),
+    [
+        ("CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)", "CREATE UNIQUE INDEX i ON t (a)"),
+        ("create index concurrently on t (a)", "create index on t (a)"),
+        ("CREATE INDEX CONCURRENTLY concurrently ON t (a)", 'CREATE INDEX "concurrently" ON t (a)'),
+        ("DROP INDEX /* c */ CONCURRENTLY IF EXISTS i", "DROP INDEX /* c */ IF EXISTS i"),
+        ("CREATE INDEX CONCURRENTLY i ON t (a) WHERE " + "1+" * 60_000 + "1 > 0",
+         "CREATE INDEX i ON t (a) WHERE " + "1+" * 60_000 + "1 > 0"),
+    ],
+)  # fmt: skip
+def test_without_concurrently(sql, plain):
+    assert without_concurrently(sql, pglast) == plain

@@ -1,0 +1,73 @@
+"""pgheal's own records of a heal.migrate run, written as pgheal.
+
+``heal.migrate`` runs as its caller, and the caller's script can call any function
+the caller may execute. A SECURITY DEFINER writer taking the record as arguments
+would let any caller write whatever rows it likes. So the record never travels
+through SQL: the run hands it to :func:`submit`, which keeps it in this backend's
+memory (where SQL cannot reach) and calls ``heal.write_records()``, which takes no
+arguments and writes only what pgheal's own code queued. It runs as pgheal, so the
+record is written whatever role the script switched to.
+"""
+
+from __future__ import annotations
+
+import json
+
+import plpy
+
+from .db import fetch_value
+
+_PENDING: list[tuple[dict, list[dict]]] = []
+
+
+def submit(migration: dict, events: list[dict]) -> int:
+    """Record one run (its row in heal.migrations and its events); return its id."""
+    _PENDING.append((migration, events))
+    try:
+        return int(fetch_value("SELECT heal.write_records()"))
+    finally:
+        _PENDING.clear()
+
+
+def write_pending() -> int | None:
+    """Body of ``heal.write_records()`` (SECURITY DEFINER): write what was queued."""
+    if not _PENDING:
+        return None
+    migration, events = _PENDING.pop()
+    plan = plpy.prepare(
+        "SELECT heal.record_migration($1::jsonb, $2::jsonb) AS id", ["text", "text"]
+    )
+    return int(plpy.execute(plan, [json.dumps(migration), json.dumps(events)])[0]["id"])
+
+
+def record_outside(name: str | None, sql: str, error: str | None, duration_ms: float) -> int:
+    """Body of ``heal.record_outside``: the record of one statement the CLI ran at top
+    level. Only a statement that cannot run inside a transaction is accepted, and the
+    record names the session user, so nobody records a migration it did not run."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from .db import load_parser
+    from .script import split
+
+    statements = split(sql or "", load_parser(), keep_outside=True).statements
+    if len(statements) != 1 or statements[0].outside is None:
+        plpy.error(
+            "heal.record_outside: only one statement that cannot run inside a transaction "
+            "(CREATE INDEX CONCURRENTLY, VACUUM, ...) is recorded this way",
+            sqlstate="22023",
+        )
+    now = datetime.now(UTC).isoformat()
+    migration = {
+        "name": name, "checksum": hashlib.md5(sql.encode()).hexdigest(),
+        "status": "failed" if error else "succeeded", "source": "cli", "started_at": now,
+        "statements": 1, "attempts": 0, "heals": 0, "error": error,
+        "duration_ms": float(duration_ms or 0), "run_by": None, "sql": sql,
+    }  # fmt: skip
+    event = {
+        "event_type": "migration_failed" if error else "migration_succeeded",
+        "created_at": now, "statement": 1, "message": error,
+        "detail": {"outside_transaction": statements[0].outside},
+    }  # fmt: skip
+    _PENDING.append((migration, [event]))
+    return write_pending() or 0

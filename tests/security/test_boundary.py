@@ -1,0 +1,431 @@
+"""The trust boundary: no role gains through pgheal what it could not do by hand.
+
+Each test is an attack that worked before the boundary was built, tried through every
+route that reaches the same code (heal.migrate, heal.plan, the DDL trigger, the scan).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from pgheal import deploy, serverdeps
+from pgheal.cluster import Cluster
+from tests.integration.conftest import connect, extensions, psql, role_dsn, scalar
+
+
+def _role(conn, *, operator: bool = True, create_db: bool = False, prefix: str = "r") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN" + (" IN ROLE heal_operator" if operator else ""))
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {name}")
+    if create_db:
+        conn.execute(f"GRANT CREATE ON DATABASE {conn.info.dbname} TO {name}")
+    return name
+
+
+def _superuser(conn, role: str) -> bool:
+    return bool(scalar(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)))
+
+
+def _db_path(conn) -> str | None:
+    return scalar(
+        conn,
+        """SELECT s FROM pg_db_role_setting r, unnest(r.setconfig) s
+            WHERE r.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND r.setrole = 0 AND s LIKE 'search_path=%'""",
+    )
+
+
+@pytest.fixture
+def no_create(conn):
+    conn.execute(f"REVOKE CREATE ON DATABASE {conn.info.dbname} FROM PUBLIC")
+    return conn
+
+
+# -- 1. stored SQL never runs in a privileged session on another role's behalf -----------------
+
+ESCALATION = """
+DO $$ BEGIN
+  IF session_user = '{role}' THEN
+    RAISE EXCEPTION USING ERRCODE = '42883', MESSAGE = 'function plan(text) does not exist';
+  END IF;
+END $$;
+RESET ROLE;
+ALTER ROLE {role} SUPERUSER;
+"""
+
+
+def test_a_failed_migration_is_never_retried_in_the_scans_session(conn, dsn):
+    op = _role(conn, prefix="op")
+    with connect(role_dsn(dsn, op)) as session, pytest.raises(psycopg.Error) as failed:
+        session.execute("CALL heal.migrate(%s)", (ESCALATION.format(role=op),))
+    assert failed.value.diag.sqlstate == "42883"
+    migration = scalar(conn, "SELECT id FROM heal.migrations WHERE run_by = %s", (op,))
+    conn.execute("CALL heal.scan()")
+    conn.execute("CALL heal.scan()")
+    assert not _superuser(conn, op)
+    assert scalar(conn, "SELECT count(*) FROM heal.migrations") == 1  # nothing ran here
+    assert scalar(conn, "SELECT retry_ready_at IS NOT NULL FROM heal.migrations") is True
+    # A superuser's session may not run it either: that is the attack itself.
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+        conn.execute("CALL heal.retry_migration(%s)", (migration,))
+    assert f'run by role "{op}"' in refused.value.diag.message_primary
+    assert not _superuser(conn, op)
+    # Nor a session that switched to that role: RESET ROLE, or RESET SESSION
+    # AUTHORIZATION, would lead back to the superuser who logged in.
+    for switch in (f"SET ROLE {op}", f"SET SESSION AUTHORIZATION {op}"):
+        with connect(dsn) as admin:
+            admin.execute(switch)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                admin.execute("CALL heal.retry_migration(%s)", (migration,))
+    # Its own session may: and then the script runs with that role's rights only.
+    with connect(role_dsn(dsn, op)) as session, pytest.raises(psycopg.Error) as again:
+        session.execute("CALL heal.retry_migration(%s)", (migration,))
+    assert again.value.diag.sqlstate == "42883"  # its own session: the script fails again
+    assert not _superuser(conn, op)
+
+
+def test_a_dropped_or_renamed_role_gets_no_retry(conn, dsn):
+    op = _role(conn, prefix="gone")
+    with connect(role_dsn(dsn, op)) as session, pytest.raises(psycopg.Error):
+        session.execute("CALL heal.migrate('CREATE VIEW v AS SELECT plan(''x'')')")
+    conn.execute(f"ALTER ROLE {op} RENAME TO {op}_x")
+    conn.execute(f"CREATE ROLE {op} LOGIN SUPERUSER")  # the old name, another role
+    conn.execute("CALL heal.scan()")
+    assert scalar(conn, "SELECT retry_ready_at FROM heal.migrations") is None
+    migration = scalar(conn, "SELECT max(id) FROM heal.migrations")
+    with (
+        connect(role_dsn(dsn, op)) as impostor,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        impostor.execute("CALL heal.retry_migration(%s)", (migration,))
+    assert scalar(conn, "SELECT to_regclass('public.v')") is None
+
+
+def test_the_scan_never_acts_with_its_own_rights_for_a_role_that_is_gone(conn, dsn):
+    role = _role(conn, operator=False, prefix="app")
+    conn.execute("SELECT heal.skip_log_backlog()")
+    with connect(role_dsn(dsn, role)) as app, pytest.raises(psycopg.Error):
+        app.execute("SELECT uuid_generate_v4()")
+    conn.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+    for _ in range(300):  # the collector writes the log asynchronously
+        conn.execute("CALL heal.scan()")
+        if scalar(conn, "SELECT count(*) FROM heal.error_events"):
+            break
+        time.sleep(0.1)
+    assert "uuid-ossp" not in extensions(conn)
+    assert f'role "{role}" no longer exists' in scalar(
+        conn, "SELECT refused FROM heal.error_fingerprints"
+    )
+
+
+# -- 3. a trojan on a privileged caller's search path ----------------------------------------
+
+TROJAN = """
+CREATE SCHEMA tools AUTHORIZATION {role};
+SET ROLE {role};
+CREATE FUNCTION tools.uuid_generate_v4() RETURNS uuid LANGUAGE plpgsql AS $$
+BEGIN
+  ALTER ROLE {role} SUPERUSER;
+  RETURN '00000000-0000-0000-0000-000000000000';
+END $$;
+CREATE TYPE tools.citext AS (x text);
+RESET ROLE;
+"""
+
+
+@pytest.mark.parametrize("route", ["migrate", "trigger", "plan"])
+def test_a_schema_another_role_controls_never_goes_on_the_path(conn, dsn, route):
+    mallory = _role(conn, operator=False, prefix="mallory")
+    conn.execute(TROJAN.format(role=mallory))
+    ddl = "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4(), e citext)"
+    if route == "plan":
+        rows = conn.execute("SELECT missing, fix, allowed FROM heal.plan(%s)", (ddl,)).fetchall()
+        assert rows and all("tools" not in (fix or "") for _, fix, _ in rows), rows
+        return
+    if route == "migrate":
+        conn.execute("CALL heal.migrate(%s)", (ddl,))
+    else:
+        result = psql(dsn, "-c", ddl)
+        assert result.returncode == 0, result.stderr
+    conn.execute("INSERT INTO t DEFAULT VALUES")
+    assert not _superuser(conn, mallory)
+    assert {"uuid-ossp", "citext"} <= set(extensions(conn))
+    default = scalar(
+        conn, "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 't'::regclass"
+    )
+    assert default == "extensions.uuid_generate_v4()"
+    column = "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 't'::regclass"
+    assert scalar(conn, column + " AND attname = 'e'") == "extensions.citext"
+
+
+@pytest.mark.parametrize(
+    ("plant", "use"),
+    [
+        ("CREATE FUNCTION tools.helper_fn(int) RETURNS int LANGUAGE sql AS 'SELECT 1'",
+         "SELECT helper_fn(1)"),
+        ("CREATE FUNCTION tools.cmp(text, text) RETURNS boolean LANGUAGE sql AS 'SELECT true';"
+         " CREATE OPERATOR tools.<~> (LEFTARG = text, RIGHTARG = text, FUNCTION = tools.cmp)",
+         "SELECT 'a'::text <~> 'b'::text"),
+        ("CREATE AGGREGATE tools.agg_x(int) (SFUNC = int4pl, STYPE = int)",
+         "SELECT agg_x(1)"),
+        ("CREATE TEXT SEARCH CONFIGURATION tools.cfg_x (COPY = simple)",
+         "SELECT to_tsvector('cfg_x', 'x')"),
+    ],
+)  # fmt: skip
+def test_nothing_else_provides_it_refuses_and_names_the_schema(conn, plant, use):
+    mallory = _role(conn, operator=False, prefix="mallory")
+    conn.execute(f"CREATE SCHEMA tools AUTHORIZATION {mallory}")
+    conn.execute(f"SET ROLE {mallory}")
+    conn.execute(plant)
+    conn.execute("RESET ROLE")
+    with pytest.raises(psycopg.Error) as refused:
+        conn.execute("CALL heal.migrate(%s)", (use,))
+    detail = refused.value.diag.message_detail
+    assert 'schema "tools" is not trusted' in detail and f'"{mallory}"' in detail
+    assert "tools" not in scalar(conn, "SELECT current_setting('search_path')")
+
+
+# -- 4. extensions never go into a schema someone else prepared --------------------------------
+
+
+def test_an_extension_schema_made_by_someone_else_receives_nothing(conn, dsn):
+    mallory = _role(conn, operator=False, create_db=True, prefix="mallory")
+    with connect(role_dsn(dsn, mallory)) as m:
+        m.execute("CREATE SCHEMA extensions")
+        m.execute("CREATE FUNCTION extensions.lower(varchar) RETURNS text LANGUAGE sql "
+                  "AS 'SELECT ''pwned''::text'")  # fmt: skip
+    before = _db_path(conn)
+    for route in ("migrate", "trigger"):
+        if route == "migrate":
+            with pytest.raises(psycopg.Error) as refused:
+                conn.execute("CALL heal.migrate('CREATE TABLE m (e citext)')")
+            assert 'schema "extensions" is not trusted' in refused.value.diag.message_detail
+        else:
+            result = psql(dsn, "-c", "CREATE TABLE m (e citext)")
+            assert result.returncode != 0
+            assert 'schema "extensions" is not trusted' in result.stderr
+    assert "citext" not in extensions(conn)
+    assert _db_path(conn) == before
+
+
+# -- 6. the database's search_path: only its owner could change it by hand --------------------
+
+
+def test_a_role_without_privileges_never_changes_the_databases_path(no_create, dsn):
+    conn = no_create
+    conn.execute("CALL heal.migrate('CREATE TABLE x (e citext)')")  # extensions exists now
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET search_path = "$user", public')
+    nobody = _role(conn, operator=False, prefix="nobody")
+    result = psql(role_dsn(dsn, nobody), "-c", "CREATE TEMP TABLE m (e citext)")
+    assert result.returncode == 0, result.stderr  # healed for its own session only
+    assert _db_path(conn) == 'search_path="$user", public'
+
+
+# -- 7. cancels win --------------------------------------------------------------------------
+
+
+def _locked(dsn: str, table: str, seconds: float) -> threading.Thread:
+    """Hold an exclusive lock on `table` for `seconds`, from another session."""
+    ready = threading.Event()
+
+    def hold() -> None:
+        with connect(dsn) as other, other.transaction():
+            other.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            ready.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    ready.wait()
+    return thread
+
+
+def test_a_timeout_during_static_analysis_ends_the_migration(conn, dsn):
+    holder = _locked(dsn, "heal.extension_objects", 1.5)
+    try:
+        conn.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            # What the script creates is looked up in heal.extension_objects: blocked.
+            conn.execute("CALL heal.migrate('CREATE EXTENSION IF NOT EXISTS hstore; "
+                         "CREATE TABLE c (e citext)')")  # fmt: skip
+    finally:
+        holder.join()
+        conn.execute("RESET statement_timeout")
+    assert scalar(conn, "SELECT to_regclass('public.c')") is None
+
+
+def test_a_cancel_during_a_statement_is_not_recorded_as_a_failure_to_heal(conn, dsn):
+    pid = conn.info.backend_pid
+
+    def cancel() -> None:
+        time.sleep(0.5)
+        with connect(dsn) as other:
+            other.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        conn.execute("CALL heal.migrate('CREATE TABLE d (a int); SELECT pg_sleep(5)')")
+    thread.join()
+    assert scalar(conn, "SELECT to_regclass('public.d')") is None
+    # Not caught: nothing ran after it, no failure was recorded and committed.
+    assert scalar(conn, "SELECT count(*) FROM heal.migrations") == 0
+
+
+def test_a_timeout_inside_the_ddl_trigger_ends_the_ddl(conn, dsn):
+    holder = _locked(dsn, "heal.settings", 1.5)
+    try:
+        result = psql(dsn, "-c", "SET statement_timeout = '300ms'", "-c",
+                      "CREATE TABLE e (v citext)")  # fmt: skip
+    finally:
+        holder.join()
+    assert result.returncode != 0
+    assert "canceling statement due to statement timeout" in result.stderr
+    assert "predictive healing failed" not in result.stderr
+    assert scalar(conn, "SELECT to_regclass('public.e')") is None
+
+
+# -- 8. identifiers are parsed, never split by hand --------------------------------------------
+
+
+def test_quoted_names_on_the_databases_path_survive_a_persisted_heal(conn):
+    conn.execute('CREATE SCHEMA "my,schema"')
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET search_path = "my,schema", public')
+    conn.execute('SET search_path = "my,schema", public')
+    conn.execute("CALL heal.migrate('CREATE TABLE q (id uuid DEFAULT uuid_generate_v4())')")
+    assert _db_path(conn) == 'search_path="my,schema", public, extensions'
+
+
+# -- 9. non-superuser operators: PostgreSQL's errors, and a record -----------------------------
+
+
+def test_an_operator_gets_postgresql_errors_and_a_record(conn, dsn):
+    conn.execute(
+        """INSERT INTO heal.learned_patterns (fingerprint, pattern, message, fix_kind, fix_target)
+           VALUES ('x', 'function %(%) does not exist', 'm', 'create_schema', 's')"""
+    )
+    op = _role(conn, create_db=True, prefix="op")
+    with connect(role_dsn(dsn, op)) as session:
+        with pytest.raises(psycopg.errors.UndefinedFunction) as failed:
+            session.execute("CALL heal.migrate('SELECT no_such_fn()')")
+        text = str(failed.value)
+        assert "spiexceptions" not in text and "Traceback" not in text
+        session.execute("CALL heal.migrate('CREATE TABLE ok (id uuid DEFAULT uuid_generate_v4())')")
+    rows = conn.execute(
+        "SELECT status, run_by FROM heal.migrations WHERE run_by = %s ORDER BY id", (op,)
+    ).fetchall()
+    assert rows == [("failed", op), ("succeeded", op)]
+
+
+def test_a_script_that_switches_role_is_still_recorded_as_its_caller(conn, dsn):
+    op = _role(conn, prefix="op")
+    other = _role(conn, operator=False, prefix="other")
+    conn.execute(f"GRANT {other} TO {op}")
+    with connect(role_dsn(dsn, op)) as session:
+        session.execute("CALL heal.migrate(%s)", (f"SET ROLE {other}; CREATE TABLE s (a int)",))
+    assert scalar(conn, "SELECT run_by FROM heal.migrations") == op
+
+
+# -- 10. records are pgheal's ------------------------------------------------------------------
+
+#: SECURITY DEFINER routines that a role other than pgheal's owner may execute, and why
+#: (README, "Security model").
+DEFINER_GRANTS = {
+    "PUBLIC": {"write_records()"},
+    "heal_operator": {
+        "write_records()", "_load()", "apply_fix(name,text,text,text)",
+        "refresh_extension_catalog(boolean)", "record_outside(text,text,text,numeric)",
+        "server_info()", "setting_problem(text,text)", "health_checks()",
+    },
+}  # fmt: skip
+
+
+def _definers_executable_by(conn, role: str) -> set[str]:
+    grantee = "public" if role == "PUBLIC" else role
+    rows = conn.execute(
+        """SELECT p.proname || '(' || coalesce(array_to_string(
+                      ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t), ','),
+                  '') || ')'
+             FROM pg_proc p
+            WHERE p.pronamespace = 'heal'::regnamespace AND p.prosecdef
+              AND has_function_privilege(%s, p.oid, 'EXECUTE')""",
+        (grantee,),
+    ).fetchall()
+    return {r[0].replace(", ", ",") for r in rows}
+
+
+@pytest.mark.parametrize("role", ["PUBLIC", "heal_operator"])
+def test_security_definer_routines_only_where_the_readme_says_why(conn, role):
+    assert _definers_executable_by(conn, role) == DEFINER_GRANTS[role]
+
+
+def test_nobody_writes_records_it_chooses(conn, dsn):
+    nobody = _role(conn, operator=False, prefix="nobody")
+    op = _role(conn, prefix="op")
+    for who in (nobody, op):
+        with connect(role_dsn(dsn, who)) as session:
+            for call in (
+                "SELECT heal.record_migration('{}'::jsonb, '[]'::jsonb)",
+                "SELECT heal.heal_ddl('CREATE TABLE x (e citext)', current_user, 'public')",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    session.execute(call)
+            assert scalar(session, "SELECT heal.write_records()") is None
+    with connect(role_dsn(dsn, op)) as session, pytest.raises(psycopg.Error):
+        session.execute(
+            "SELECT heal.record_outside('0001_x', 'CREATE TABLE forged (a int)', NULL, 1)"
+        )
+    assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0
+    assert scalar(conn, "SELECT count(*) FROM heal.migrations") == 0
+
+
+REMOTE = "CREATE VIEW remote AS SELECT dblink_get_connections()"
+
+
+def test_pg_cron_retries_a_migration_as_its_own_role():
+    """Where pg_cron lives in the database, the scan has it log in as the role and retry."""
+    with (
+        Cluster(port=5435) as own,
+        psycopg.connect(own.dsn(), autocommit=True) as conn,
+    ):
+        deploy.install(conn, serverdeps.default_path())
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+        op = _role(conn, prefix="op")
+        op_dsn = own.dsn().replace("postgres@", f"{op}@")
+        with psycopg.connect(op_dsn, autocommit=True) as session, pytest.raises(psycopg.Error):
+            session.execute(
+                "CALL heal.migrate('CREATE VIEW remote AS SELECT dblink_get_connections()')"
+            )
+        conn.execute("UPDATE heal.settings SET value = 'dblink' WHERE name = 'allow_extensions'")
+        conn.execute("CALL heal.scan()")
+        migration = scalar(conn, "SELECT id FROM heal.migrations")
+        job = conn.execute(
+            "SELECT username, command FROM cron.job WHERE jobname = %s",
+            (f"heal-retry:postgres:{migration}",),
+        ).fetchone()
+        assert job == (op, f"CALL heal.retry_migration({migration})")
+        for _ in range(90 * 4):  # pg_cron runs it within the minute
+            if scalar(conn, "SELECT count(*) FROM heal.migrations WHERE retry_of IS NOT NULL"):
+                break
+            time.sleep(0.25)
+        retried = conn.execute(
+            "SELECT status, run_by, source FROM heal.migrations WHERE retry_of = %s", (migration,)
+        ).fetchone()
+        assert retried == ("succeeded", op, "retry")
+        assert scalar(conn, "SELECT viewowner FROM pg_views WHERE viewname = 'remote'") == op
+        conn.execute("CALL heal.scan()")
+        assert scalar(conn, "SELECT count(*) FROM cron.job WHERE jobname LIKE 'heal-retry:%'") == 0
+
+
+def test_a_session_cannot_pass_its_ddl_off_as_pgheals(conn):
+    conn.execute("CALL heal.migrate('CREATE TABLE healed (e citext)')")  # pgheal's own
+    conn.execute("SELECT set_config('heal.fixing', 'on', false)")
+    conn.execute("CREATE EXTENSION hstore")  # a person's, whatever the setting says
+    rows = dict(conn.execute("SELECT object_identity, by_pgheal FROM heal.ddl_log "
+                             "WHERE command_tag = 'CREATE EXTENSION'").fetchall())  # fmt: skip
+    assert rows == {"citext": True, "hstore": False}
