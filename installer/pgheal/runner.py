@@ -131,9 +131,7 @@ class Runner:
 
     def applied(self, part: Part) -> bool:
         row = self.conn.execute(
-            """SELECT checksum FROM heal.migrations WHERE name = %s AND status = 'succeeded'
-                ORDER BY id DESC LIMIT 1""",
-            (part.name,),
+            "SELECT checksum FROM heal.last_applied(%s)", (part.name,)
         ).fetchone()
         return row is not None and row[0] == part.checksum
 

@@ -376,7 +376,11 @@ def _visible(schemas: set[str] | list[str], path: list[str]) -> bool:
 def _exists(ref: Missing, snapshot: Snapshot, path: list[str], created: set) -> bool:
     """Whether `ref` resolves: created by the script, or in the catalogs where it looks."""
     if ref.kind == "schema":
-        return ref.name in snapshot.schemas or ("schema", ref.name) in created
+        return (
+            ref.name in _ALWAYS or ref.name in snapshot.schemas or ("schema", ref.name) in created
+        )
+    if ref.schema == "pg_temp":
+        return True  # the session's own objects: pgheal never makes any there
     if ref.schema and ref.schema not in snapshot.schemas and ("schema", ref.schema) not in created:
         return False  # the schema is missing: reported on its own
     if (ref.kind, ref.name) in created:

@@ -15,6 +15,7 @@ import plpy
 from . import analyze
 from .db import (
     caller,
+    cancelled,
     database_search_path,
     fetch,
     fetch_value,
@@ -188,15 +189,23 @@ class DatabaseCatalog:
         return [(r["extension"], r["package"]) for r in rows]
 
     def castable(self, source: str, target: str) -> bool:
-        return bool(
-            fetch_value(
-                """SELECT count(*) FROM pg_catalog.pg_cast
-                    WHERE castsource = to_regtype($1) AND casttarget = to_regtype($2)
-                      AND castcontext = 'i'""",
-                source,
-                target,
+        # The type names come from an error message, which any role can make up
+        # (RAISE): to_regtype raises on one that does not parse, and that must not
+        # stop pgheal; it is no type, so nothing casts to it.
+        try:
+            return bool(
+                fetch_value(
+                    """SELECT count(*) FROM pg_catalog.pg_cast
+                        WHERE castsource = pg_catalog.to_regtype($1)
+                          AND casttarget = pg_catalog.to_regtype($2) AND castcontext = 'i'""",
+                    source,
+                    target,
+                )
             )
-        )
+        except plpy.SPIError as exc:
+            if cancelled(exc):
+                raise
+            return False
 
     def schema_info(self, name: str) -> SchemaInfo | None:
         if name not in self._schemas:

@@ -53,10 +53,11 @@ def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
         if ext is None:
             plpy.error(f'extension "{target}" is not available on this server', sqlstate="58P01")
         _refuse(refuse_extension(ext, policy, who))
-        home = schema or ext.schema
-        if home and home != "pg_catalog":
+        # Always a schema named: this function's own search_path starts with pg_catalog.
+        home = schema or ext.schema or policy.extension_schema
+        if home != "pg_catalog":
             _refuse_untrusted(catalog, home, None if home == policy.extension_schema else role)
-        statements = [fix.sql(q)]
+        statements = [Fix(kind, target, home).sql(q)]
     elif kind == "create_role":
         _refuse(refuse_role(target, policy))
         statements = [fix.sql(q)]

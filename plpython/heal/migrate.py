@@ -295,8 +295,7 @@ def _history_check(run: Run, policy: Policy) -> dict[str, str] | bool | None:
             )
         fetch_value("SELECT pg_catalog.pg_sleep(0.05)")
     rows = fetch(
-        """SELECT checksum, finished_at::text AS finished_at FROM heal.migrations
-            WHERE name = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1""",
+        "SELECT checksum, finished_at::text AS finished_at FROM heal.last_applied($1)",
         run.name,
     )
     if not rows:
@@ -414,7 +413,14 @@ class Healer:
         """Plan and apply the fix for one error; return the success event's fields."""
         started = time.monotonic()
         self.run.attempts += 1
-        planned = plan(missing, self.catalog, self.policy, self.caller)
+        try:
+            planned = plan(missing, self.catalog, self.policy, self.caller)
+        except plpy.SPIError as exc:  # the error's text cannot be planned for: the
+            if cancelled(exc):  # statement fails with its own error, not pgheal's
+                raise
+            reason = f"pgheal could not plan a fix: {spi_message(exc)}"
+            self._failed(stmt, error, reason, missing)
+            raise MigrationFailed(error, reason) from None
         way = "reactive"
         if not planned.fixes and not planned.refused:
             fp = fingerprint(error.sqlstate, error.message).id
@@ -621,7 +627,7 @@ def retry(migration_id: int) -> dict[str, str] | None:
     must all be that very role (by oid: a role dropped, or renamed, gets no retry).
     """
     rows = fetch(
-        """SELECT m.name, m.sql, m.status, m.run_by, m.run_by_oid,
+        """SELECT m.name, heal.own_migration_sql(m.id) AS sql, m.status, m.run_by, m.run_by_oid,
                   s.oid AS session_oid, current_user = session_user AS unswitched,
                   (SELECT a.usesysid FROM pg_catalog.pg_stat_activity a
                     WHERE a.pid = pg_catalog.pg_backend_pid()) AS login_oid,
@@ -635,14 +641,6 @@ def retry(migration_id: int) -> dict[str, str] | None:
         return _failure("22023", f"heal.retry_migration: there is no migration {migration_id}",
                         "Nothing was run.", "See heal.migrations for the ids.")  # fmt: skip
     row = rows[0]
-    if row["status"] != "failed" or row["sql"] is None:
-        return _failure(
-            "22023", f"heal.retry_migration: migration {migration_id} did not fail "
-            f"(status {row['status']})", "Nothing was run.", "Only a failed migration is retried.",
-        )  # fmt: skip
-    if row["retried"]:
-        plpy.notice(f"heal.retry_migration: migration {migration_id} was retried already")
-        return None
     role = row["run_by_oid"]
     if not (role == row["session_oid"] == row["login_oid"] and row["unswitched"]):
         return _failure(
@@ -654,4 +652,12 @@ def retry(migration_id: int) -> dict[str, str] | None:
             f'Log in as "{row["run_by"]}" and CALL heal.retry_migration({migration_id}), or '
             "let the scan schedule it with pg_cron.",
         )
+    if row["status"] != "failed" or row["sql"] is None:
+        return _failure(
+            "22023", f"heal.retry_migration: migration {migration_id} did not fail "
+            f"(status {row['status']})", "Nothing was run.", "Only a failed migration is retried.",
+        )  # fmt: skip
+    if row["retried"]:
+        plpy.notice(f"heal.retry_migration: migration {migration_id} was retried already")
+        return None
     return migrate(row["sql"], row["name"], source="retry", retry_of=migration_id)

@@ -128,6 +128,9 @@ def plan(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> 
         )
     if missing.kind == "role":
         return Plan([Fix("create_role", missing.name)], refuse_role(missing.name, policy))
+    if missing.schema is not None and missing.schema.startswith("pg_"):
+        return Plan(reason=f"{missing.describe()} is named in system schema {missing.schema}: "
+                    "pgheal installs nothing there")  # fmt: skip
     distrusted: list[str] = []
     if missing.schema is None and missing.kind in SCHEMA_OBJECTS:
         found = _found_elsewhere(missing, catalog, policy, caller, distrusted)

@@ -40,6 +40,10 @@ def write_pending() -> int | None:
     return int(plpy.execute(plan, [json.dumps(migration), json.dumps(events)])[0]["id"])
 
 
+#: The most of an error message record_outside keeps (a PostgreSQL message is shorter).
+_MAX_ERROR = 10_000
+
+
 def record_outside(name: str | None, sql: str, error: str | None, duration_ms: float) -> int:
     """Body of ``heal.record_outside``: the record of one statement the CLI ran at top
     level. Only a statement that cannot run inside a transaction is accepted, and the
@@ -58,11 +62,12 @@ def record_outside(name: str | None, sql: str, error: str | None, duration_ms: f
             sqlstate="22023",
         )
     now = datetime.now(UTC).isoformat()
+    error = error[:_MAX_ERROR] if error else error
     migration = {
         "name": name, "checksum": hashlib.md5(sql.encode()).hexdigest(),
         "status": "failed" if error else "succeeded", "source": "cli", "started_at": now,
         "statements": 1, "attempts": 0, "heals": 0, "error": error,
-        "duration_ms": float(duration_ms or 0), "run_by": None, "sql": sql,
+        "duration_ms": max(float(duration_ms or 0), 0.0), "run_by": None, "sql": sql,
     }  # fmt: skip
     event = {
         "event_type": "migration_failed" if error else "migration_succeeded",

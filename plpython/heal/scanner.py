@@ -51,12 +51,34 @@ def scan() -> dict[str, Any]:
     policy = Policy.from_settings(settings())
     for log_file, record in intake(policy, stats):
         observe(log_file, record, stats)
-    notice_search_path_change()
-    learn(stats)
-    heal_errors(policy, stats)
-    retry_migrations(stats)
-    purge(policy, stats)
-    return _record(started, started_at, "ok", stats)
+    ok = all(
+        _stage(name, work, stats)
+        for name, work in (
+            ("learning", lambda: (notice_search_path_change(), learn(stats))),
+            ("healing", lambda: heal_errors(policy, stats)),
+            ("retries", lambda: retry_migrations(stats)),
+            ("housekeeping", lambda: purge(policy, stats)),
+        )
+    )
+    return _record(started, started_at, "ok" if ok else "failed", stats)
+
+
+def _stage(name: str, work: Callable[[], object], stats: Stats) -> bool:
+    """Run one stage of the scan; a failure is noted, and the next stages still run.
+
+    What the scan read is kept whatever happens after: errors that any role can
+    write into the log must never stop the scan for good by failing it again and
+    again from the same place.
+    """
+    try:
+        with plpy.subtransaction():
+            work()
+    except Exception as exc:
+        if cancelled(exc):
+            raise
+        stats.notes.append(f"{name} failed: {spi_message(exc)}")
+        return False
+    return True
 
 
 def _record(started: float, started_at: str, status: str, stats: Stats) -> dict[str, Any]:
@@ -451,50 +473,63 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
         fp = fingerprint(error["sqlstate"], error["message"])
         if fp.missing is None and not _has_lesson(fp.id):
             continue
-        if not _role_exists(error["user_name"]):
-            # Never the scan's own rights on behalf of a role that is gone.
-            _refused(fp, error, f'role "{error["user_name"]}" no longer exists')
-            continue
-        who = caller(error["user_name"])
-        planned, source = _plan(fp, catalog, policy, who)
-        fixes = [f for f in planned.fixes if f.kind != "search_path"]  # session-local only
-        reason = planned.refused or planned.reason
-        if not reason and not fixes:
-            reason = (
-                f"{fp.missing.describe() if fp.missing else 'it'} exists in a schema that is not "
-                "on the application's search_path, and only the extension schema is ever added "
-                "to the database's: add the schema to the role's search_path"
-            )
-        _event("auto_heal_attempt", error["sqlstate"], error["message"], None,
-               {"fingerprint": fp.id, "source": source, "role": who.role})  # fmt: skip
-        if reason:
-            _refused(fp, error, reason)
-            continue
         try:
             with plpy.subtransaction():
-                applied = [apply_fix_as(who.role, fix) for fix in fixes]
-        except plpy.SPIError as exc:
+                _heal_error(fp, error, catalog, policy, stats)
+        except plpy.SPIError as exc:  # one error's message must not stop the others
             if cancelled(exc):
                 raise
-            _refused(fp, error, spi_message(exc))
-            continue
-        fix_sql = ";\n".join(applied)
-        if planned.learned is not None:
-            fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE id = $1",
-                  planned.learned, types=("int4",))  # fmt: skip
-        fetch(
-            """UPDATE heal.error_fingerprints SET fixed_at = clock_timestamp(), fix_sql = $2,
-                      fix_source = $3, refused = NULL WHERE fingerprint = $1""",
-            fp.id,
-            fix_sql,
-            source,
+            _refused(fp, error, f"pgheal could not plan a fix: {spi_message(exc)}")
+
+
+def _heal_error(
+    fp: Fingerprint, error: dict, catalog: DatabaseCatalog, policy: Policy, stats: Stats
+) -> None:
+    """Plan and apply the fix of one error, within the policy of the role that hit it."""
+    if not _role_exists(error["user_name"]):
+        # Never the scan's own rights on behalf of a role that is gone.
+        _refused(fp, error, f'role "{error["user_name"]}" no longer exists')
+        return
+    who = caller(error["user_name"])
+    planned, source = _plan(fp, catalog, policy, who)
+    fixes = [f for f in planned.fixes if f.kind != "search_path"]  # session-local only
+    reason = planned.refused or planned.reason
+    if not reason and not fixes:
+        reason = (
+            f"{fp.missing.describe() if fp.missing else 'it'} exists in a schema that is not "
+            "on the application's search_path, and only the extension schema is ever added "
+            "to the database's: add the schema to the role's search_path"
         )
-        _event("auto_heal_success", error["sqlstate"], error["message"], fix_sql,
-               {"fingerprint": fp.id, "source": source, "way": "scan", "role": who.role,
-                "pattern": fp.pattern,
-                "missing": fp.missing.describe() if fp.missing else error["message"],
-                "fixes": ", ".join(f.describe() for f in fixes)})  # fmt: skip
-        stats.fixes += 1
+    _event("auto_heal_attempt", error["sqlstate"], error["message"], None,
+           {"fingerprint": fp.id, "source": source, "role": who.role})  # fmt: skip
+    if reason:
+        _refused(fp, error, reason)
+        return
+    try:
+        with plpy.subtransaction():
+            applied = [apply_fix_as(who.role, fix) for fix in fixes]
+    except plpy.SPIError as exc:
+        if cancelled(exc):
+            raise
+        _refused(fp, error, spi_message(exc))
+        return
+    fix_sql = ";\n".join(applied)
+    if planned.learned is not None:
+        fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE id = $1",
+              planned.learned, types=("int4",))  # fmt: skip
+    fetch(
+        """UPDATE heal.error_fingerprints SET fixed_at = clock_timestamp(), fix_sql = $2,
+                  fix_source = $3, refused = NULL WHERE fingerprint = $1""",
+        fp.id,
+        fix_sql,
+        source,
+    )
+    _event("auto_heal_success", error["sqlstate"], error["message"], fix_sql,
+           {"fingerprint": fp.id, "source": source, "way": "scan", "role": who.role,
+            "pattern": fp.pattern,
+            "missing": fp.missing.describe() if fp.missing else error["message"],
+            "fixes": ", ".join(f.describe() for f in fixes)})  # fmt: skip
+    stats.fixes += 1
 
 
 def _plan(fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who) -> tuple[Plan, str]:

@@ -135,6 +135,39 @@ result = migrate(sql, name, bool(dry_run), bool(force))
 return (json.dumps(result) if result else None,)
 $$;
 
+-- The last successful run of a named migration that counts for the current user: one
+-- recorded by a role with this user's rights (itself, a member of it, a superuser).
+-- A history row a less privileged role wrote never makes a more privileged runner
+-- skip a migration, or refuse it as changed.
+CREATE OR REPLACE FUNCTION heal.last_applied(name text)
+RETURNS TABLE (checksum text, finished_at timestamptz, run_by name)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.checksum, m.finished_at, m.run_by
+      FROM heal.migrations m
+      JOIN pg_roles r ON r.oid = coalesce(m.run_by_oid,
+                                          (SELECT o.oid FROM pg_roles o WHERE o.rolname = m.run_by))
+     WHERE m.name = last_applied.name AND m.status = 'succeeded'
+       AND pg_has_role(r.oid, current_user, 'USAGE')
+     ORDER BY m.id DESC LIMIT 1
+$$;
+COMMENT ON FUNCTION heal.last_applied(text) IS
+    'The last successful run of migration name, among those recorded by a role with the '
+    'current user''s rights: what pgheal migrate and heal.migrate(name => ...) go by.';
+
+-- The script of a migration, for the role that logged in and ran it (its retry);
+-- heal_operator reads every other column of heal.migrations, not other roles' scripts.
+CREATE OR REPLACE FUNCTION heal.own_migration_sql(id bigint) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.sql FROM heal.migrations m
+     WHERE m.id = own_migration_sql.id
+       AND m.run_by_oid = (SELECT a.usesysid FROM pg_stat_activity a
+                            WHERE a.pid = pg_backend_pid())
+$$;
+COMMENT ON FUNCTION heal.own_migration_sql(bigint) IS
+    'Internal: the script of migration id, only to a session logged in as the role that ran it.';
+
 -- Retry a failed migration, in a session of the role that ran it (pg_cron logs in as
 -- that role when the scan schedules it); any other session is refused.
 CREATE OR REPLACE PROCEDURE heal.retry_migration(id bigint)
@@ -364,11 +397,10 @@ except Exception as exc:
         plan = plpy.prepare(
             """INSERT INTO heal.build_events (event_type, message, detail, source)
                VALUES ('auto_heal_failed', 'predictive healing failed: ' || $1,
-                       jsonb_build_object('reason', $1, 'statement', left($2, 1000),
-                                          'role', $3::text),
+                       jsonb_build_object('reason', $1, 'role', $2::text),
                        'event_trigger')""",
-            ["text", "text", "name"])
-        plpy.execute(plan, [message, query, role])
+            ["text", "name"])
+        plpy.execute(plan, [message, role])
     except Exception as failed:
         if str(getattr(failed, "sqlstate", None) or "").startswith("57"):
             raise
@@ -379,9 +411,9 @@ $$;
 -- at most ASC/DESC and NULLS FIRST/LAST, an access method of the core; one statement.
 -- Matched case-insensitively (~*); heal.predict_ddl lets such DDL through at once.
 CREATE OR REPLACE FUNCTION heal.plain_index_pattern() RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT replace(replace(
+    SELECT pg_catalog.replace(pg_catalog.replace(
         '^\s*create\s+(unique\s+)?index\s+(concurrently\s+)?(if\s+not\s+exists\s+)?(NAME\s+)?'
         'on\s+(only\s+)?NAME\s*(using\s+(btree|hash|gist|gin|spgist|brin)\s*)?'
         '\(\s*COLUMN(\s*,\s*COLUMN)*\s*\)\s*;?\s*$',
@@ -396,16 +428,17 @@ $$;
 -- cannot need anything, and is the commonest DDL after CREATE TABLE: it is let
 -- through without a call into Python.
 -- SECURITY DEFINER so that heal.heal_ddl needs no grant to PUBLIC (an event trigger
--- function cannot be called directly). No SET clause: the search_path it sets must
--- outlive it, and it reads the session's; so every name and operator here is
--- schema-qualified. The DDL's role is the one SET ROLE chose, else the session's.
+-- function cannot be called directly). No SET clause: it reads the session's
+-- search_path. So it runs with the session's path, as pgheal: every name in it (types,
+-- functions, operators) is schema-qualified, or a role could put its own first. The
+-- DDL's role is the one SET ROLE chose, else the session's.
 CREATE OR REPLACE FUNCTION heal.predict_ddl() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 AS $$
 DECLARE
-    query text := pg_catalog.current_query();
-    role name := pg_catalog.current_setting('role');
-    needed text;
+    query pg_catalog.text := pg_catalog.current_query();
+    role pg_catalog.name := pg_catalog.current_setting('role');
+    needed pg_catalog.text;
 BEGIN
     IF pg_catalog.current_setting('heal.fixing', true) OPERATOR(pg_catalog.=) 'on'
        OR pg_catalog.current_setting('heal.migrating', true) OPERATOR(pg_catalog.=) 'on'

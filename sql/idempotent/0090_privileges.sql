@@ -18,12 +18,25 @@ REVOKE ALL ON ALL TABLES IN SCHEMA heal FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA heal TO heal_operator;
 GRANT SELECT ON ALL TABLES IN SCHEMA heal TO heal_operator;
+-- Except what only the server log, or another role, could tell: the statements and
+-- details of every role's errors (a failed ALTER ROLE ... PASSWORD is one), and other
+-- roles' migration scripts. Reading the log by hand takes pg_read_server_files.
+REVOKE SELECT ON heal.error_events, heal.migrations FROM heal_operator;
+GRANT SELECT (id, logged_at, database, user_name, application_name, session_start, sqlstate,
+              message, fingerprint, log_file, log_offset)
+    ON heal.error_events TO heal_operator;
+GRANT SELECT ON heal.error_events TO pg_read_server_files;
+GRANT SELECT (id, checksum, status, source, started_at, finished_at, statements, attempts,
+              heals, duration_ms, error, run_by, name, forced, sqlstate, retry_of, run_by_oid,
+              retry_ready_at)
+    ON heal.migrations TO heal_operator;
 
 -- What operators run: each acts with the caller's own rights (not SECURITY DEFINER).
 GRANT EXECUTE ON PROCEDURE heal.migrate(text, text, boolean, boolean) TO heal_operator;
 GRANT EXECUTE ON PROCEDURE heal.run_migration(text, text, boolean, boolean, jsonb)
     TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.plan(text) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.last_applied(text) TO heal_operator;
 GRANT EXECUTE ON PROCEDURE heal.retry_migration(bigint) TO heal_operator;
 GRANT EXECUTE ON PROCEDURE heal.run_retry(bigint, jsonb) TO heal_operator;
 -- What those call as pgheal (SECURITY DEFINER), each checking the caller itself:
@@ -31,11 +44,13 @@ GRANT EXECUTE ON PROCEDURE heal.run_retry(bigint, jsonb) TO heal_operator;
 -- policy for a role the session user is a member of; heal.refresh_extension_catalog
 -- records what the server's extension scripts create; heal.record_outside records
 -- only a statement that cannot run in a transaction, as the session user's;
+-- heal.own_migration_sql returns the script of a migration only to the role that ran it;
 -- heal.server_info, heal.setting_problem and heal.health_checks only read.
 GRANT EXECUTE ON FUNCTION heal._load() TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.apply_fix(name, text, text, text) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.refresh_extension_catalog(boolean) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.record_outside(text, text, text, numeric) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.own_migration_sql(bigint) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.server_info() TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.setting_problem(text, text) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.health_checks() TO heal_operator;

@@ -341,6 +341,7 @@ DEFINER_GRANTS = {
         "write_records()", "_load()", "apply_fix(name,text,text,text)",
         "refresh_extension_catalog(boolean)", "record_outside(text,text,text,numeric)",
         "server_info()", "setting_problem(text,text)", "health_checks()",
+        "own_migration_sql(bigint)",
     },
 }  # fmt: skip
 
@@ -429,3 +430,124 @@ def test_a_session_cannot_pass_its_ddl_off_as_pgheals(conn):
     rows = dict(conn.execute("SELECT object_identity, by_pgheal FROM heal.ddl_log "
                              "WHERE command_tag = 'CREATE EXTENSION'").fetchall())  # fmt: skip
     assert rows == {"citext": True, "hstore": False}
+
+
+# -- the DDL trigger runs as pgheal with the session's search_path -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("plant", "ddl"),
+    [
+        # plain_index_pattern()'s replace(), called for every CREATE INDEX
+        ("CREATE FUNCTION evil.replace(text, text, text) RETURNS text LANGUAGE plpgsql AS "
+         "$$BEGIN EXECUTE 'ALTER ROLE {role} SUPERUSER'; RETURN pg_catalog.replace($1, $2, $3); "
+         "END$$", "CREATE INDEX ON evil.t (a)"),
+        # the trigger function's own variable types, resolved in a session's first DDL
+        ("CREATE FUNCTION evil.pwn(v pg_catalog.text) RETURNS boolean LANGUAGE plpgsql AS "
+         "$$BEGIN EXECUTE 'ALTER ROLE {role} SUPERUSER'; RETURN true; END$$; "
+         "CREATE DOMAIN evil.text AS pg_catalog.text CHECK (evil.pwn(VALUE)); "
+         "CREATE DOMAIN evil.name AS pg_catalog.name CHECK (evil.pwn(VALUE::pg_catalog.text))",
+         "CREATE TABLE evil.t2 (a int)"),
+    ],
+)  # fmt: skip
+def test_names_first_on_a_roles_path_never_run_as_pgheal(conn, dsn, plant, ddl):
+    mallory = _role(conn, operator=False, create_db=True, prefix="mallory")
+    with connect(role_dsn(dsn, mallory)) as m:
+        m.execute("CREATE SCHEMA evil; CREATE TABLE evil.t (a int)")
+        m.execute(plant.format(role=mallory))
+    with connect(role_dsn(dsn, mallory)) as m:  # a new session: the trigger compiles anew
+        m.execute("SET search_path = evil, pg_catalog")
+        m.execute(ddl)
+    assert not _superuser(conn, mallory)
+
+
+# -- history written by a less privileged role -------------------------------------------------
+
+
+def test_a_lesser_roles_history_never_makes_a_superuser_skip_or_refuse(conn, dsn):
+    op = _role(conn, prefix="op")
+    with connect(role_dsn(dsn, op)) as session:
+        session.execute("SELECT heal.record_outside('0200_idx', "
+                        "'CREATE INDEX CONCURRENTLY i ON t (a)', NULL, -1e30)")  # fmt: skip
+        session.execute("CALL heal.migrate('SELECT 1', name => '0001_init')")
+        assert scalar(session, "SELECT count(*) FROM heal.last_applied('0001_init')") == 1
+    assert scalar(conn, "SELECT count(*) FROM heal.last_applied('0200_idx')") == 0
+    assert scalar(conn, "SELECT min(duration_ms) FROM heal.migrations") >= 0
+    conn.execute("CALL heal.migrate('CREATE TABLE t (a int)', name => '0001_init')")
+    assert scalar(conn, "SELECT to_regclass('public.t')::text") == "t"
+    # The superuser's own record counts for everyone.
+    with connect(role_dsn(dsn, op)) as session:
+        assert scalar(session, "SELECT run_by FROM heal.last_applied('0001_init')") == "postgres"
+
+
+# -- error text any role can write into the log -------------------------------------------------
+
+FORGED = """DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '42883',
+    MESSAGE = 'function strpos(foo[, text) does not exist'; END $$"""
+
+
+def test_a_made_up_error_never_stops_the_scan_or_hides_the_real_error(conn, dsn):
+    nobody = _role(conn, operator=False, prefix="nobody")
+    conn.execute("SELECT heal.skip_log_backlog()")
+    with connect(role_dsn(dsn, nobody)) as app:
+        with pytest.raises(psycopg.Error):
+            app.execute(FORGED)
+        with pytest.raises(psycopg.Error):
+            app.execute("SELECT 1/0")
+    for _ in range(300):
+        conn.execute("CALL heal.scan()")
+        if scalar(conn, "SELECT count(*) FROM heal.error_events") >= 2:
+            break
+        time.sleep(0.1)
+    assert scalar(conn, "SELECT count(*) FROM heal.error_events") == 2
+    conn.execute("CALL heal.scan()")
+    assert scalar(conn, "SELECT status FROM heal.scans ORDER BY id DESC LIMIT 1") == "ok"
+    with pytest.raises(psycopg.errors.UndefinedFunction) as failed:
+        conn.execute("CALL heal.migrate(%s)", (FORGED,))
+    assert failed.value.diag.message_primary == "function strpos(foo[, text) does not exist"
+
+
+# -- what only the log, or another role, could tell ----------------------------------------------
+
+
+def test_operators_read_neither_the_logs_statements_nor_other_roles_scripts(conn, dsn):
+    conn.execute("SELECT heal.skip_log_backlog()")
+    with pytest.raises(psycopg.Error):
+        conn.execute("ALTER ROLE postgres PASSWORD 'S3cr3t' VALID UNTIL 'not-a-date'")
+    for _ in range(300):
+        conn.execute("CALL heal.scan()")
+        if scalar(conn, "SELECT count(*) FROM heal.error_events"):
+            break
+        time.sleep(0.1)
+    conn.execute("CALL heal.migrate('SELECT 1 AS secret_value', name => 'mine')")
+    op = _role(conn, prefix="op")
+    reader = _role(conn, operator=False, prefix="reader")
+    conn.execute(f"GRANT pg_read_server_files TO {reader}")
+    with connect(role_dsn(dsn, op)) as session:
+        for query in ("SELECT statement FROM heal.error_events",
+                      "SELECT sql FROM heal.migrations"):  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                session.execute(query)
+        assert scalar(session, "SELECT count(*) FROM heal.error_events") == 1
+        assert (
+            scalar(session, "SELECT heal.own_migration_sql(max(id)) FROM heal.migrations") is None
+        )
+    with connect(role_dsn(dsn, reader)) as session:  # who could read the log by hand
+        assert "S3cr3t" in scalar(session, "SELECT statement FROM heal.error_events")
+
+
+# -- fixes asked of heal.apply_fix directly ------------------------------------------------------
+
+
+def test_an_extension_always_goes_into_a_named_schema(conn, dsn):
+    conn.execute("CALL heal.migrate('CREATE TABLE x (e citext)')")  # extensions exists now
+    op = _role(conn, create_db=True, prefix="op")
+    with connect(role_dsn(dsn, op)) as session:
+        session.execute("SELECT heal.apply_fix(current_user, 'create_extension', 'pg_trgm', NULL)")
+    assert extensions(conn)["pg_trgm"] == "extensions"
+
+
+def test_the_sessions_own_objects_are_never_a_missing_schema(conn, dsn):
+    result = psql(dsn, "-c", "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    assert result.returncode == 0, result.stderr
+    assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0
