@@ -79,6 +79,41 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
         )
 
 
+def _check_own_schema(conn: psycopg.Connection) -> None:
+    """Refuse a schema heal that a role other than a superuser owns, or can create in.
+
+    pgheal's routines run as a superuser (its event trigger, its SECURITY DEFINER
+    functions) and call each other by name in schema heal: whoever controls that schema
+    could replace one and run anything with those rights.
+    """
+    row = conn.execute(
+        """SELECT r.rolname, r.rolsuper,
+                  ARRAY(SELECT g.rolname FROM pg_catalog.aclexplode(n.nspacl) a
+                          JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+                         WHERE a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+                           AND NOT g.rolsuper) AS creators,
+                  EXISTS (SELECT FROM pg_catalog.aclexplode(n.nspacl) a
+                           WHERE a.privilege_type = 'CREATE' AND a.grantee = 0) AS public
+             FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
+            WHERE n.nspname = 'heal'"""
+    ).fetchone()
+    if row is None:
+        return
+    owner, superuser, creators, public = row
+    if not superuser or creators or public:
+        who = (
+            f'it is owned by role "{owner}"'
+            if not superuser
+            else ("PUBLIC" if public else ", ".join(f'"{c}"' for c in creators))
+            + " can create objects in it"
+        )
+        raise InstallError(
+            f'schema "heal" exists and is not safe for pgheal: {who}. pgheal runs with a '
+            "superuser's rights and calls its routines there by name. Drop the schema "
+            "(DROP SCHEMA heal CASCADE, after checking what is in it), then install again."
+        )
+
+
 def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
     """Deploy or upgrade schema ``heal``: all of it, or nothing."""
     check_prerequisites(conn)
@@ -89,6 +124,7 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
         conn.execute("SELECT set_config('heal.fixing', 'on', true)")
         previous = _installed_version(conn)
         conn.execute("CREATE EXTENSION IF NOT EXISTS plpython3u")
+        _check_own_schema(conn)
         conn.execute("CREATE SCHEMA IF NOT EXISTS heal")
         conn.execute("COMMENT ON SCHEMA heal IS 'pgheal: migrations that heal themselves'")
         conn.execute(_HISTORY)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -14,6 +15,7 @@ import plpy
 
 from . import analyze
 from .db import (
+    OwnPath,
     caller,
     cancelled,
     database_search_path,
@@ -117,7 +119,10 @@ SELECT o.rolname AS owner, o.rolsuper AS owner_superuser,
 class DatabaseCatalog:
     """:class:`heal.planner.Catalog` answered from the system catalogs."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Callable[[], str] | None = None) -> None:
+        """`path` gives the search_path of the session being healed, when pgheal's own
+        queries run on another (:class:`heal.db.OwnPath`)."""
+        self._path = path
         self._found: dict[Missing, list[dict]] = {}
         self._schemas: dict[str, SchemaInfo | None] = {}
         self._fresh = False
@@ -136,7 +141,9 @@ class DatabaseCatalog:
         )
 
     def schemas_on_path(self) -> list[str]:
-        return list(fetch_value("SELECT current_schemas(true)") or [])
+        if self._path is not None:
+            return ["pg_catalog", *session_search_path(self._path())]
+        return list(fetch_value("SELECT pg_catalog.current_schemas(true)") or [])
 
     def database_search_path(self) -> list[str]:
         return database_search_path()
@@ -350,15 +357,21 @@ def plan_script(sql: str | None) -> list[dict]:
     """Body of ``heal.plan(sql)``: one row per problem static analysis finds."""
     if sql is None:
         return []
+    with OwnPath() as own:
+        return _plan_script(sql, own.saved)
+
+
+def _plan_script(sql: str, path: str) -> list[dict]:
+    """:func:`plan_script` on pgheal's own search_path; `path` is the session's."""
     pglast = load_parser()
     try:
         script = split(sql, pglast, keep_outside=True)
-        found = predict(script, pglast)
+        found = predict(script, pglast, session_search_path(path))
     except ScriptError as exc:  # PostgreSQL's way of saying it, not a Python traceback
         plpy.error(f"heal.plan: {exc.message}", hint=exc.hint, sqlstate=exc.sqlstate)
     policy = Policy.from_settings(settings())
     who = caller()
-    catalog = DatabaseCatalog()
+    catalog = DatabaseCatalog(lambda: path)
     lines = {s.number: s.line for s in script.statements}
     rows = []
     for number, refs in sorted(found.items()):

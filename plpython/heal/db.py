@@ -23,6 +23,32 @@ def cancelled(exc: BaseException) -> bool:
     return is_cancel(getattr(exc, "sqlstate", None))
 
 
+#: The search_path of pgheal's own queries: nothing a role can create is found first.
+OWN_PATH = "pg_catalog, pg_temp"
+
+
+class OwnPath:
+    """``with OwnPath() as path:`` runs pgheal's own queries on :data:`OWN_PATH`, in a
+    session that otherwise runs a role's statements on the role's search_path.
+
+    pgheal's queries run as whoever runs pgheal (a superuser, often): on the session's
+    path, a function or operator another role put first (in public, in a schema named
+    after the user, in one the database's search_path names) would run with those
+    rights. `path.saved` is the session's path, restored on the way out; a fix that
+    changes the session's path changes it there.
+    """
+
+    def __enter__(self) -> OwnPath:
+        self.saved = fetch_value("SELECT pg_catalog.current_setting('search_path')")
+        if self.saved != OWN_PATH:
+            fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", OWN_PATH)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved != OWN_PATH:
+            fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", self.saved)
+
+
 def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
     if not args:
         return list(plpy.execute(query))

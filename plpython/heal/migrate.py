@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,17 @@ import plpy
 
 from . import parser, records
 from .catalog import DatabaseCatalog, predict
-from .db import caller, cancelled, fetch, fetch_value, load_parser, settings
+from .db import (
+    OWN_PATH,
+    OwnPath,
+    caller,
+    cancelled,
+    fetch,
+    fetch_value,
+    load_parser,
+    session_search_path,
+    settings,
+)
 from .errors import (
     DUPLICATE_OBJECT,
     HEALABLE_SQLSTATES,
@@ -147,6 +157,23 @@ def _failure(sqlstate: str, message: str, detail: str, hint: str) -> dict[str, s
 ROLLED_BACK_HINT = "The migration was rolled back; heal.build_events has each step."
 
 
+class _SessionPath:
+    """Run the script's statements on the session's search_path (:attr:`OwnPath.saved`);
+    pgheal's own path again afterwards, keeping what the script set in `own`."""
+
+    def __init__(self, own: OwnPath) -> None:
+        self.own = own
+
+    def __enter__(self) -> None:
+        if self.own.saved != OWN_PATH:
+            fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", self.own.saved)
+
+    def __exit__(self, *exc: object) -> None:
+        self.own.saved = fetch_value("SELECT pg_catalog.current_setting('search_path')")
+        if self.own.saved != OWN_PATH:
+            fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", OWN_PATH)
+
+
 class _DryRun(Exception):
     """Raised to roll back a dry run once everything has run."""
 
@@ -176,6 +203,20 @@ def migrate(
             "22023", "heal.migrate: name must not be empty", "Nothing was run.",
             "Name the migration, e.g. name => '0001_init', or leave name out.",
         )  # fmt: skip
+    with OwnPath() as own:
+        return _checked(sql, name, dry_run, force, source, retry_of, own)
+
+
+def _checked(
+    sql: str,
+    name: str | None,
+    dry_run: bool,
+    force: bool,
+    source: str,
+    retry_of: int | None,
+    own: OwnPath,
+) -> dict[str, str] | None:
+    """:func:`migrate` with its arguments checked, on pgheal's own search_path."""
     try:
         policy = Policy.from_settings(settings())
     except SettingError as exc:
@@ -187,7 +228,7 @@ def migrate(
     )  # fmt: skip
     fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'on', true)")
     try:
-        return _migrate(run, policy, who)
+        return _migrate(run, policy, who, own)
     except plpy.SPIError as exc:
         if cancelled(exc):
             raise
@@ -200,7 +241,7 @@ def migrate(
         fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'off', true)")
 
 
-def _migrate(run: Run, policy: Policy, who: Caller) -> dict[str, str] | None:
+def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, str] | None:
     sql, name, dry_run = run.sql, run.name, run.dry_run
     if name is not None:
         held = _history_check(run, policy)
@@ -225,14 +266,14 @@ def _migrate(run: Run, policy: Policy, who: Caller) -> dict[str, str] | None:
     predicted: dict[int, list[Missing]] = {}
     if policy.predict:
         try:
-            predicted = predict(script, pglast)
+            predicted = predict(script, pglast, session_search_path(own.saved))
         except Exception as exc:  # analysis must never stop a migration; a cancel does
             if cancelled(exc):
                 raise
             plpy.notice(f"heal.migrate: static analysis skipped ({exc}); healing reactively")
-    healer = Healer(run, policy, who)
+    healer = Healer(run, policy, who, lambda: own.saved)
     try:
-        with plpy.subtransaction():
+        with plpy.subtransaction(), _SessionPath(own):
             for stmt in script.statements:
                 healer.execute(stmt, predicted.get(stmt.number, ()))
             if dry_run:
@@ -339,11 +380,13 @@ _POLICY_EXISTS = re.compile(r'^policy "(?P<name>.+)" for table "(?P<table>.+)" a
 class Healer:
     """Runs statements one by one, healing the errors that have a fix."""
 
-    def __init__(self, run: Run, policy: Policy, who: Caller) -> None:
+    def __init__(self, run: Run, policy: Policy, who: Caller, path: Callable[[], str]) -> None:
         self.run = run
         self.policy = policy
         self.caller = who
-        self.catalog = DatabaseCatalog()
+        self.catalog = DatabaseCatalog(path)
+        #: The session's path while pgheal's own work runs on its own (see :class:`OwnPath`).
+        self.own: OwnPath | None = None
 
     def run_statement(self, stmt: Statement) -> PgError | None:
         try:
@@ -362,7 +405,8 @@ class Healer:
         before the statement runs, so it needs no failed attempt.
         """
         for missing in predicted:
-            self.heal_predicted(stmt, missing)
+            with OwnPath() as self.own:  # the statement runs on the session's path, pgheal not
+                self.heal_predicted(stmt, missing)
         healed: set[tuple[str, str]] = set()
         tried: list[str] = []
         retries = 0
@@ -395,7 +439,8 @@ class Healer:
                 note = f"gave up after {len(healed)} fixes (heal.settings max_attempts)"
                 self._failed(stmt, error, note, missing)
                 raise MigrationFailed(error, note)
-            pending, pending_key = self.heal(stmt, missing, error), key
+            with OwnPath() as self.own:
+                pending, pending_key = self.heal(stmt, missing, error), key
             tried.append(pending["fix_sql"])
             healed.add(key)
 
@@ -559,11 +604,10 @@ class Healer:
 
     def apply(self, fix: Fix) -> str:
         if fix.kind == "search_path":
-            value = appended(
-                fetch_value("SELECT pg_catalog.current_setting('search_path')") or "", fix.target
-            )
-            fetch_value("SELECT set_config('search_path', $1, true)", value)
-            return f"SET LOCAL search_path = {value}"
+            assert self.own is not None, "fixes are applied on pgheal's own path"
+            # The session's path, set when pgheal's work is done (SET LOCAL).
+            self.own.saved = appended(self.own.saved or "", fix.target)
+            return f"SET LOCAL search_path = {self.own.saved}"
         return apply_fix_as(self.caller.role, fix)
 
 
@@ -572,7 +616,7 @@ _POLICY_COLUMNS = """SELECT p.polpermissive AS permissive, p.polcmd AS command,
                FROM unnest(p.polroles) r ORDER BY 1) AS roles,
        pg_catalog.pg_get_expr(p.polqual, p.polrelid) AS using,
        pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
-  FROM pg_catalog.pg_policy p WHERE p.polrelid = $1::regclass AND p.polname = $2"""
+  FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 AND p.polname = $2"""
 
 
 class _Probe(Exception):
@@ -589,14 +633,20 @@ def compare_policy(sql: str) -> tuple[dict | None, dict | None]:
     target = policy_probe(sql, probe, load_parser())
     if target is None:
         return None, None
-    table = ".".join(plpy.quote_ident(p) for p in (target.schema, target.table) if p)
-    rows = fetch(_POLICY_COLUMNS, table, target.name)
+    name = ".".join(plpy.quote_ident(p) for p in (target.schema, target.table) if p)
+    # The table as the statement names it, on the session's path; the rest on pgheal's.
+    table = fetch_value("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", name)
+    if table is None:
+        return None, None
+    with OwnPath():
+        rows = fetch(_POLICY_COLUMNS, table, target.name, types=("oid", "name"))
     existing = rows[0] if rows else None
     wanted = None
     try:
         with plpy.subtransaction():
-            plpy.execute(target.sql)
-            rows = fetch(_POLICY_COLUMNS, table, probe)
+            plpy.execute(target.sql)  # the statement itself: the session's path
+            with OwnPath():
+                rows = fetch(_POLICY_COLUMNS, table, probe, types=("oid", "name"))
             wanted = rows[0] if rows else None
             raise _Probe
     except _Probe:
@@ -617,16 +667,8 @@ def _show_policy(p: dict) -> str:
     return " ".join(parts)
 
 
-def retry(migration_id: int) -> dict[str, str] | None:
-    """Body of ``CALL heal.retry_migration(id)``: run a failed migration again, in a
-    session of the role that ran it, and nowhere else.
-
-    Another role's script in this session would run with this session's rights, and
-    a script can always return to the user who logged in (``RESET ROLE``, ``RESET
-    SESSION AUTHORIZATION``): so the login, the session user and the current user
-    must all be that very role (by oid: a role dropped, or renamed, gets no retry).
-    """
-    rows = fetch(
+def _retry_row(migration_id: int) -> list[dict]:
+    return fetch(
         """SELECT m.name, heal.own_migration_sql(m.id) AS sql, m.status, m.run_by, m.run_by_oid,
                   s.oid AS session_oid, current_user = session_user AS unswitched,
                   (SELECT a.usesysid FROM pg_catalog.pg_stat_activity a
@@ -637,6 +679,19 @@ def retry(migration_id: int) -> dict[str, str] | None:
         migration_id,
         types=("int8",),
     )
+
+
+def retry(migration_id: int) -> dict[str, str] | None:
+    """Body of ``CALL heal.retry_migration(id)``: run a failed migration again, in a
+    session of the role that ran it, and nowhere else.
+
+    Another role's script in this session would run with this session's rights, and
+    a script can always return to the user who logged in (``RESET ROLE``, ``RESET
+    SESSION AUTHORIZATION``): so the login, the session user and the current user
+    must all be that very role (by oid: a role dropped, or renamed, gets no retry).
+    """
+    with OwnPath():
+        rows = _retry_row(migration_id)
     if not rows:
         return _failure("22023", f"heal.retry_migration: there is no migration {migration_id}",
                         "Nothing was run.", "See heal.migrations for the ids.")  # fmt: skip

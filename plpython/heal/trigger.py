@@ -64,7 +64,7 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
 
     policy = Policy.from_settings(settings())
     who = caller(role)
-    catalog = DatabaseCatalog()
+    catalog = DatabaseCatalog(lambda: search_path)
     new_path = search_path
     for index, refs in sorted(found.items()):
         number = index + 1

@@ -354,10 +354,10 @@ COMMENT ON FUNCTION heal.record_outside(text, text, text, numeric) IS
     'pgheal migrate; refuses any other statement.';
 
 -- The autonomous scan. Not SECURITY DEFINER: it runs as the pg_cron job's owner (the
--- installing superuser), reads the server log, and retries a failed migration as the
--- role that ran it.
+-- installing superuser) and reads the server log; on its own search_path, whatever the
+-- database's is (a role that owns the database sets that). It never runs a migration.
 CREATE OR REPLACE PROCEDURE heal.scan()
-LANGUAGE plpython3u
+LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp
 AS $$
 plpy.execute("SELECT heal._load()")
 from heal.scanner import scan
@@ -502,7 +502,7 @@ CREATE OR REPLACE TRIGGER settings_predictive AFTER INSERT OR UPDATE ON heal.set
     FOR EACH ROW WHEN (NEW.name = 'predictive') EXECUTE FUNCTION heal.apply_predictive();
 
 CREATE OR REPLACE FUNCTION heal.skip_log_backlog() RETURNS text
-LANGUAGE plpython3u
+LANGUAGE plpython3u SET search_path = pg_catalog, pg_temp
 AS $$
 plpy.execute("SELECT heal._load()")
 from heal.scanner import skip_backlog

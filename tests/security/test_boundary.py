@@ -551,3 +551,79 @@ def test_the_sessions_own_objects_are_never_a_missing_schema(conn, dsn):
     result = psql(dsn, "-c", "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'")
     assert result.returncode == 0, result.stderr
     assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0
+
+
+# -- pgheal's own queries never run on a path another role controls ---------------------------
+
+PAYLOAD = """LANGUAGE plpgsql AS $$ BEGIN
+  IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+    EXECUTE 'ALTER ROLE {role} SUPERUSER';
+  END IF;
+  RETURN {result};
+END $$"""
+
+
+def _scan_once_the_log_has(conn, count: int) -> None:
+    for _ in range(300):
+        conn.execute("CALL heal.scan()")
+        if scalar(conn, "SELECT count(*) FROM heal.error_events") >= count:
+            return
+        time.sleep(0.1)
+
+
+def test_the_database_owners_search_path_never_reaches_the_scan(conn, dsn):
+    owner = _role(conn, operator=False, prefix="owner")
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" OWNER TO {owner}')
+    with connect(role_dsn(dsn, owner)) as m:
+        m.execute("CREATE SCHEMA evil; GRANT USAGE ON SCHEMA evil TO PUBLIC")
+        m.execute("CREATE FUNCTION evil.clock_timestamp() RETURNS timestamptz "
+                  + PAYLOAD.format(role=owner, result="pg_catalog.now()"))  # fmt: skip
+        m.execute(f'ALTER DATABASE "{conn.info.dbname}" SET search_path = evil, pg_catalog, public')
+    with connect(dsn) as admin:  # a new session: the database's path, as pg_cron's would be
+        admin.execute("CALL heal.scan()")
+        admin.execute("SELECT * FROM heal.plan('SELECT lower(''a'')')")
+        admin.execute("CALL heal.migrate('SELECT lower(''a'')')")
+    assert not _superuser(conn, owner)
+
+
+def test_overloads_a_role_put_first_never_run_as_pgheals_caller(conn, dsn):
+    app = _role(conn, operator=False, create_db=True, prefix="app")
+    with connect(role_dsn(dsn, app)) as m:
+        # "$user" is postgres for the superuser: a schema of that name comes first.
+        m.execute("CREATE SCHEMA postgres; GRANT USAGE ON SCHEMA postgres TO PUBLIC")
+        m.execute("CREATE FUNCTION postgres.cardinality(text[]) RETURNS int "
+                  + PAYLOAD.format(role=app, result="1"))  # fmt: skip
+        m.execute("CREATE FUNCTION postgres.unnest(text[]) RETURNS SETOF text "
+                  + PAYLOAD.format(role=app, result="NEXT 'x'"))  # fmt: skip
+        ne = PAYLOAD.format(role=app, result="$1 OPERATOR(pg_catalog.<>) $2::oid")
+        m.execute("CREATE FUNCTION postgres.ne(oid, integer) RETURNS boolean " + ne)
+        m.execute("CREATE OPERATOR postgres.<> (LEFTARG = oid, RIGHTARG = integer, "
+                  "FUNCTION = postgres.ne)")  # fmt: skip
+    conn.execute("SELECT heal.skip_log_backlog()")
+    conn.execute(f"ALTER DATABASE \"{conn.info.dbname}\" SET work_mem = '8MB'")
+    with connect(role_dsn(dsn, app)) as m:
+        for call in ("SELECT no_such_fn_a(1)", "SELECT no_such_fn_b(1)"):
+            with pytest.raises(psycopg.Error):
+                m.execute(call)
+    with connect(dsn) as admin:
+        _scan_once_the_log_has(admin, 2)
+        admin.execute("SELECT * FROM heal.plan('SELECT lower(''a'')')")
+        admin.execute("CALL heal.migrate('SELECT length(''x'')')")
+        with pytest.raises(psycopg.Error):
+            admin.execute("CALL heal.migrate('SELECT no_such_fn_c(1)')")
+    assert not _superuser(conn, app)
+
+
+def test_install_refuses_a_heal_schema_someone_else_made(conn, dsn):
+    owner = _role(conn, operator=False, prefix="owner")
+    database = f"pre_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE DATABASE {database} OWNER {owner}")
+    try:
+        other = dsn.replace(f"dbname={conn.info.dbname}", f"dbname={database}")
+        with connect(role_dsn(other, owner)) as m:
+            m.execute("CREATE SCHEMA heal")
+        with connect(other) as admin, pytest.raises(deploy.InstallError) as refused:
+            deploy.install(admin, serverdeps.default_path())
+        assert f'owned by role "{owner}"' in str(refused.value)
+    finally:
+        conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
