@@ -141,9 +141,22 @@ class DatabaseCatalog:
         )
 
     def schemas_on_path(self) -> list[str]:
-        if self._path is not None:
-            return ["pg_catalog", *session_search_path(self._path())]
-        return list(fetch_value("SELECT pg_catalog.current_schemas(true)") or [])
+        if self._path is None:
+            return list(fetch_value("SELECT pg_catalog.current_schemas(true)") or [])
+        # What current_schemas(true) would say on the session's path: the schemas that
+        # exist and the current user may use, in order.
+        names = ["pg_catalog", *session_search_path(self._path())]
+        return list(
+            fetch_value(
+                """SELECT coalesce(pg_catalog.array_agg(u.name ORDER BY u.n), '{}')
+                     FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(name, n)
+                     JOIN pg_catalog.pg_namespace s ON s.nspname OPERATOR(pg_catalog.=) u.name
+                    WHERE pg_catalog.has_schema_privilege(s.oid, 'USAGE')""",
+                names,
+                types=("text[]",),
+            )
+            or []
+        )
 
     def database_search_path(self) -> list[str]:
         return database_search_path()

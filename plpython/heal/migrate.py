@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -271,7 +271,7 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
             if cancelled(exc):
                 raise
             plpy.notice(f"heal.migrate: static analysis skipped ({exc}); healing reactively")
-    healer = Healer(run, policy, who, lambda: own.saved)
+    healer = Healer(run, policy, who)
     try:
         with plpy.subtransaction(), _SessionPath(own):
             for stmt in script.statements:
@@ -380,13 +380,14 @@ _POLICY_EXISTS = re.compile(r'^policy "(?P<name>.+)" for table "(?P<table>.+)" a
 class Healer:
     """Runs statements one by one, healing the errors that have a fix."""
 
-    def __init__(self, run: Run, policy: Policy, who: Caller, path: Callable[[], str]) -> None:
+    def __init__(self, run: Run, policy: Policy, who: Caller) -> None:
         self.run = run
         self.policy = policy
         self.caller = who
-        self.catalog = DatabaseCatalog(path)
-        #: The session's path while pgheal's own work runs on its own (see :class:`OwnPath`).
+        #: The session's path while pgheal's own work runs on its own (see :class:`OwnPath`):
+        #: what the planner plans for, as the script has left it.
         self.own: OwnPath | None = None
+        self.catalog = DatabaseCatalog(lambda: self.own.saved if self.own else "")
 
     def run_statement(self, stmt: Statement) -> PgError | None:
         try:

@@ -11,11 +11,14 @@ record is written whatever role the script switched to.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime
 
 import plpy
 
-from .db import fetch_value
+from .db import fetch_value, load_parser
+from .script import split
 
 _PENDING: list[tuple[dict, list[dict]]] = []
 
@@ -48,12 +51,6 @@ def record_outside(name: str | None, sql: str, error: str | None, duration_ms: f
     """Body of ``heal.record_outside``: the record of one statement the CLI ran at top
     level. Only a statement that cannot run inside a transaction is accepted, and the
     record names the session user, so nobody records a migration it did not run."""
-    import hashlib
-    from datetime import UTC, datetime
-
-    from .db import load_parser
-    from .script import split
-
     statements = split(sql or "", load_parser(), keep_outside=True).statements
     if len(statements) != 1 or statements[0].outside is None:
         plpy.error(

@@ -54,7 +54,7 @@ def scan() -> dict[str, Any]:
     ok = all(
         _stage(name, work, stats)
         for name, work in (
-            ("learning", lambda: (notice_search_path_change(), learn(stats))),
+            ("learning", lambda: learn(stats)),
             ("healing", lambda: heal_errors(policy, stats)),
             ("retries", lambda: retry_migrations(stats)),
             ("housekeeping", lambda: purge(policy, stats)),
@@ -358,6 +358,7 @@ def notice_search_path_change() -> None:
 def learn(stats: Stats) -> None:
     """An error that stopped after someone created an extension or a schema, or changed
     the search_path, that now makes the missing object resolve: remember that fix."""
+    notice_search_path_change()
     seen = fetch_value("SELECT coalesce(max(ddl_seen), 0) FROM heal.log_intake") or 0
     ddl = fetch(
         """SELECT id, created_at, role_name, command_tag, object_type, object_identity

@@ -74,12 +74,7 @@ class Statements(Sequence[Statement]):
     def append(self, stmt: Statement) -> None:
         if stmt.outside is not None:
             self._outside[len(self)] = stmt.outside
-        for column, value in zip(
-            self._columns,
-            (stmt.number, stmt.offset, stmt.end, stmt.line, stmt.column),
-            strict=True,
-        ):
-            column.append(value)
+        self._add(stmt.number, stmt.offset, stmt.end, stmt.line, stmt.column)
 
     def _add(self, number: int, offset: int, end: int, line: int, column: int) -> None:
         for values, value in zip(self._columns, (number, offset, end, line, column), strict=True):
