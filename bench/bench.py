@@ -10,7 +10,9 @@ the machine's load of the moment, so this is steadier than a ratio of medians):
 - ``heal.plan`` on the 1,000-statement migration;
 - the predictive DDL trigger on vs off, on 2,000 DDL statements through ``psql -1 -f``,
   and the floor of its design: the same trigger calling PL/Python that does nothing;
-- the extension catalog build, for every extension the server has.
+- the extension catalog build, for every extension the server has;
+- the memory ``heal.migrate`` adds to its backend (VmHWM) for seed scripts of 1,000 to
+  1,000,000 INSERT statements, against the size of the script.
 
 The cluster lives in memory (``/dev/shm``) when there is room: on a disk filesystem,
 creating the files of thousands of tables right after dropping the thousands of the
@@ -183,6 +185,32 @@ class Bench:
         self.drop(dsn)
         return statistics.median(float(b[0]) for b in builds), builds[0][1], builds[0][2]
 
+    def memory(self, sql: str) -> float:
+        """What one ``heal.migrate`` of `sql` adds to its backend's peak memory, in MB, in a
+        backend that has loaded pgheal and its parser already."""
+        dsn = self.fresh_db()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CALL heal.migrate('SELECT 1')")
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            before = peak_mb(pid)
+            conn.execute("CALL heal.migrate(%s)", (sql,))
+            grown = peak_mb(pid) - before
+        self.drop(dsn)
+        return grown
+
+
+def seed_script(rows: int) -> str:
+    """A seed file as a dump writes one: a table and one INSERT a row."""
+    return "CREATE TABLE seed (a int, b text);\n" + "".join(
+        f"INSERT INTO seed VALUES ({i}, 'row {i} of the seed data');\n" for i in range(rows)
+    )
+
+
+def peak_mb(pid: int) -> float:
+    """A backend's peak resident memory (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(x for x in status if x.startswith("VmHWM:")).split()[1]) / 1024
+
 
 def line(label: str, timing: Timing, base: Timing | None = None, target: str = "") -> str:
     """One figure: the median time, and against `base` the difference and the ratio."""
@@ -254,6 +282,13 @@ def main() -> int:
             f"extension catalog: {extensions} extensions, {objects} objects, "
             f"built in {build_ms:.0f} ms (median of {RUNS}, server side)"
         )
+        print("backend memory of CALL heal.migrate, seed scripts (target <= 3 x script + 64 MB):")
+        for rows in (1_000, 10_000, 100_000, 1_000_000):
+            sql = seed_script(rows)
+            size = len(sql.encode()) / 2**20
+            grown = bench.memory(sql)
+            print(f"  {rows:>9,} statements {size:7.1f} MB script   +{grown:6.1f} MB peak"
+                  f"   (target {3 * size + 64:.0f} MB)")  # fmt: skip
         bench.admin.close()
     return 0
 

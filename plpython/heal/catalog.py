@@ -363,7 +363,7 @@ def predict(
             raise too_deep(stmt) from None
     path = path if path is not None else session_search_path()
     found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
-    return {script.statements[i].number: refs for i, refs in found.items()}
+    return {stmt.number: found[i] for i, stmt in enumerate(script.statements) if i in found}
 
 
 def plan_script(sql: str | None) -> list[dict]:
@@ -385,7 +385,7 @@ def _plan_script(sql: str, path: str) -> list[dict]:
     policy = Policy.from_settings(settings())
     who = caller()
     catalog = DatabaseCatalog(lambda: path)
-    lines = {s.number: s.line for s in script.statements}
+    where = {number: start for number, start, _ in script.statements.bounds() if number in found}
     rows = []
     for number, refs in sorted(found.items()):
         for missing in refs:
@@ -393,7 +393,7 @@ def _plan_script(sql: str, path: str) -> list[dict]:
             rows.append(
                 {
                     "statement": number,
-                    "line": lines[number],
+                    "line": script.statements.lines.at(where[number])[0],
                     "missing": missing.describe(),
                     "fix": ", ".join(f.describe() for f in planned.fixes) or None,
                     "allowed": planned.ok,

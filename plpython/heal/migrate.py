@@ -6,7 +6,7 @@ through ``heal.apply_fix``. A failure's record is committed when the CALL may co
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 import re
 import time
@@ -42,7 +42,7 @@ from .fingerprint import fingerprint
 from .fixes import apply_fix_as, learned_plan, spi_message
 from .planner import Fix, plan
 from .policy import Caller, Policy, SettingError
-from .script import ScriptError, Statement, policy_probe, split
+from .script import Lines, ScriptError, Statement, policy_probe, split
 from .searchpath import appended
 
 
@@ -79,9 +79,7 @@ class PgError:
             return ""
         if not self.position:
             return f"statement {stmt.number}, line {stmt.line}"
-        offset = stmt.offset + self.position - 1
-        line = script.count("\n", 0, offset) + 1
-        column = offset - (script.rfind("\n", 0, offset) + 1) + 1
+        line, column = (stmt.lines or Lines(script)).at(stmt.offset + self.position - 1)
         return f"statement {stmt.number}, line {line}, column {column}"
 
 
@@ -118,9 +116,9 @@ class Run:
         self.events.append(row)
         return row
 
-    @property
+    @functools.cached_property
     def checksum(self) -> str:
-        return hashlib.md5(self.sql.encode()).hexdigest()
+        return records.checksum(self.sql)
 
     def summary(self) -> dict[str, Any]:
         return {"heals": self.heals, "statements": self.statements, "name": self.name}
@@ -390,9 +388,8 @@ class Healer:
         self.catalog = DatabaseCatalog(lambda: self.own.saved if self.own else "")
 
     def run_statement(self, stmt: Statement) -> PgError | None:
-        try:
-            with plpy.subtransaction():
-                plpy.execute(stmt.text)
+        try:  # plpy.execute runs in a subtransaction of its own: a failure undoes just it
+            plpy.execute(stmt.text)
         except plpy.SPIError as exc:
             if cancelled(exc):
                 raise

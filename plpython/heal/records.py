@@ -22,6 +22,10 @@ from .script import split
 
 _PENDING: list[tuple[dict, list[dict]]] = []
 
+#: A script is written in parts of this many characters (heal.migration_scripts): the
+#: backend converts and stores one part at a time, never the whole script at once.
+SCRIPT_PART = 1 << 20
+
 
 def submit(migration: dict, events: list[dict]) -> int:
     """Record one run (its row in heal.migrations and its events); return its id."""
@@ -37,10 +41,27 @@ def write_pending() -> int | None:
     if not _PENDING:
         return None
     migration, events = _PENDING.pop()
+    sql = migration.pop("sql")
     plan = plpy.prepare(
         "SELECT heal.record_migration($1::jsonb, $2::jsonb) AS id", ["text", "text"]
     )
-    return int(plpy.execute(plan, [json.dumps(migration), json.dumps(events)])[0]["id"])
+    migration_id = int(plpy.execute(plan, [json.dumps(migration), json.dumps(events)])[0]["id"])
+    plan = plpy.prepare(
+        "INSERT INTO heal.migration_scripts (migration_id, part, sql) VALUES ($1, $2, $3)",
+        ["int8", "int4", "text"],
+    )
+    for part, start in enumerate(range(0, len(sql), SCRIPT_PART), 1):
+        plpy.execute(plan, [migration_id, part, sql[start : start + SCRIPT_PART]])
+    return migration_id
+
+
+def checksum(sql: str) -> str:
+    """The md5 of a script, as heal.migrations records it, hashed a part at a time:
+    encoding a large script whole would copy it."""
+    digest = hashlib.md5()
+    for start in range(0, len(sql), SCRIPT_PART):
+        digest.update(sql[start : start + SCRIPT_PART].encode())
+    return digest.hexdigest()
 
 
 #: The most of an error message record_outside keeps (a PostgreSQL message is shorter).
@@ -61,7 +82,7 @@ def record_outside(name: str | None, sql: str, error: str | None, duration_ms: f
     now = datetime.now(UTC).isoformat()
     error = error[:_MAX_ERROR] if error else error
     migration = {
-        "name": name, "checksum": hashlib.md5(sql.encode()).hexdigest(),
+        "name": name, "checksum": checksum(sql),
         "status": "failed" if error else "succeeded", "source": "cli", "started_at": now,
         "statements": 1, "attempts": 0, "heals": 0, "error": error,
         "duration_ms": max(float(duration_ms or 0), 0.0), "run_by": None, "sql": sql,

@@ -586,7 +586,8 @@ def retry_migrations(stats: Stats) -> None:
                   m.retry_ready_at IS NOT NULL AS ready
              FROM heal.migrations m
              LEFT JOIN pg_catalog.pg_roles r ON r.oid = m.run_by_oid
-            WHERE m.status = 'failed' AND m.sql IS NOT NULL AND m.sqlstate IS NOT NULL
+            WHERE m.status = 'failed' AND m.sqlstate IS NOT NULL
+              AND EXISTS (SELECT FROM heal.migration_scripts s WHERE s.migration_id = m.id)
               AND NOT EXISTS (SELECT FROM heal.migrations later
                                WHERE later.id > m.id AND later.checksum = m.checksum
                                  AND later.name IS NOT DISTINCT FROM m.name)

@@ -11,7 +11,6 @@ without a depth check and crash the backend on deep input).
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import re
 from array import array
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,7 @@ SKIPPED_META_COMMANDS = frozenset({"restrict", "unrestrict"})
 _META_LINE = re.compile(r"^[ \t]*\\([A-Za-z!?;]*)[^\n]*", re.MULTILINE)
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _SUSPECT = re.compile(
-    r"""(?ix) ^(?:
+    r"""(?ix) (?:
         vacuum | reindex | discard | cluster
       | (?:create|drop) \s+ (?:database|tablespace|subscription)
       | alter \s+ (?:system|database|subscription)
@@ -40,59 +39,97 @@ _SUSPECT = re.compile(
 class Statement:
     """One statement of a script, with where it stands in the script (1-based).
 
-    A script of a million statements keeps a million of these: slotted, and the text
-    is cut from the script when it is needed rather than copied for each.
+    Made when it is used (see :class:`Statements`): its text is cut from the script,
+    and its line and column are looked up, only when asked for.
     """
 
     number: int
     script: str = field(repr=False, compare=False)
     offset: int
     end: int
-    line: int
-    column: int
     #: What the statement is when PostgreSQL never runs it inside a transaction
     #: ("CREATE INDEX CONCURRENTLY", ...); only set when the caller asked to keep those.
     outside: str | None = None
+    lines: Lines | None = field(default=None, repr=False, compare=False)
 
     @property
     def text(self) -> str:
         return self.script[self.offset : self.end]
 
+    @property
+    def line(self) -> int:
+        return (self.lines or Lines(self.script)).at(self.offset)[0]
+
+    @property
+    def column(self) -> int:
+        return (self.lines or Lines(self.script)).at(self.offset)[1]
+
 
 class Statements(Sequence[Statement]):
-    """A script's statements, kept as columns of machine integers.
+    """A script's statements, kept as two machine integers each.
 
-    A script of a million statements must not cost a million Python objects: each
-    statement is five integers here, and a :class:`Statement` is made when it is used.
+    A script of a million statements must not cost a million Python objects, nor
+    a copy of itself: each statement is where it starts and ends in the script (four
+    bytes each; PostgreSQL's text is below 1 GB), and a :class:`Statement` is made when
+    it is used. Statements that are not run (transaction control the one-transaction
+    run makes moot) stay in place, marked, so that every statement keeps its number.
     """
 
     def __init__(self, script: str) -> None:
         self.script = script
-        self._columns = tuple(array("q") for _ in range(5))  # number, offset, end, line, column
-        self._outside: dict[int, str] = {}
+        self.lines = Lines(script)
+        self._bounds = array("I")  # start and end of each statement, in turn
+        self._dropped: set[int] = set()  # numbers of the statements not run
+        self._outside: dict[int, str] = {}  # number -> what it is (Statement.outside)
+        self._kept: array | None = None  # index -> number - 1, once indexed with drops
 
-    def append(self, stmt: Statement) -> None:
-        if stmt.outside is not None:
-            self._outside[len(self)] = stmt.outside
-        self._add(stmt.number, stmt.offset, stmt.end, stmt.line, stmt.column)
+    def _add(self, start: int, end: int) -> None:
+        self._bounds.append(start)
+        self._bounds.append(end)
 
-    def _add(self, number: int, offset: int, end: int, line: int, column: int) -> None:
-        for values, value in zip(self._columns, (number, offset, end, line, column), strict=True):
-            values.append(value)
+    def _drop(self, number: int) -> None:
+        self._dropped.add(number)
+        self._kept = None
+
+    def _mark_outside(self, number: int, what: str) -> None:
+        self._outside[number] = what
+
+    def _make(self, position: int) -> Statement:
+        number = position + 1
+        return Statement(number, self.script, self._bounds[2 * position],
+                         self._bounds[2 * position + 1], self._outside.get(number),
+                         self.lines)  # fmt: skip
+
+    def _all(self) -> int:
+        return len(self._bounds) // 2
+
+    def bounds(self) -> Iterator[tuple[int, int, int]]:
+        """(number, start, end) of every statement, those not run included, without
+        making a :class:`Statement` of each."""
+        bounds = self._bounds
+        for position in range(self._all()):
+            yield position + 1, bounds[2 * position], bounds[2 * position + 1]
 
     def __len__(self) -> int:
-        return len(self._columns[0])
+        return self._all() - len(self._dropped)
 
     def __getitem__(self, index: int) -> Statement:  # type: ignore[override]
         if index < 0:
             index += len(self)
-        number, offset, end, line, column = (c[index] for c in self._columns)
-        return Statement(number, self.script, offset, end, line, column,
-                         self._outside.get(index))  # fmt: skip
+        if not 0 <= index < len(self):
+            raise IndexError("statement index out of range")
+        if self._dropped:
+            if self._kept is None:
+                dropped = self._dropped
+                self._kept = array("I", (p for p in range(self._all()) if p + 1 not in dropped))
+            index = self._kept[index]
+        return self._make(index)
 
     def __iter__(self) -> Iterator[Statement]:
-        for index in range(len(self)):
-            yield self[index]
+        dropped = self._dropped
+        for position in range(self._all()):
+            if position + 1 not in dropped:
+                yield self._make(position)
 
 
 @dataclass
@@ -111,15 +148,23 @@ class ScriptError(Exception):
         self.hint = hint
 
 
-class _Lines:
-    """Offset to (line, column), both 1-based."""
+class Lines:
+    """Offset to (line, column), both 1-based.
+
+    The index of line starts is built the first time it is asked (a heal's notice, an
+    error): most runs never need it, and it costs four bytes a line.
+    """
 
     def __init__(self, text: str) -> None:
-        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self.text = text
+        self._starts: array | None = None
 
     def at(self, offset: int) -> tuple[int, int]:
-        i = bisect.bisect_right(self.starts, offset) - 1
-        return i + 1, offset - self.starts[i] + 1
+        if self._starts is None:
+            self._starts = array("I", [0])
+            self._starts.extend(m.end() for m in re.finditer("\n", self.text))
+        i = bisect.bisect_right(self._starts, offset) - 1
+        return i + 1, offset - self._starts[i] + 1
 
 
 def _blank(text: str, start: int, end: int) -> str:
@@ -152,10 +197,11 @@ def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
     With `keep_outside`, statements that cannot run inside a transaction are kept and
     marked (:attr:`Statement.outside`) instead of refused: the CLI runs them itself.
     """
-    script = Script(statements=Statements(sql))
+    statements = Statements(sql)
+    script = Script(statements=statements)
     blanked = sql
     for start, end, command in _meta_lines(sql, pglast):
-        line, _ = _Lines(sql[:start]).at(start)
+        line, _ = statements.lines.at(start)
         if command not in SKIPPED_META_COMMANDS:
             raise ScriptError(
                 "42601",
@@ -166,18 +212,12 @@ def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
         blanked = _blank(blanked, start, end)
 
     try:
-        line, line_start, previous = 1, 0, 0
-        for number, (start, stop) in enumerate(_spans(blanked, pglast), 1):
-            newlines = sql.count("\n", previous, start)
-            if newlines:
-                line += newlines
-                line_start = sql.rfind("\n", previous, start) + 1
-            script.statements._add(number, start, stop, line, start - line_start + 1)
-            previous = start
+        for start, stop in _spans(blanked, pglast):
+            statements._add(start, stop)
     except pglast.parser.ParseError as exc:
         message = exc.args[0]
         location = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(sql)
-        line, column = _Lines(sql).at(location)
+        line, column = statements.lines.at(location)
         number = _statement_at(blanked, location, pglast)
         raise ScriptError(
             "42601",
@@ -189,9 +229,10 @@ def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
 
 
 #: How much of a script the parser is given at once. libpg_query keeps the parse trees
-#: of all it splits until it is done, some fifty times the text: a 10 MB script split
-#: whole took over 500 MB. A piece of 256 kB costs about 15 MB.
-SPLIT_PIECE = 1 << 18
+#: of all it splits until it is done, some fifty times the text, and pglast's scanner
+#: makes an object of every token: a 10 MB script split whole took over 500 MB, in
+#: pieces of 256 kB still 60 MB. Pieces of 16 kB cost about 1 MB, and split no slower.
+SPLIT_PIECE = 1 << 14
 
 #: How many of a piece's last semicolons are tried as its end (one inside a BEGIN
 #: ATOMIC body ends no statement) before the piece is made larger.
@@ -257,26 +298,21 @@ def _statement_at(blanked: str, location: int, pglast: ModuleType) -> int:
 
 def _check_runnable(script: Script, pglast: ModuleType, keep_outside: bool) -> None:
     """Drop transaction control that the one-transaction run makes moot; refuse the rest."""
-    statements = script.statements
-    suspects = [i for i, stmt in enumerate(statements) if _SUSPECT.match(leading_words(stmt.text))]
-    if not suspects:
-        return  # most scripts: nothing to drop or mark, nothing copied
-    kept, looked_into = Statements(statements.script), set(suspects)
-    for index, stmt in enumerate(statements):
-        if index not in looked_into:
-            kept.append(stmt)
-            continue
+    statements, sql = script.statements, script.statements.script
+    for number, start, end in statements.bounds():
+        if not _SUSPECT.match(sql, _LEADING_NOISE.match(sql, start, end).end(), end):
+            continue  # most statements: nothing made, nothing copied
+        stmt = statements._make(number - 1)
         verdict = classify_node(statement_tree(stmt, pglast))
         if verdict == "skip":
             script.notices.append(
                 f"skipped {leading_words(stmt.text).split()[0].upper()} on line {stmt.line}: "
                 "heal.migrate runs the whole script in one transaction"
             )
-            continue
-        if verdict is not None and keep_outside:
-            kept.append(dataclasses.replace(stmt, outside=verdict))
-            continue
-        if verdict is not None:
+            statements._drop(number)
+        elif verdict is not None and keep_outside:
+            statements._mark_outside(number, verdict)
+        elif verdict is not None:
             raise ScriptError(
                 "25001",
                 f"{verdict} cannot run inside heal.migrate "
@@ -284,8 +320,6 @@ def _check_runnable(script: Script, pglast: ModuleType, keep_outside: bool) -> N
                 hint="PostgreSQL never runs it inside a transaction or function: "
                 "run it on its own at top level, for example with psql.",
             )
-        kept.append(stmt)
-    script.statements = kept
 
 
 def statement_tree(stmt: Statement, pglast: ModuleType) -> dict:

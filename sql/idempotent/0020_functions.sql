@@ -160,7 +160,8 @@ COMMENT ON FUNCTION heal.last_applied(text) IS
 CREATE OR REPLACE FUNCTION heal.own_migration_sql(id bigint) RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT m.sql FROM heal.migrations m
+    SELECT string_agg(s.sql, '' ORDER BY s.part)
+      FROM heal.migrations m JOIN heal.migration_scripts s ON s.migration_id = m.id
      WHERE m.id = own_migration_sql.id
        AND m.run_by_oid = (SELECT a.usesysid FROM pg_stat_activity a
                             WHERE a.pid = pg_backend_pid())
@@ -267,13 +268,13 @@ DECLARE
 BEGIN
     INSERT INTO heal.migrations
            (name, checksum, forced, status, source, started_at, statements, attempts, heals,
-            duration_ms, error, run_by, sql, sqlstate, retry_of, run_by_oid)
+            duration_ms, error, run_by, sqlstate, retry_of, run_by_oid)
     SELECT m.name, m.checksum, coalesce(m.forced, false), m.status,
            coalesce(m.source, 'migration'), m.started_at,
            m.statements, m.attempts, m.heals, m.duration_ms, m.error,
            CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
                 THEN m.run_by ELSE session_user END,
-           m.sql, m.sqlstate, m.retry_of,
+           m.sqlstate, m.retry_of,
            (SELECT r.oid FROM pg_roles r WHERE r.rolname =
                 CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
                      THEN m.run_by ELSE session_user END)
@@ -281,7 +282,7 @@ BEGIN
            name text, checksum text, forced boolean, status text, source text,
            started_at timestamptz,
            statements integer, attempts integer, heals integer, duration_ms numeric,
-           error text, run_by name, sql text, sqlstate text, retry_of bigint)
+           error text, run_by name, sqlstate text, retry_of bigint)
     RETURNING id INTO migration_id;
 
     INSERT INTO heal.build_events

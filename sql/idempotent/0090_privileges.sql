@@ -21,7 +21,7 @@ GRANT SELECT ON ALL TABLES IN SCHEMA heal TO heal_operator;
 -- Except what only the server log, or another role, could tell: the statements and
 -- details of every role's errors (a failed ALTER ROLE ... PASSWORD is one), and other
 -- roles' migration scripts. Reading the log by hand takes pg_read_server_files.
-REVOKE SELECT ON heal.error_events, heal.migrations FROM heal_operator;
+REVOKE SELECT ON heal.error_events, heal.migrations, heal.migration_scripts FROM heal_operator;
 GRANT SELECT (id, logged_at, database, user_name, application_name, session_start, sqlstate,
               message, fingerprint, log_file, log_offset)
     ON heal.error_events TO heal_operator;

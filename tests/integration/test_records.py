@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import psycopg
 import pytest
 
@@ -109,3 +111,46 @@ def test_concurrent_backends_parse_safely(conn, dsn):
     finally:
         for other in others:
             other.close()
+
+
+def _peak_mb(pid: int) -> float:
+    """The backend's peak resident memory (VmHWM), in MB."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_large_script_costs_a_small_multiple_of_itself(dsn):
+    sql = "CREATE TABLE seed (a int, b text);\n" + "".join(
+        f"INSERT INTO seed VALUES ({i}, 'row {i} of the seed data, as a dump writes it');\n"
+        for i in range(100_000)
+    )
+    size_mb = len(sql.encode()) / 2**20
+    with connect(dsn) as session:
+        session.execute("CALL heal.migrate('SELECT 1')")  # pgheal and its parser loaded
+        pid = scalar(session, "SELECT pg_backend_pid()")
+        before = _peak_mb(pid)
+        session.execute("CALL heal.migrate(%s, name => 'seed')", (sql,))
+        grown = _peak_mb(pid) - before
+    assert grown <= 3 * size_mb + 64, f"{grown:.0f} MB for a {size_mb:.1f} MB script"
+    with connect(dsn) as session:
+        assert scalar(session, "SELECT count(*) FROM seed") == 100_000
+        stored = session.execute(
+            "SELECT count(*), string_agg(s.sql, '' ORDER BY s.part) = %s, "
+            "       md5(string_agg(s.sql, '' ORDER BY s.part)) = m.checksum "
+            "  FROM heal.migrations m JOIN heal.migration_scripts s ON s.migration_id = m.id "
+            " WHERE m.name = 'seed' GROUP BY m.checksum",
+            (sql,),
+        ).fetchone()
+    assert stored == (math.ceil(len(sql) / 2**20), True, True)
+
+
+def test_a_script_of_many_characters_is_stored_whole(conn):
+    sql = "SELECT 'é€𝄞';\n" * 200_000  # several parts, multibyte characters at their edges
+    migrate(conn, sql)
+    assert scalar(
+        conn,
+        "SELECT string_agg(sql, '' ORDER BY part) = %s AND count(*) > 1 "
+        "FROM heal.migration_scripts",
+        (sql,),
+    )

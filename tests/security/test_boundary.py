@@ -525,7 +525,7 @@ def test_operators_read_neither_the_logs_statements_nor_other_roles_scripts(conn
     conn.execute(f"GRANT pg_read_server_files TO {reader}")
     with connect(role_dsn(dsn, op)) as session:
         for query in ("SELECT statement FROM heal.error_events",
-                      "SELECT sql FROM heal.migrations"):  # fmt: skip
+                      "SELECT sql FROM heal.migration_scripts"):  # fmt: skip
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 session.execute(query)
         assert scalar(session, "SELECT count(*) FROM heal.error_events") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pglast
 import pytest
 
+from heal import script as script_module
 from heal.analyze import parse
 from heal.script import (
     PolicyProbe,
@@ -236,3 +237,49 @@ def test_policy_probe_gives_up_cleanly(sql):
 )  # fmt: skip
 def test_without_concurrently(sql, plain):
     assert without_concurrently(sql, pglast) == plain
+
+
+def test_statements_not_run_keep_every_number():
+    script = split("BEGIN;\nSELECT 1;\nCOMMIT;\nSELECT 2;\n", pglast)
+    statements = script.statements
+    assert len(statements) == 2
+    assert [(s.number, s.line, s.text) for s in statements] == [
+        (2, 2, "SELECT 1"), (4, 4, "SELECT 2"),
+    ]  # fmt: skip
+    assert (statements[1].number, statements[-1].number, statements[-2].number) == (4, 4, 2)
+    with pytest.raises(IndexError):
+        statements[2]
+
+
+def test_outside_statements_are_marked_in_place():
+    script = split("SELECT 1;\nVACUUM t;\nSELECT 2;", pglast, keep_outside=True)
+    assert [(s.number, s.outside) for s in script.statements] == [
+        (1, None), (2, "VACUUM"), (3, None),
+    ]  # fmt: skip
+
+
+PIECES = [
+    "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n"
+    + "PERFORM 1;\n" * 40
+    + "RETURN 1; END $$;",
+    "CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC\n" + "SELECT 1;\n" * 30 + "END;",
+    "SELECT 'a;b;c;" + "x;" * 50 + "';",
+    "/* a comment; with; semicolons; " + "; " * 40 + "*/ SELECT 2;",
+    "INSERT INTO t VALUES (1, 'é;');",
+]
+
+
+@pytest.mark.parametrize("piece", [64, 100, 257, 1 << 14])
+def test_splitting_in_pieces_finds_the_statements_of_a_whole_split(monkeypatch, piece):
+    sql = "\n".join(PIECES * 5)
+    whole = [(s.start, s.stop) for s in pglast.split(sql, with_parser=True, only_slices=True)]
+    monkeypatch.setattr(script_module, "SPLIT_PIECE", piece)
+    found = [(s.offset, s.end) for s in split(sql, pglast).statements]
+    assert found == whole
+
+
+def test_a_syntax_error_far_into_a_script_names_its_place(monkeypatch):
+    monkeypatch.setattr(script_module, "SPLIT_PIECE", 64)
+    sql = "SELECT 1;\n" * 100 + "SELEC 2;\n"
+    with pytest.raises(ScriptError, match=r"statement 101, line 101, column 1"):
+        split(sql, pglast)
