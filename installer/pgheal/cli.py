@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, deploy, monitor, patterns, runner, schedule, serverdeps
+from . import __version__, deploy, layouts, monitor, patterns, runner, schedule, serverdeps
 
 EPILOG = """\
 The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
@@ -140,7 +140,10 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    migrations = runner.discover(args.paths)
+    found = runner.discover(args.paths, args.layout)
+    for path, why in found.not_run:
+        print(f"not run: {path} ({why})", file=sys.stderr)
+    migrations = found.migrations
     with _connect(args) as conn:
         run = runner.Runner(conn, sys.stderr if args.json else sys.stdout)
         if args.plan:
@@ -246,16 +249,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("list", "disable", "enable", "export", "import"))
     p.add_argument("id", nargs="?", type=int, help="pattern id (disable, enable)")
     p.add_argument("--file", type=Path, help="JSON file (export, import; default stdout/stdin)")
+    layout_help = "the folder's layout, when its files do not say: " + ", ".join(layouts.LAYOUTS)
     p = command(
-        "migrate", cmd_migrate, "apply migration files, or folders of NNNN_name.sql files, in order"
-    )
+        "migrate", cmd_migrate,
+        "apply migration files, or folders in any migration tool's layout, in order",
+    )  # fmt: skip
     dsn(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p.add_argument("--dry-run", action="store_true", help="run and heal, then roll back")
     p.add_argument("--plan", action="store_true", help="only show what would be healed")
+    p.add_argument("--layout", choices=list(layouts.LAYOUTS), metavar="NAME", help=layout_help)
     p = command("plan", cmd_plan, "show what pending migrations will miss and how pgheal heals it")
     dsn(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    p.add_argument("--layout", choices=list(layouts.LAYOUTS), metavar="NAME", help=layout_help)
     p = command("status", cmd_status, "health and the last 24 hours in a few lines")
     dsn(p)
     p = command("doctor", cmd_doctor, "run every health check and say what to do about each")

@@ -1,15 +1,16 @@
 """Run migration files and folders through ``heal.migrate``, like a migration runner.
 
-A folder holds ``NNNN_name.sql`` files, applied in numeric order and recorded in
-``heal.migrations`` under their file name, so a second run skips what was applied.
-Statements PostgreSQL never runs inside a transaction (``CREATE INDEX CONCURRENTLY``
-and the like) are run here, at top level, between the transactional parts.
+A folder is read in the layout of the tool it was written for (:mod:`pgheal.layouts`):
+its migrations are applied in that tool's order and recorded in ``heal.migrations``
+under their names, so a second run skips what was applied. Statements PostgreSQL
+never runs inside a transaction (``CREATE INDEX CONCURRENTLY`` and the like) are run
+here, at top level, between the transactional parts; so is every statement of a
+migration its tool runs outside a transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +24,13 @@ from rich.table import Table
 
 from heal.script import ScriptError, split, without_concurrently
 
-MIGRATION_FILE = re.compile(r"^(?P<number>\d+)_[^/]*\.sql$")
+from .layouts import Found, LayoutError, Migration, read_file, read_folder
+
+__all__ = ["Migration", "Runner", "RunnerError", "discover", "parts"]
 
 
 class RunnerError(Exception):
     """The files cannot be run as given."""
-
-
-@dataclass(frozen=True)
-class Migration:
-    name: str
-    path: Path
-    text: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +41,8 @@ class Part:
     name: str
     sql: str
     outside: str | None = None
+    #: Run again although it changed since it was applied (Flyway's repeatables).
+    force: bool = False
 
     @property
     def checksum(self) -> str:
@@ -62,23 +60,31 @@ class Outcome:
     notices: list[str] = field(default_factory=list)
 
 
-def discover(paths: list[Path]) -> list[Migration]:
-    """Files as given, and the ``NNNN_name.sql`` files of folders in numeric order."""
-    found: list[Migration] = []
-    for path in paths:
-        if path.is_dir():
-            files = [f for f in path.iterdir() if MIGRATION_FILE.match(f.name)]
-            if not files:
-                raise RunnerError(f"no NNNN_name.sql files in {path}")
-            numbered = sorted(
-                files, key=lambda f: (int(MIGRATION_FILE.match(f.name)["number"]), f.name)
-            )
-            found += [Migration(f.stem, f, f.read_text()) for f in numbered]
-        elif path.is_file():
-            found.append(Migration(path.stem, path, path.read_text()))
-        else:
-            raise RunnerError(f"no such file or folder: {path}")
-    names = [m.name for m in found]
+def discover(paths: list[Path], layout: str | None = None) -> Found:
+    """The migrations of `paths` in order: each folder in its layout (`layout`, or as
+    its files say), then files given by name. Files given by name keep their places,
+    except that files of one versioned layout (Flyway's V2 and V10, say) are put in
+    that layout's order, as a shell's glob does not."""
+    found = Found(layout or "", [])
+    named: list[tuple[Migration, tuple[str, tuple] | None]] = []
+    try:
+        for path in paths:
+            if path.is_dir():
+                folder = read_folder(path, layout)
+                found.migrations += folder.migrations
+                found.not_run += folder.not_run
+                found.layout = found.layout or folder.layout
+            elif path.is_file():
+                named.append(read_file(path))
+            else:
+                raise RunnerError(f"no such file or folder: {path}")
+    except LayoutError as exc:
+        raise RunnerError(str(exc)) from None
+    kinds = {order[0] if order else None for _, order in named}
+    if len(kinds) == 1 and None not in kinds:
+        named.sort(key=lambda item: item[1][1])
+    found.migrations += [migration for migration, _ in named]
+    names = [m.name for m in found.migrations]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise RunnerError(f"two migrations share a name: {', '.join(twice)}")
@@ -92,8 +98,9 @@ def parts(migration: Migration) -> list[Part]:
         script = split(migration.text, pglast, keep_outside=True)
     except ScriptError as exc:
         raise RunnerError(f"{migration.path}: {exc.message}") from None
-    if not any(s.outside for s in script.statements):
-        return [Part(migration.name, migration.text)]
+    force = migration.repeatable
+    if migration.transaction and not any(s.outside for s in script.statements):
+        return [Part(migration.name, migration.text, force=force)]
     result: list[Part] = []
     chunk: list[str] = []
 
@@ -101,15 +108,18 @@ def parts(migration: Migration) -> list[Part]:
         return migration.name if not result else f"{migration.name}.{len(result) + 1}"
 
     for stmt in script.statements:
-        if stmt.outside is None:
+        if stmt.outside is None and migration.transaction:
             chunk.append(stmt.text)
             continue
         if chunk:
-            result.append(Part(name(), ";\n".join(chunk) + ";\n"))
+            result.append(Part(name(), ";\n".join(chunk) + ";\n", force=force))
             chunk = []
-        result.append(Part(name(), stmt.text, stmt.outside))
+        if stmt.outside is None:  # its tool runs each statement on its own
+            result.append(Part(name(), stmt.text + ";\n", force=force))
+        else:
+            result.append(Part(name(), stmt.text, stmt.outside, force=force))
     if chunk:
-        result.append(Part(name(), ";\n".join(chunk) + ";\n"))
+        result.append(Part(name(), ";\n".join(chunk) + ";\n", force=force))
     return result
 
 
@@ -186,7 +196,10 @@ class Runner:
     def _run_part(self, part: Part) -> str | None:
         if part.outside is None:
             try:
-                self.conn.execute("CALL heal.migrate(%s, name => %s)", (part.sql, part.name))
+                self.conn.execute(
+                    "CALL heal.migrate(%s, name => %s, force => %s)",
+                    (part.sql, part.name, part.force),
+                )
             except psycopg.Error as exc:
                 return _describe(exc)
             return None
@@ -231,7 +244,8 @@ class Runner:
                         try:
                             with self.conn.transaction():
                                 self.conn.execute(
-                                    "CALL heal.migrate(%s, name => %s)", (sql, part.name)
+                                    "CALL heal.migrate(%s, name => %s, force => %s)",
+                                    (sql, part.name, part.force),
                                 )
                         except psycopg.Error as exc:
                             outcome.status, outcome.error = "failed", _describe(exc)

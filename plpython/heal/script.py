@@ -19,10 +19,22 @@ from types import ModuleType
 
 from .analyze import parse
 
-#: psql meta-commands that pg_dump writes and that have no meaning for the server.
-SKIPPED_META_COMMANDS = frozenset({"restrict", "unrestrict"})
+#: psql meta-commands that change nothing a migration does: pg_dump's \\restrict lines,
+#: and what psql-run migrations start with (output and timing). Skipped with a notice.
+SKIPPED_META_COMMANDS = frozenset({"restrict", "unrestrict", "echo", "qecho", "warn", "timing",
+                                   "pset", "a", "t", "x", "H", "C", "f"})  # fmt: skip
+#: psql's own variables, which \\set and \\unset may change without anything in the SQL
+#: referring to them (a variable of the script's own would be substituted by psql).
+PSQL_VARIABLES = frozenset({
+    "AUTOCOMMIT", "COMP_KEYWORD_CASE", "ECHO", "ECHO_HIDDEN", "FETCH_COUNT", "HIDE_TABLEAM",
+    "HIDE_TOAST_COMPRESSION", "HISTCONTROL", "HISTFILE", "HISTSIZE", "IGNOREEOF",
+    "ON_ERROR_ROLLBACK", "ON_ERROR_STOP", "PROMPT1", "PROMPT2", "PROMPT3", "QUIET",
+    "SHOW_ALL_RESULTS", "SHOW_CONTEXT", "SINGLELINE", "SINGLESTEP", "VERBOSITY",
+})  # fmt: skip
+#: psql's include commands: ``pgheal migrate`` reads the file in; the server cannot.
+INCLUDE_META_COMMANDS = frozenset({"i", "ir", "include", "include_relative"})
 
-_META_LINE = re.compile(r"^[ \t]*\\([A-Za-z!?;]*)[^\n]*", re.MULTILINE)
+_META_LINE = re.compile(r"^[ \t]*\\([A-Za-z!?;]*)([^\n]*)", re.MULTILINE)
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _SUSPECT = re.compile(
     r"""(?ix) (?:
@@ -176,19 +188,36 @@ def leading_words(text: str) -> str:
     return text[_LEADING_NOISE.match(text).end() :]
 
 
-def _meta_lines(sql: str, pglast: ModuleType) -> list[tuple[int, int, str]]:
-    """(start, end, command) of the psql meta-command lines: a backslash the SQL
-    scanner sees as a token of its own, not one inside a literal or comment."""
+def meta_lines(sql: str, pglast: ModuleType) -> list[tuple[int, int, str, str]]:
+    """(start, end, command, arguments) of the psql meta-command lines: a backslash the
+    SQL scanner sees as a token of its own, not one inside a literal or comment."""
     candidates = [
-        (m.start(), m.end(), m.group(1), m.start(1) - 1) for m in _META_LINE.finditer(sql)
+        (m.start(), m.end(), m.group(1), m.group(2).strip(), m.start(1) - 1)
+        for m in _META_LINE.finditer(sql)
     ]
     if not candidates:
         return []
     try:
         backslashes = {t.start for t in pglast.parser.scan(sql) if t.name == "ASCII_92"}
     except pglast.parser.ParseError:
-        backslashes = {c[3] for c in candidates}
-    return [(start, end, command) for start, end, command, at in candidates if at in backslashes]
+        backslashes = {c[4] for c in candidates}
+    return [(start, end, command, arguments)
+            for start, end, command, arguments, at in candidates if at in backslashes]  # fmt: skip
+
+
+def _meta_refusal(command: str, arguments: str) -> str | None:
+    """Why a meta-command line cannot be skipped, or None when it can."""
+    if command in SKIPPED_META_COMMANDS:
+        return None
+    if command in ("set", "unset"):
+        variable = arguments.split()[0] if arguments.split() else ""
+        if variable in PSQL_VARIABLES:
+            return None
+        return (f"sets psql variable {variable or '(none)'}, which heal.migrate cannot "
+                "substitute into the SQL")  # fmt: skip
+    if command in INCLUDE_META_COMMANDS:
+        return "includes a file, which the server cannot read"
+    return "is not SQL"
 
 
 def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
@@ -200,13 +229,17 @@ def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
     statements = Statements(sql)
     script = Script(statements=statements)
     blanked = sql
-    for start, end, command in _meta_lines(sql, pglast):
+    for start, end, command, arguments in meta_lines(sql, pglast):
         line, _ = statements.lines.at(start)
-        if command not in SKIPPED_META_COMMANDS:
+        refusal = _meta_refusal(command, arguments)
+        if refusal is not None:
             raise ScriptError(
                 "42601",
-                f"psql meta-command \\{command} on line {line} is not SQL",
-                hint="heal.migrate runs SQL only: remove the line, or run the script with psql.",
+                f"psql meta-command \\{command} on line {line} {refusal}",
+                hint="pgheal migrate reads \\i and \\ir files into the script; otherwise "
+                "heal.migrate runs SQL only: remove the line, or run the script with psql."
+                if command in INCLUDE_META_COMMANDS
+                else "heal.migrate runs SQL only: remove the line, or run the script with psql.",
             )
         script.notices.append(f"skipped psql meta-command \\{command} on line {line}")
         blanked = _blank(blanked, start, end)

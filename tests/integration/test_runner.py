@@ -87,10 +87,10 @@ def test_folder_plan_maps_problems_to_files(conn, dsn, tmp_path):
 
 def test_discover_and_parts(tmp_path):
     folder = write(tmp_path / "m", {"2_b.sql": "SELECT 2;", "10_a.sql": "SELECT 10;", "x.sql": ""})
-    assert [m.name for m in discover([folder])] == ["2_b", "10_a"]
+    assert [m.name for m in discover([folder]).migrations] == ["2_b", "10_a"]
     with pytest.raises(RunnerError, match="share a name"):
         discover([folder / "2_b.sql", folder / "2_b.sql"])
-    with pytest.raises(RunnerError, match=r"no NNNN_name\.sql files"):
+    with pytest.raises(RunnerError, match=r"no migrations in a layout pgheal knows"):
         discover([write(tmp_path / "empty", {})])
     split_up = parts(Migration("m", folder / "m.sql", "SELECT 1; VACUUM; SELECT 2; SELECT 3;"))
     assert [(p.name, p.outside) for p in split_up] == [
