@@ -3,7 +3,7 @@
 
 PG_MAJOR   ?= 15
 DEB_PKGS   := postgresql-$(PG_MAJOR) postgresql-plpython3-$(PG_MAJOR) \
-              postgresql-$(PG_MAJOR)-cron postgresql-contrib python3-venv
+              postgresql-$(PG_MAJOR)-cron postgresql-contrib python3-venv sqitch
 PYTHON     ?= python3
 VENV       := .venv
 BIN        := $(VENV)/bin

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import psycopg
 
-from . import __version__, deploy, layouts, monitor, patterns, runner, schedule, serverdeps
+from . import (
+    __version__,
+    around,
+    deploy,
+    layouts,
+    monitor,
+    patterns,
+    runner,
+    schedule,
+    serverdeps,
+)
 
 EPILOG = """\
 The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
@@ -162,6 +172,30 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    command = args.tool[1:] if args.tool[:1] == ["--"] else args.tool
+    if not command:
+        print("pgheal run: name the command to run after --, e.g. pgheal run -- dbmate up",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    with _connect(args) as conn:
+        outcome = around.run(conn, command, attempts=args.attempts)
+    if args.json:
+        print(json.dumps({
+            "exit_code": outcome.exit_code, "runs": outcome.runs, "notes": outcome.notes,
+            "heals": [{"sqlstate": h.error.sqlstate, "message": h.error.message,
+                       "role": h.error.role, "fixed": h.fixed, "fix": h.fix,
+                       "reason": h.reason} for h in outcome.heals],
+        }), file=sys.stderr)  # fmt: skip
+    else:
+        for heal in outcome.heals:
+            said = f"healed: {heal.fix}" if heal.fixed else f"not healed: {heal.reason}"
+            print(f"pgheal run: {heal.error.message}: {said}", file=sys.stderr)
+        for note in outcome.notes:
+            print(f"pgheal run: {note}", file=sys.stderr)
+    return outcome.exit_code
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         return monitor.print_status(conn, sys.stdout, args.json)
@@ -263,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
     dsn(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p.add_argument("--layout", choices=list(layouts.LAYOUTS), metavar="NAME", help=layout_help)
+    p = command("run", cmd_run, "run any migration tool, healing what it fails on, and run it "
+                "again; its output and exit code pass through")  # fmt: skip
+    dsn(p)
+    p.add_argument("--attempts", type=int, default=5,
+                   help="how many times the tool is run again after heals (default 5)")  # fmt: skip
+    p.add_argument("tool", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     p = command("status", cmd_status, "health and the last 24 hours in a few lines")
     dsn(p)
     p = command("doctor", cmd_doctor, "run every health check and say what to do about each")
@@ -291,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.RunnerError,
         patterns.PatternError,
         monitor.MonitorError,
+        around.RunError,
     ) as exc:
         print(f"pgheal {args.command}: {exc}", file=sys.stderr)
         return 2

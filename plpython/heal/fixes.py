@@ -11,6 +11,7 @@ import plpy
 from .catalog import DatabaseCatalog
 from .db import caller, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
+from .fingerprint import Fingerprint
 from .planner import Fix, Plan, install_extension, persist_plan, plan
 from .policy import (
     Caller,
@@ -151,6 +152,18 @@ def learned_plan(
         planned = persist_plan(target, catalog, policy, who)
     planned.learned = rows[0]["id"]
     return planned
+
+
+def plan_error(
+    fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who: Caller
+) -> tuple[Plan, str]:
+    """The plan for an error met outside heal.migrate (the scan, ``pgheal run``): what
+    people taught pgheal for it, else what the catalog says; and which of the two."""
+    learned = learned_plan(fp.id, catalog, policy, who)
+    if learned is not None:
+        return learned, "learned"
+    assert fp.missing is not None
+    return plan(fp.missing, catalog, policy, who), "catalog"
 
 
 def spi_message(exc: Exception) -> str:

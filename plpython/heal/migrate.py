@@ -12,7 +12,6 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import plpy
@@ -44,10 +43,6 @@ from .planner import Fix, plan
 from .policy import Caller, Policy, SettingError
 from .script import Lines, ScriptError, Statement, policy_probe, split
 from .searchpath import appended
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -105,14 +100,14 @@ class Run:
     #: The role that called heal.migrate, as it was then: what the record names.
     run_by: str | None = None
     started: float = field(default_factory=time.monotonic)
-    started_at: str = field(default_factory=_now)
+    started_at: str = field(default_factory=records.now)
     events: list[dict] = field(default_factory=list)
     statements: int = 0
     heals: int = 0
     attempts: int = 0
 
     def event(self, event_type: str, **fields: Any) -> dict:
-        row = {"event_type": event_type, "created_at": _now(), **fields}
+        row = records.event(event_type, **fields)
         self.events.append(row)
         return row
 

@@ -27,6 +27,16 @@ _PENDING: list[tuple[dict, list[dict]]] = []
 SCRIPT_PART = 1 << 20
 
 
+def now() -> str:
+    """A record's time: ISO 8601, UTC."""
+    return datetime.now(UTC).isoformat()
+
+
+def event(event_type: str, **fields: object) -> dict:
+    """One event of a run, stamped now: ``heal.build_events``' columns as keys."""
+    return {"event_type": event_type, "created_at": now(), **fields}
+
+
 def submit(migration: dict, events: list[dict]) -> int:
     """Record one run (its row in heal.migrations and its events); return its id."""
     _PENDING.append((migration, events))
@@ -79,18 +89,15 @@ def record_outside(name: str | None, sql: str, error: str | None, duration_ms: f
             "(CREATE INDEX CONCURRENTLY, VACUUM, ...) is recorded this way",
             sqlstate="22023",
         )
-    now = datetime.now(UTC).isoformat()
+    started = now()
     error = error[:_MAX_ERROR] if error else error
     migration = {
         "name": name, "checksum": checksum(sql),
-        "status": "failed" if error else "succeeded", "source": "cli", "started_at": now,
+        "status": "failed" if error else "succeeded", "source": "cli", "started_at": started,
         "statements": 1, "attempts": 0, "heals": 0, "error": error,
         "duration_ms": max(float(duration_ms or 0), 0.0), "run_by": None, "sql": sql,
     }  # fmt: skip
-    event = {
-        "event_type": "migration_failed" if error else "migration_succeeded",
-        "created_at": now, "statement": 1, "message": error,
-        "detail": {"outside_transaction": statements[0].outside},
-    }  # fmt: skip
-    _PENDING.append((migration, [event]))
+    row = event("migration_failed" if error else "migration_succeeded", statement=1,
+                message=error, detail={"outside_transaction": statements[0].outside})  # fmt: skip
+    _PENDING.append((migration, [row]))
     return write_pending() or 0

@@ -22,9 +22,9 @@ from .catalog import DatabaseCatalog
 from .db import caller, cancelled, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
-from .fixes import apply_fix_as, learned_plan, spi_message
+from .fixes import apply_fix_as, plan_error, spi_message
 from .logs import LogFile, Record, read_log, reading_order
-from .planner import Fix, Plan, plan
+from .planner import Fix, plan
 from .policy import Policy
 from .searchpath import join_path, split_path
 
@@ -145,6 +145,54 @@ def log_files(directory: str, fmt: str) -> list[LogFile]:
     return files
 
 
+#: Where log reading stands: (file, offset, file's mtime, file's inode).
+Position = tuple[str | None, int, float | None, int | None]
+
+
+@dataclass
+class Reading:
+    """What one read of the server log from a position gave, and where it ends."""
+
+    position: Position
+    records: list[tuple[str, Record]] = field(default_factory=list)
+    lines: int = 0
+    consumed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def read_since(
+    directory: str, fmt: str, position: Position, policy: Policy, want: Callable[[Record], bool]
+) -> Reading:
+    """The records `want` takes, logged since `position`, within the scan's budgets
+    (scan_max_bytes, scan_max_events): the file read last from its offset (unless it
+    was replaced), then every newer file."""
+    files = log_files(directory, fmt)
+    out = Reading(position)
+    budget = policy.scan_max_bytes
+    order = reading_order(files, *position)
+    for index, (log, offset) in enumerate(order):
+        if budget <= 0 or len(out.records) >= policy.scan_max_events:
+            break
+        newer = index + 1 < len(order)
+        with open(os.path.join(directory, log.name), "rb") as f:
+            got = read_log(f, fmt, offset, name=log.name, size=log.size, newer=newer,
+                           budget=budget, full_budget=policy.scan_max_bytes,
+                           room=policy.scan_max_events - len(out.records), want=want)  # fmt: skip
+        out.records += [(log.name, record) for record in got.records]
+        out.lines += got.lines
+        out.consumed += got.consumed
+        out.notes += got.notes
+        budget -= got.consumed
+        out.position = (log.name, got.end, log.mtime, log.inode)
+        # Move past a file only when it is done with and a newer one follows; stop in a
+        # file that is not, so that the rest of it is read next time, not skipped.
+        if not (got.finished and newer):
+            break
+        following = order[index + 1][0]
+        out.position = (following.name, 0, following.mtime, following.inode)
+    return out
+
+
 def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     """This database's ERRORs logged since the last scan, at most the configured amount."""
     directory, fmt, why = log_source()
@@ -154,47 +202,27 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     state = fetch("SELECT log_file, log_offset, file_mtime, file_inode FROM heal.log_intake")
     last = state[0] if state else {"log_file": None, "log_offset": 0, "file_mtime": None,
                                    "file_inode": None}  # fmt: skip
-    files = log_files(directory, fmt)
-    want = _wanted(fetch_value("SELECT current_database()"))
-    records: list[tuple[str, Record]] = []
     position = (last["log_file"], last["log_offset"], last["file_mtime"], last["file_inode"])
-    budget = policy.scan_max_bytes
-    order = reading_order(files, *position)
-    for index, (log, offset) in enumerate(order):
-        if budget <= 0 or len(records) >= policy.scan_max_events:
-            break
-        newer = index + 1 < len(order)
-        with open(os.path.join(directory, log.name), "rb") as f:
-            got = read_log(f, fmt, offset, name=log.name, size=log.size, newer=newer,
-                           budget=budget, full_budget=policy.scan_max_bytes,
-                           room=policy.scan_max_events - len(records), want=want)  # fmt: skip
-        records += [(log.name, record) for record in got.records]
-        stats.lines_read += got.lines
-        stats.bytes_read += got.consumed
-        stats.notes += got.notes
-        budget -= got.consumed
-        position = (log.name, got.end, log.mtime, log.inode)
-        # Move past a file only when it is done with and a newer one follows; stop in a
-        # file that is not, so that the rest of it is read next time, not skipped.
-        if not (got.finished and newer):
-            break
-        following = order[index + 1][0]
-        position = (following.name, 0, following.mtime, following.inode)
+    got = read_since(directory, fmt, position, policy,
+                     _wanted(fetch_value("SELECT current_database()")))  # fmt: skip
+    stats.lines_read += got.lines
+    stats.bytes_read += got.consumed
+    stats.notes += got.notes
     fetch(
         """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
            VALUES ($1, $2, $3, $4, now())
            ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
                   file_mtime = $3, file_inode = $4, updated_at = now()""",
-        *position,
+        *got.position,
         types=("text", "int8", "float8", "int8"),
     )
-    return records
+    return got.records
 
 
 def _wanted(database: str) -> Callable[[Record], bool]:
     """Which log records the scan takes in: this database's ERRORs, not heal.migrate's own."""
     return lambda record: (
-        record.severity == "ERROR" and record.database == database and not _own(record)
+        record.severity == "ERROR" and record.database == database and not raised_by_migrate(record)
     )
 
 
@@ -221,7 +249,7 @@ def skip_backlog() -> str:
     return f"log intake starts at {newest.name}, byte {newest.size}"
 
 
-def _own(record: Record) -> bool:
+def raised_by_migrate(record: Record) -> bool:
     """Errors heal.migrate raised are recorded by it already."""
     return bool(record.context and "heal.migrate(" in record.context)
 
@@ -492,7 +520,7 @@ def _heal_error(
         _refused(fp, error, f'role "{error["user_name"]}" no longer exists')
         return
     who = caller(error["user_name"])
-    planned, source = _plan(fp, catalog, policy, who)
+    planned, source = plan_error(fp, catalog, policy, who)
     fixes = [f for f in planned.fixes if f.kind != "search_path"]  # session-local only
     reason = planned.refused or planned.reason
     if not reason and not fixes:
@@ -531,14 +559,6 @@ def _heal_error(
             "missing": fp.missing.describe() if fp.missing else error["message"],
             "fixes": ", ".join(f.describe() for f in fixes)})  # fmt: skip
     stats.fixes += 1
-
-
-def _plan(fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who) -> tuple[Plan, str]:
-    learned = learned_plan(fp.id, catalog, policy, who)
-    if learned is not None:
-        return learned, "learned"
-    assert fp.missing is not None
-    return plan(fp.missing, catalog, policy, who), "catalog"
 
 
 def _has_lesson(fp_id: str) -> bool:

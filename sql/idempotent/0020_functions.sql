@@ -290,7 +290,8 @@ BEGIN
             duration_ms, detail, source)
     SELECT e.created_at, e.event_type, migration_id, e.statement, e.sqlstate, e.message,
            e.fix_sql, e.duration_ms, e.detail,
-           CASE WHEN migration ->> 'source' = 'scan' THEN 'scan' ELSE 'migration' END
+           CASE WHEN migration ->> 'source' IN ('scan', 'run') THEN migration ->> 'source'
+                ELSE 'migration' END
       FROM jsonb_to_recordset(events) AS e(
            created_at timestamptz, event_type text, statement integer, sqlstate text,
            message text, fix_sql text, duration_ms numeric, detail jsonb);
@@ -353,6 +354,48 @@ $$;
 COMMENT ON FUNCTION heal.record_outside(text, text, text, numeric) IS
     'Record a statement that cannot run inside a transaction, run at top level by '
     'pgheal migrate; refuses any other statement.';
+
+-- pgheal run: healing around another migration tool. Where the server log ends now,
+-- and the errors logged since, in this database, by roles the session user is a member
+-- of (SQLSTATE and message only: what those roles' clients were told). SECURITY
+-- DEFINER because reading the server log takes pg_read_server_files.
+CREATE OR REPLACE FUNCTION heal.log_position() RETURNS text
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.around import log_position
+return log_position()
+$$;
+COMMENT ON FUNCTION heal.log_position() IS
+    'Where the server log ends now, for heal.errors_since; NULL when it cannot be read.';
+
+CREATE OR REPLACE FUNCTION heal.errors_since(since text)
+RETURNS TABLE (logged_at timestamptz, user_name text, sqlstate text, message text)
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.around import errors_since
+return errors_since(since)
+$$;
+COMMENT ON FUNCTION heal.errors_since(text) IS
+    'The errors logged in this database since a position (heal.log_position) by roles the '
+    'session user is a member of: SQLSTATE and message.';
+
+-- Heal one error a tool hit, within the policy of role (the current user by default),
+-- and record it with source run. With the caller's rights: the fix goes through
+-- heal.apply_fix, which checks the policy again for the role.
+CREATE OR REPLACE FUNCTION heal.heal_error(sqlstate text, message text, role name DEFAULT NULL,
+                                           tool text DEFAULT NULL)
+RETURNS TABLE (fixed boolean, fix text, reason text)
+LANGUAGE plpython3u
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.around import heal_error
+return [heal_error(sqlstate, message, role, tool)]
+$$;
+COMMENT ON FUNCTION heal.heal_error(text, text, name, text) IS
+    'Fix what an error a migration tool hit is missing, within the policy of role (the '
+    'current user by default), and record it (source run). pgheal run calls it.';
 
 -- The autonomous scan. Not SECURITY DEFINER: it runs as the pg_cron job's owner (the
 -- installing superuser) and reads the server log; on its own search_path, whatever the

@@ -39,13 +39,16 @@ GRANT EXECUTE ON FUNCTION heal.plan(text) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.last_applied(text) TO heal_operator;
 GRANT EXECUTE ON PROCEDURE heal.retry_migration(bigint) TO heal_operator;
 GRANT EXECUTE ON PROCEDURE heal.run_retry(bigint, jsonb) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.heal_error(text, text, name, text) TO heal_operator;
 -- What those call as pgheal (SECURITY DEFINER), each checking the caller itself:
 -- heal._load imports pgheal's own code; heal.apply_fix applies a fix only within the
 -- policy for a role the session user is a member of; heal.refresh_extension_catalog
 -- records what the server's extension scripts create; heal.record_outside records
 -- only a statement that cannot run in a transaction, as the session user's;
 -- heal.own_migration_sql returns the script of a migration only to the role that ran it;
--- heal.server_info, heal.setting_problem and heal.health_checks only read.
+-- heal.errors_since returns only the errors of roles the session user is a member of;
+-- heal.server_info, heal.setting_problem, heal.health_checks and heal.log_position only
+-- read.
 GRANT EXECUTE ON FUNCTION heal._load() TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.apply_fix(name, text, text, text) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.refresh_extension_catalog(boolean) TO heal_operator;
@@ -55,6 +58,8 @@ GRANT EXECUTE ON FUNCTION heal.server_info() TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.setting_problem(text, text) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.health_checks() TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.plain_index_pattern() TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.log_position() TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.errors_since(text) TO heal_operator;
 
 -- Every role: a migration's script may switch to any role (SET ROLE), and its record
 -- is still written; heal.write_records takes no arguments and writes only what

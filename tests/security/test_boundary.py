@@ -341,7 +341,7 @@ DEFINER_GRANTS = {
         "write_records()", "_load()", "apply_fix(name,text,text,text)",
         "refresh_extension_catalog(boolean)", "record_outside(text,text,text,numeric)",
         "server_info()", "setting_problem(text,text)", "health_checks()",
-        "own_migration_sql(bigint)",
+        "own_migration_sql(bigint)", "log_position()", "errors_since(text)",
     },
 }  # fmt: skip
 
