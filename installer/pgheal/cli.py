@@ -157,19 +157,41 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         run = runner.Runner(conn, sys.stderr if args.json else sys.stdout)
         if args.plan:
-            rows = run.plan(migrations)
+            rows = run.plan(migrations, found.layout)
             if args.json:
                 keys = ("migration", "line", "missing", "fix", "allowed", "reason")
                 print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows]))
             else:
                 run.print_plan(rows)
             return 0 if all(r[4] for r in rows) else 1
-        outcomes = run.run(migrations, dry_run=args.dry_run)
+        outcomes = run.run(migrations, dry_run=args.dry_run, layout=found.layout,
+                           force=frozenset(getattr(args, "force", None) or ()))  # fmt: skip
         if args.json:
             print(json.dumps([o.__dict__ for o in outcomes]))
         else:
             run.summary(outcomes)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    found = runner.discover(args.paths, args.layout)
+    with _connect(args) as conn:
+        run = runner.Runner(conn, sys.stdout)
+        rows = run.info(found.migrations, found.layout)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            run.print_info(rows)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    found = runner.discover(args.paths, args.layout)
+    with _connect(args) as conn:
+        done = runner.Runner(conn, sys.stdout).baseline(found.migrations, found.layout, args.to)
+    _say(args, f"recorded as applied, without running them: {len(done)} migrations",
+         migrations=done)  # fmt: skip
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -293,10 +315,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="run and heal, then roll back")
     p.add_argument("--plan", action="store_true", help="only show what would be healed")
     p.add_argument("--layout", choices=list(layouts.LAYOUTS), metavar="NAME", help=layout_help)
+    p.add_argument("--force", action="append", metavar="NAME",
+                   help="run migration NAME again, although it changed since it ran")  # fmt: skip
     p = command("plan", cmd_plan, "show what pending migrations will miss and how pgheal heals it")
     dsn(p)
     p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
     p.add_argument("--layout", choices=list(layouts.LAYOUTS), metavar="NAME", help=layout_help)
+    p = command("info", cmd_info, "each migration's state: applied (by pgheal or its tool), "
+                "pending, changed or failed")  # fmt: skip
+    dsn(p)
+    p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    p.add_argument("--layout", choices=list(layouts.LAYOUTS), metavar="NAME", help=layout_help)
+    p = command("baseline", cmd_baseline, "record migrations applied by hand or by another "
+                "tool as applied, without running them")  # fmt: skip
+    dsn(p)
+    p.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    p.add_argument("--layout", choices=list(layouts.LAYOUTS), metavar="NAME", help=layout_help)
+    p.add_argument("--to", metavar="NAME", help="the last migration to record (default: all)")
     p = command("run", cmd_run, "run any migration tool, healing what it fails on, and run it "
                 "again; its output and exit code pass through")  # fmt: skip
     dsn(p)

@@ -42,6 +42,8 @@ class Migration:
     #: Flyway's repeatable migrations: applied after the versioned ones, and again
     #: whenever their checksum changes.
     repeatable: bool = False
+    #: What the tool's history needs beyond the file (a Sqitch change's plan entry).
+    plan: SqitchChange | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -109,13 +111,25 @@ _UP_DOWN = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.(?P<way>up|down)\.sql$")
 _DBMATE_MARKER = re.compile(r"^--\s*migrate:(?P<way>up|down)\b(?P<options>[^\n]*)$", re.M)
 
 
+#: What a script that undoes another is called, in any layout: never a migration.
+_UNDOING = re.compile(r"[._-](?:down|rollback|undo|revert)\.sql$", re.I)
+
+
 def _plain_numbered(folder: Path) -> list[Path]:
-    """NNNN_name.sql files that are neither golang-migrate's nor dbmate's."""
+    """NNNN_name.sql files that are neither golang-migrate's, dbmate's nor yoyo's, and
+    undo nothing."""
+    if _yoyo_evidence(folder):
+        return []
     return [
         p for p in _sql_files(folder)
         if _NUMBERED.match(p.name) and not _UP_DOWN.match(p.name)
-        and not _DBMATE_MARKER.search(_raw(p))
+        and not _UNDOING.search(p.name) and not _DBMATE_MARKER.search(_raw(p))
     ]  # fmt: skip
+
+
+def _undoing(folder: Path) -> list[tuple[Path, str]]:
+    return [(p, "a script that undoes a migration") for p in _sql_files(folder)
+            if _UNDOING.search(p.name) and not _UP_DOWN.match(p.name)]  # fmt: skip
 
 
 def _by_number(files: list[Path]) -> list[Path]:
@@ -139,7 +153,7 @@ def _supabase_evidence(folder: Path) -> list[str]:
 def _numbered(layout: str) -> Callable[[Path], Found]:
     def read(folder: Path) -> Found:
         files = _by_number(_plain_numbered(folder))
-        return Found(layout, [Migration(p.stem, p, _read(p)) for p in files])
+        return Found(layout, [Migration(p.stem, p, _read(p)) for p in files], _undoing(folder))
 
     return read
 
@@ -150,7 +164,7 @@ _FLYWAY = re.compile(r"^(?P<kind>[VUR])(?P<version>\d+(?:[._]\d+)*)?__(?P<desc>.
 _FLYWAY_CONFIGS = ("flyway.conf", "flyway.toml")
 
 
-def _flyway_version(text: str) -> tuple[int, ...]:
+def flyway_version(text: str) -> tuple[int, ...]:
     """Flyway compares versions part by part, as numbers; trailing zeros do not count."""
     parts = [int(p) for p in re.split(r"[._]", text)]
     while len(parts) > 1 and parts[-1] == 0:
@@ -218,7 +232,7 @@ def _read_flyway(folder: Path) -> Found:
             elif kind == "R" and version is None:
                 repeatable.append(path)
             elif kind == "V" and version is not None:
-                key = _flyway_version(version)
+                key = flyway_version(version)
                 if key in versioned:
                     raise LayoutError(f"two Flyway migrations have version {version}: "
                                       f"{versioned[key]} and {path}")  # fmt: skip
@@ -407,6 +421,28 @@ def _read_graphile(folder: Path) -> Found:
 # -- Sqitch: sqitch.plan and deploy/ --------------------------------------------------------
 
 _SQITCH_CHANGE = re.compile(r"^(?P<op>[+-])?(?P<name>[^\s\[@:#]+)")
+_SQITCH_LINE = re.compile(
+    r"^[+]?(?P<name>[^\s\[@:#]+)(?:\s+\[(?P<deps>[^\]]*)\])?\s+(?P<date>\S+)\s+"
+    r"(?P<planner>.*?)\s*<(?P<email>[^>]*)>(?:\s*#\s?(?P<note>.*))?$"
+)
+
+
+@dataclass(frozen=True)
+class SqitchChange:
+    """A change's entry in sqitch.plan: what Sqitch derives its change id from."""
+
+    project: str
+    uri: str | None
+    name: str
+    date: str
+    planner: str
+    email: str
+    note: str
+    requires: tuple[str, ...]
+    conflicts: tuple[str, ...]
+    #: The change before it in the plan (its entry), and the tags right after it.
+    parent: SqitchChange | None
+    tags: tuple[tuple[str, str, str, str, str], ...] = ()  # (tag, date, planner, email, note)
 
 
 def _sqitch_evidence(folder: Path) -> list[str]:
@@ -417,23 +453,29 @@ def _read_sqitch(folder: Path) -> Found:
     """The changes in the plan's order. A change reworked later in the plan deploys,
     where it first stands, the script ``deploy/<change>@<the next tag>.sql``."""
     plan = folder / "sqitch.plan"
-    entries: list[tuple[str, int]] = []  # (change or @tag, line)
+    pragmas: dict[str, str] = {}
+    entries: list[tuple[str, int, str]] = []  # (change or @tag, line number, line)
     for number, line in enumerate(_read(plan).splitlines(), 1):
         line = line.strip()
-        if not line or line.startswith(("%", "#")):
+        if line.startswith("%"):
+            key, _, value = line[1:].partition("=")
+            pragmas[key.strip()] = value.strip()
+            continue
+        if not line or line.startswith("#"):
             continue
         if line.startswith("@"):
-            entries.append((line.split()[0], number))
+            entries.append((line.split()[0], number, line))
             continue
         match = _SQITCH_CHANGE.match(line)
         if match is None or match["op"] == "-":
             raise LayoutError(f"{plan}, line {number}: not a change pgheal can deploy")
-        entries.append((match["name"], number))
+        entries.append((match["name"], number, line))
     found = Found("sqitch", [])
-    for index, (entry, _line) in enumerate(entries):
+    parent: SqitchChange | None = None
+    for index, (entry, number, line) in enumerate(entries):
         if entry.startswith("@"):
             continue
-        later = [e for e, _ in entries[index + 1 :]]
+        later = [e for e, _, _ in entries[index + 1 :]]
         name = entry
         if entry in later:  # reworked: this one is the version as of the next tag
             tag = next((e for e in later if e.startswith("@")), None)
@@ -443,10 +485,77 @@ def _read_sqitch(folder: Path) -> Found:
         script = folder / "deploy" / f"{name}.sql"
         if not script.is_file():
             raise LayoutError(f"{plan}: change {name} has no deploy script {script}")
-        found.migrations.append(Migration(name, script, _read(script)))
+        parent = _sqitch_change(pragmas, entry, line, entries[index + 1 :], parent, plan, number)
+        found.migrations.append(Migration(name, script, _read(script), plan=parent))
     for kind in ("revert", "verify"):
         found.not_run += [(p, f"Sqitch {kind} script")
                           for p in sorted((folder / kind).glob("*.sql"))]  # fmt: skip
+    return found
+
+
+def _sqitch_change(
+    pragmas: dict[str, str], name: str, line: str, after: list, parent: SqitchChange | None,
+    plan: Path, number: int,
+) -> SqitchChange:  # fmt: skip
+    match = _SQITCH_LINE.match(line)
+    if match is None:
+        raise LayoutError(f"{plan}, line {number}: a change needs its date and planner")
+    deps = (match["deps"] or "").split()
+    tags = []
+    for entry, _, tag_line in after:
+        if not entry.startswith("@"):
+            break
+        tag = re.match(r"^(?P<tag>@\S+)\s+(?P<date>\S+)\s+(?P<planner>.*?)\s*<(?P<email>[^>]*)>"
+                       r"(?:\s*#\s?(?P<note>.*))?$", tag_line)  # fmt: skip
+        if tag is not None:
+            tags.append((tag["tag"], tag["date"], tag["planner"], tag["email"],
+                         tag["note"] or ""))  # fmt: skip
+    return SqitchChange(
+        project=pragmas.get("project", ""), uri=pragmas.get("uri"), name=name,
+        date=match["date"], planner=match["planner"], email=match["email"],
+        note=match["note"] or "", requires=tuple(d for d in deps if not d.startswith("!")),
+        conflicts=tuple(d[1:] for d in deps if d.startswith("!")), parent=parent,
+        tags=tuple(tags),
+    )  # fmt: skip
+
+
+# -- yoyo: NAME.sql, NAME.rollback.sql, -- depends: ----------------------------------------------
+
+_YOYO_DEPENDS = re.compile(r"^--\s*depends:(?P<on>[^\n]*)$", re.M)
+
+
+def _yoyo_evidence(folder: Path) -> list[str]:
+    marks = ["yoyo.ini"] if (folder / "yoyo.ini").is_file() else []
+    return marks + [p.name for p in _sql_files(folder) if p.name.endswith(".rollback.sql")][:3]
+
+
+def _read_yoyo(folder: Path) -> Found:
+    """Each NAME.sql in name order, after the migrations its ``-- depends:`` line names,
+    as yoyo orders them; NAME.rollback.sql is never run."""
+    found = Found("yoyo", [], [(p, "yoyo rollback") for p in _sql_files(folder)
+                               if p.name.endswith(".rollback.sql")])  # fmt: skip
+    scripts = {p.stem: p for p in _sql_files(folder) if not p.name.endswith(".rollback.sql")}
+    depends = {
+        name: [d for d in " ".join(m["on"] for m in _YOYO_DEPENDS.finditer(_raw(p))).split()]
+        for name, p in scripts.items()
+    }
+    done: list[str] = []
+
+    def visit(name: str, seen: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in seen:
+            raise LayoutError(f"{folder}: yoyo migrations depend on each other in a circle: "
+                              + " -> ".join((*seen, name)))  # fmt: skip
+        for dependency in depends.get(name, []):
+            if dependency not in scripts:
+                raise LayoutError(f"{scripts[name]}: depends on {dependency}, which is not here")
+            visit(dependency, (*seen, name))
+        done.append(name)
+
+    for name in sorted(scripts):
+        visit(name, ())
+    found.migrations = [Migration(n, scripts[n], _read(scripts[n])) for n in done]
     return found
 
 
@@ -469,6 +578,8 @@ LAYOUTS: dict[str, Layout] = {
         Layout("graphile-migrate", "committed/000001.sql", _graphile_evidence, _read_graphile),
         Layout("sqitch", "sqitch.plan and deploy/; revert/ and verify/ never run",
                _sqitch_evidence, _read_sqitch),
+        Layout("yoyo", "NAME.sql with yoyo.ini or NAME.rollback.sql; rollbacks never run",
+               _yoyo_evidence, _read_yoyo),
     )
 }  # fmt: skip
 
@@ -503,7 +614,7 @@ def read_file(path: Path) -> tuple[Migration, tuple[str, tuple] | None]:
     """One file given by name: the migration in it, and how its layout orders it
     (None: it keeps its place). A down, undo or revert script is refused."""
     name, text = path.name, _read(path)
-    if (match := _UP_DOWN.match(name)) and match["way"] == "down":
+    if ((match := _UP_DOWN.match(name)) and match["way"] == "down") or _UNDOING.search(name):
         raise LayoutError(f"{path}: a down migration; pgheal never runs one")
     if path.parent.name in ("revert", "verify") and (path.parent.parent / "sqitch.plan").exists():
         raise LayoutError(f"{path}: a Sqitch {path.parent.name} script; pgheal never runs one")
@@ -514,7 +625,7 @@ def read_file(path: Path) -> tuple[Migration, tuple[str, tuple] | None]:
         raise LayoutError(f"{path}: a Flyway undo migration; pgheal never runs one")
     if flyway and (flyway["kind"] == "R") == (flyway["version"] is None):
         key = (1, (), flyway["desc"]) if flyway["kind"] == "R" else (
-            0, _flyway_version(flyway["version"]), "")  # fmt: skip
+            0, flyway_version(flyway["version"]), "")  # fmt: skip
         return _flyway_migration(path), ("flyway", key)
     if match:
         return Migration(name.removesuffix(".up.sql"), path, text), (

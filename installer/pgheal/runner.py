@@ -24,6 +24,7 @@ from rich.table import Table
 
 from heal.script import ScriptError, split, without_concurrently
 
+from . import history
 from .layouts import Found, LayoutError, Migration, read_file, read_folder
 
 __all__ = ["Migration", "Runner", "RunnerError", "discover", "parts"]
@@ -91,14 +92,14 @@ def discover(paths: list[Path], layout: str | None = None) -> Found:
     return found
 
 
-def parts(migration: Migration) -> list[Part]:
+def parts(migration: Migration, force: bool = False) -> list[Part]:
     """The migration as heal.migrate runs it: whole, unless some statements must run
     outside a transaction; then the chunks between them, and them, in order."""
     try:
         script = split(migration.text, pglast, keep_outside=True)
     except ScriptError as exc:
         raise RunnerError(f"{migration.path}: {exc.message}") from None
-    force = migration.repeatable
+    force = force or migration.repeatable
     if migration.transaction and not any(s.outside for s in script.statements):
         return [Part(migration.name, migration.text, force=force)]
     result: list[Part] = []
@@ -132,6 +133,7 @@ class Runner:
         if not self.console.is_terminal:
             self.console.width = 200  # logs and pipes: keep table rows on one line
         self.notices: list[str] = []
+        self.history: history.ToolHistory | None = None
         conn.add_notice_handler(self._notice)
 
     def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
@@ -153,10 +155,22 @@ class Runner:
         ).fetchone()
         return (row[0], row[1], float(row[2] or 0)) if row else (0, 0, 0.0)
 
-    def run(self, migrations: list[Migration], dry_run: bool = False) -> list[Outcome]:
+    def run(
+        self,
+        migrations: list[Migration],
+        dry_run: bool = False,
+        layout: str | None = None,
+        force: frozenset[str] = frozenset(),
+    ) -> list[Outcome]:
         """Apply (or, with `dry_run`, try and roll back) each migration in order;
-        stop at the first failure."""
-        split_up = [(m, parts(m)) for m in migrations]
+        stop at the first failure. What the history of `layout`'s tool lists is applied
+        already; what pgheal applies is written there too. The migrations named in
+        `force` run again although they changed since they were applied."""
+        unknown = sorted(force - {m.name for m in migrations})
+        if unknown:
+            raise RunnerError(f"--force {', '.join(unknown)}: no such migration here")
+        self.history = history.for_layout(self.conn, layout) if layout else None
+        split_up = [(m, parts(m, m.name in force)) for m in migrations]
         outcomes: list[Outcome] = []
         with Progress(
             console=self.console, transient=True, disable=not self.console.is_terminal
@@ -176,6 +190,9 @@ class Runner:
 
     def _apply(self, migration: Migration, pieces: list[Part]) -> Outcome:
         outcome = Outcome(migration.name, "skipped")
+        if self.history is not None and self.history.applied(migration):
+            outcome.notices.append(f"applied by {self.history.tool}")
+            return outcome
         for part in pieces:
             if self.applied(part):
                 continue
@@ -191,6 +208,8 @@ class Runner:
                 self.console.print(f"  FAILED {error}".replace("\n", "\n  "), markup=False)
                 return outcome
             outcome.status = "applied"
+        if self.history is not None:  # also what pgheal applied before: its row was missing
+            self.history.record(migration, round(outcome.duration_ms))
         return outcome
 
     def _run_part(self, part: Part) -> str | None:
@@ -273,9 +292,13 @@ class Runner:
                           (o.error or "").split("\n")[0] or "; ".join(o.notices))  # fmt: skip
         self.console.print(table)
 
-    def plan(self, migrations: list[Migration]) -> list[tuple]:
+    def plan(self, migrations: list[Migration], layout: str | None = None) -> list[tuple]:
         """heal.plan over the pending migrations as one script, rows mapped back to files."""
-        pending = [m for m in migrations if not all(self.applied(p) for p in parts(m))]
+        tool = history.for_layout(self.conn, layout) if layout else None
+        pending = [
+            m for m in migrations
+            if not (tool is not None and tool.applied(m)) and not all(map(self.applied, parts(m)))
+        ]  # fmt: skip
         text, starts = "", []
         for m in pending:
             starts.append((text.count("\n") + 1, m.name))
@@ -290,6 +313,68 @@ class Runner:
             first, name = max((s for s in starts if s[0] <= line), key=lambda s: s[0])
             mapped.append((name, line - first + 1, missing, fix, allowed, reason))
         return mapped
+
+    def baseline(
+        self, migrations: list[Migration], layout: str | None = None, to: str | None = None
+    ) -> list[str]:
+        """Record the migrations (up to `to`, all by default) as applied without running
+        them, in pgheal's history and in their tool's; return the names recorded."""
+        names = [m.name for m in migrations]
+        if to is not None and to not in names:
+            raise RunnerError(f"--to {to}: no such migration here")
+        tool = history.for_layout(self.conn, layout) if layout else None
+        done = []
+        for migration in migrations[: names.index(to) + 1 if to else None]:
+            pieces = parts(migration)
+            for part in pieces:
+                if not self.applied(part):
+                    self.conn.execute("SELECT heal.record_baseline(%s, %s)", (part.name, part.sql))
+            if tool is not None and not tool.applied(migration):
+                tool.record(migration, 0)
+            done.append(migration.name)
+        return done
+
+    def info(self, migrations: list[Migration], layout: str | None = None) -> list[dict]:
+        """Each migration's state: applied (by pgheal or by its tool), pending, changed
+        (applied with another checksum: ``--force NAME`` runs it again), or failed."""
+        tool = history.for_layout(self.conn, layout) if layout else None
+        rows = []
+        for migration in migrations:
+            states, last = [], None
+            for part in parts(migration):
+                row = self.conn.execute(
+                    "SELECT checksum, finished_at::text FROM heal.last_applied(%s)", (part.name,)
+                ).fetchone()
+                failed = self.conn.execute(
+                    "SELECT status = 'failed' FROM heal.migrations WHERE name = %s "
+                    "AND status <> 'dry_run' ORDER BY id DESC LIMIT 1", (part.name,)
+                ).fetchone()  # fmt: skip
+                if row is not None and row[0] == part.checksum:
+                    states.append("applied")
+                    last = row[1]
+                elif row is not None and not migration.repeatable:
+                    states.append("changed")
+                else:
+                    states.append("failed" if failed and failed[0] else "pending")
+            by = "pgheal"
+            if (
+                set(states) != {"applied"}
+                and "changed" not in states
+                and (tool is not None and tool.applied(migration))
+            ):
+                states, by = ["applied"], tool.tool
+            state = next((s for s in ("changed", "failed", "pending") if s in states), "applied")
+            rows.append({"migration": migration.name, "state": state, "file": str(migration.path),
+                         "applied_at": last, "by": by if state == "applied" else None})  # fmt: skip
+        return rows
+
+    def print_info(self, rows: list[dict]) -> None:
+        table = Table(title="migrations")
+        for column in ("migration", "state", "applied at", "by"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["migration"], row["state"], row["applied_at"] or "", row["by"] or "")
+        self.console.print(table)
 
     def print_plan(self, rows: list[tuple]) -> None:
         table = Table(title="heal plan")

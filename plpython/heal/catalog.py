@@ -28,7 +28,7 @@ from .db import (
 from .errors import Missing
 from .extcatalog import install_chain, objects_in, prepare
 from .planner import plan
-from .policy import Extension, Policy, SchemaInfo
+from .policy import Extension, Policy, SchemaInfo, is_temporary_schema
 from .script import Script, ScriptError, split, statement_tree, too_deep
 from .snapshot import take_snapshot
 
@@ -167,7 +167,9 @@ class DatabaseCatalog:
             if kind not in _LOCATE:
                 return []
             query, types = _LOCATE[kind]
-            self._found[missing] = fetch(query, *_locate_params(missing), types=types)
+            rows = fetch(query, *_locate_params(missing), types=types)
+            # Never a session's temporary schema: whoever holds that session fills it.
+            self._found[missing] = [r for r in rows if not is_temporary_schema(r["nspname"])]
         return self._found[missing]
 
     def locate(self, missing: Missing) -> list[str]:

@@ -125,14 +125,19 @@ def caller(role: str | None = None) -> Caller:
         """SELECT r.rolname, r.rolsuper,
                   pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(),
                                                     'CREATE') AS can_create,
-                  pg_catalog.pg_has_role(r.oid, d.datdba, 'USAGE') AS owns_database
+                  pg_catalog.pg_has_role(r.oid, d.datdba, 'USAGE') AS owns_database,
+                  r.oid OPERATOR(pg_catalog.=) (
+                      SELECT a.usesysid FROM pg_catalog.pg_stat_activity a
+                       WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+                  ) AND r.rolname OPERATOR(pg_catalog.=) session_user AS logged_in
              FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
             WHERE r.rolname = coalesce($1, current_user)
               AND d.datname = pg_catalog.current_database()""",
         role,
         types=("name",),
     )[0]
-    return Caller(row["rolname"], row["rolsuper"], row["can_create"], row["owns_database"])
+    return Caller(row["rolname"], row["rolsuper"], row["can_create"], row["owns_database"],
+                  bool(row["logged_in"]))  # fmt: skip
 
 
 # -- the extension catalog ---------------------------------------------------------------

@@ -152,9 +152,27 @@ def split_args(text: str) -> tuple[str, ...]:
     return tuple(args)
 
 
+#: The longest message classified. The server's messages that name a missing object
+#: are short (a name is at most 63 bytes; a function's argument types add a few dozen
+#: each); a longer one is made up, and must not cost a pattern's backtracking.
+MAX_MESSAGE = 4096
+
+
+def plausible(message: str) -> bool:
+    """Whether `message` may be one of the server's that name an object: short, one line."""
+    return len(message) <= MAX_MESSAGE and "\n" not in message
+
+
 def classify(sqlstate: str, message: str) -> Missing | None:
-    """What is missing according to this error, or None when it is not a missing dependency."""
+    """What is missing according to this error, or None when it is not a missing dependency.
+
+    A message with a line break inside, or longer than :data:`MAX_MESSAGE`, is none of
+    the server's: no pattern can match it (``.`` stops at a line break), and trying
+    costs time that grows with the square of its length, where no cancel reaches.
+    """
     message = message.strip()
+    if not plausible(message):
+        return None
     for kind, (state, _template, regex) in PATTERNS.items():
         if state != sqlstate:
             continue

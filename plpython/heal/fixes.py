@@ -43,7 +43,14 @@ def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
     if kind == "create_schema":
         if target == policy.extension_schema:
             # pgheal's own, shared by every role: made with the first extension it installs
-            # (which the policy checks), never one somebody else made first.
+            # (which the policy checks), never one somebody else made first; and only for
+            # a role that could create a schema by hand, or that heal.settings lets pgheal
+            # install an extension for (allow_extensions).
+            if not (who.superuser or who.create_on_database or policy.allow_extensions):
+                _refuse(
+                    f'role "{role}" has no CREATE privilege on this database, so it could '
+                    f'not create schema "{target}", nor install an extension, by hand'
+                )
             _refuse_untrusted(catalog, target, None)
             statements = [fix.sql(q), f"GRANT USAGE ON SCHEMA {q(target)} TO PUBLIC"]
         else:

@@ -36,6 +36,7 @@ from .errors import (
     TRANSIENT_SQLSTATES,
     Missing,
     classify,
+    plausible,
 )
 from .fingerprint import fingerprint
 from .fixes import apply_fix_as, learned_plan, spi_message
@@ -351,8 +352,8 @@ def _history_check(run: Run, policy: Policy) -> dict[str, str] | bool | None:
         "P0001",
         f'heal.migrate: migration "{run.name}" was applied with another checksum',
         f"Applied: {applied['checksum']} at {applied['finished_at']}; this script: {run.checksum}.",
-        "A migration that ran should not change: add a new migration instead, or pass "
-        "force => true to run this one again.",
+        "A migration that ran should not change: add a new migration instead, or run this "
+        f'one again: force => true, or pgheal migrate --force "{run.name}".',
     )
 
 
@@ -421,7 +422,7 @@ class Healer:
                 note = "the error survived its own fix; tried: " + "; ".join(tried)
                 self._failed(stmt, error, note)
                 raise MigrationFailed(error, note)
-            match = _POLICY_EXISTS.match(error.message)
+            match = plausible(error.message) and _POLICY_EXISTS.match(error.message)
             if error.sqlstate == DUPLICATE_OBJECT and match:
                 self.policy_collision(stmt, error)
                 return

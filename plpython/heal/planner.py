@@ -157,7 +157,7 @@ def _found_elsewhere(
         if schema in on_path:
             continue
         info = catalog.schema_info(schema)
-        why = refuse_untrusted_schema(info, caller.role) if info is not None else None
+        why = refuse_untrusted_schema(info, caller.path_trust) if info is not None else None
         if why:
             distrusted.append(why)
         else:

@@ -10,6 +10,7 @@ the setting that would change it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -177,6 +178,16 @@ class Caller:
     create_on_database: bool
     #: Has the rights of the database's owner: may ALTER DATABASE ... SET.
     owns_database: bool = False
+    #: The session logged in as this very role. When not (SET ROLE, SET SESSION
+    #: AUTHORIZATION), the session can go back to the role it logged in as, keeping its
+    #: search_path: a schema goes on it only when it is safe for every role.
+    logged_in: bool = True
+
+    @property
+    def path_trust(self) -> str | None:
+        """The role a schema must be trusted for to go on this session's search_path
+        (None: every role)."""
+        return self.role if self.logged_in else None
 
 
 @dataclass(frozen=True)
@@ -266,6 +277,17 @@ class SchemaInfo:
     #: Roles, not superusers, that have the owner's rights through membership.
     members: tuple[str, ...] = ()
 
+    @property
+    def temporary(self) -> bool:
+        """A session's temporary schema (``pg_temp_N``, ``pg_toast_temp_N``): owned by the
+        bootstrap superuser on paper, filled by whichever role holds that session."""
+        return is_temporary_schema(self.name)
+
+
+def is_temporary_schema(name: str) -> bool:
+    """Whether `name` is a session's temporary schema, this session's or another's."""
+    return re.fullmatch(r"pg_(?:toast_)?temp_\d+", name) is not None
+
 
 #: The rule every refusal of an untrusted schema ends with.
 SCHEMA_TRUST_RULE = (
@@ -287,6 +309,12 @@ def refuse_untrusted_schema(info: SchemaInfo, role: str | None) -> str | None:
         {r for r in (*info.creators, *info.members) if r != role},
         key=lambda r: (r != "PUBLIC", r),
     )
+    if info.temporary:
+        return (
+            f'schema "{info.name}" is not trusted for anybody: it is a session\'s temporary '
+            "schema, and whichever role holds that session puts objects in it. "
+            f"{SCHEMA_TRUST_RULE}. Qualify the name with the schema you mean"
+        )
     if not (info.owner_superuser or info.of_extension or info.owner == role):
         who = f'role "{role}"' if role else "every role"
         why = f'it is owned by role "{info.owner}", which is not a superuser'

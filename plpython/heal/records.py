@@ -101,3 +101,20 @@ def record_outside(name: str | None, sql: str, error: str | None, duration_ms: f
                 message=error, detail={"outside_transaction": statements[0].outside})  # fmt: skip
     _PENDING.append((migration, [row]))
     return write_pending() or 0
+
+
+def record_baseline(name: str | None, sql: str | None) -> int:
+    """Body of ``heal.record_baseline``: migration `name` (with its script `sql`) is
+    applied already, by hand or by another tool; record it as the session user's,
+    without running it. A runner with more rights than that user still runs it
+    (heal.last_applied counts only its peers' records)."""
+    if not name or not name.strip() or sql is None:
+        plpy.error("heal.record_baseline: name and sql must be given", sqlstate="22023")
+    started = now()
+    migration = {
+        "name": name, "checksum": checksum(sql), "status": "succeeded", "source": "baseline",
+        "started_at": started, "statements": 0, "attempts": 0, "heals": 0, "error": None,
+        "duration_ms": 0.0, "run_by": None, "sql": sql,
+    }  # fmt: skip
+    _PENDING.append((migration, [event("migration_succeeded", detail={"baseline": True})]))
+    return write_pending() or 0

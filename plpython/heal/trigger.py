@@ -66,6 +66,7 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
     who = caller(role)
     catalog = DatabaseCatalog(lambda: search_path)
     new_path = search_path
+    _refusals["statement"] = 0
     for index, refs in sorted(found.items()):
         number = index + 1
         for missing in refs:
@@ -74,10 +75,11 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
                       "fixes": ", ".join(f.describe() for f in planned.fixes),
                       "way": "predicted", "role": role}  # fmt: skip
             if not planned.ok:
-                # The statement fails next, rolling this event back with it: say why now.
+                # Usually the statement fails next, rolling this event back with it; not
+                # always (check_function_bodies = off): a refusal is recorded a bounded
+                # number of times per statement and per backend, and said once.
                 detail["reason"] = planned.refused or planned.reason
-                _event("auto_heal_failed", number, missing, None, detail)
-                plpy.notice(f"pgheal: {missing.describe()} not healed: {detail['reason']}")
+                _refusal(number, missing, detail)
                 continue
             applied = []
             try:
@@ -97,6 +99,30 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
             _event("auto_heal_success", number, missing, ";\n".join(applied), detail)
             plpy.notice(f"pgheal: {missing.describe()} -> {detail['fixes']}")
     return new_path if new_path != search_path else None
+
+
+#: Refusals recorded for one statement, and for one backend, at the most.
+_REFUSALS_PER_STATEMENT = 10
+_REFUSALS_PER_BACKEND = 200
+#: Refusals recorded in this backend: (role, what is missing, reason).
+_REFUSED: OrderedDict[tuple, None] = OrderedDict()
+_refusals = {"statement": 0, "backend": 0}
+
+
+def _refusal(number: int, missing: Missing, detail: dict) -> None:
+    """Say and record why `missing` is not healed, unless this backend did already, or it
+    has said enough: a role must not fill pgheal's records by running DDL."""
+    key = (detail["role"], missing, detail["reason"])
+    if key in _REFUSED:
+        return
+    _remember(_REFUSED, key)
+    _refusals["statement"] += 1
+    if (_refusals["statement"] > _REFUSALS_PER_STATEMENT
+            or _refusals["backend"] >= _REFUSALS_PER_BACKEND):  # fmt: skip
+        return
+    _refusals["backend"] += 1
+    _event("auto_heal_failed", number, missing, None, detail)
+    plpy.notice(f"pgheal: {missing.describe()} not healed: {detail['reason']}")
 
 
 def _only_builtins(statement: analyze.Statement) -> bool:

@@ -355,6 +355,20 @@ COMMENT ON FUNCTION heal.record_outside(text, text, text, numeric) IS
     'Record a statement that cannot run inside a transaction, run at top level by '
     'pgheal migrate; refuses any other statement.';
 
+-- pgheal baseline: a migration applied already (by hand, by another tool) is recorded
+-- as the session user's, without running it; it counts only for runners with that
+-- user's rights (heal.last_applied).
+CREATE OR REPLACE FUNCTION heal.record_baseline(name text, sql text) RETURNS bigint
+LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+plpy.execute("SELECT heal._load()")
+from heal.records import record_baseline
+return record_baseline(name, sql)
+$$;
+COMMENT ON FUNCTION heal.record_baseline(text, text) IS
+    'Record migration name (script sql) as applied without running it, as the session '
+    'user''s (source baseline). pgheal baseline calls it.';
+
 -- pgheal run: healing around another migration tool. Where the server log ends now,
 -- and the errors logged since, in this database, by roles the session user is a member
 -- of (SQLSTATE and message only: what those roles' clients were told). SECURITY

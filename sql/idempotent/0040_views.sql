@@ -26,7 +26,7 @@ WITH unhealed AS (
       FROM heal.build_events e
      WHERE e.event_type = 'auto_heal_failed'
     UNION ALL
-    SELECT f.sqlstate, coalesce(f.object, f.message),
+    SELECT f.sqlstate, coalesce(f.object, f.pattern),
            CASE WHEN f.ineffective THEN 'the fix did not stop the error: marked ineffective'
                 ELSE coalesce(f.refused, 'not seen often enough yet (min_occurrences)') END,
            'scan', f.last_seen
@@ -58,7 +58,7 @@ SELECT 'builtin' AS source, p.pattern, p.sqlstate, p.fix_description AS fix,
   FROM heal.universal_error_patterns p
  WHERE p.source = 'builtin'
 UNION ALL
-SELECT 'catalog', f.message, f.sqlstate, f.fix_sql, f.times_seen,
+SELECT 'catalog', coalesce(f.object, f.pattern), f.sqlstate, f.fix_sql, f.times_seen,
        (f.fixed_at IS NOT NULL)::int, f.last_seen, NOT f.ineffective
   FROM heal.error_fingerprints f
  WHERE f.fix_source = 'catalog'

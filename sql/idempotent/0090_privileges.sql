@@ -18,13 +18,20 @@ REVOKE ALL ON ALL TABLES IN SCHEMA heal FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA heal TO heal_operator;
 GRANT SELECT ON ALL TABLES IN SCHEMA heal TO heal_operator;
--- Except what only the server log, or another role, could tell: the statements and
--- details of every role's errors (a failed ALTER ROLE ... PASSWORD is one), and other
--- roles' migration scripts. Reading the log by hand takes pg_read_server_files.
-REVOKE SELECT ON heal.error_events, heal.migrations, heal.migration_scripts FROM heal_operator;
+-- Except what only the server log, or another role, could tell: the statements,
+-- details and messages of every role's errors (a failed ALTER ROLE ... PASSWORD is one;
+-- "invalid input syntax for type integer: ..." carries the value), and other roles'
+-- migration scripts. Reading the log by hand takes pg_read_server_files. Operators see
+-- an error's kind instead (heal.error_fingerprints.pattern: literals and numbers taken
+-- out), and the object it names when it names one.
+REVOKE SELECT ON heal.error_events, heal.error_fingerprints, heal.migrations,
+                 heal.migration_scripts FROM heal_operator;
 GRANT SELECT (id, logged_at, database, user_name, application_name, session_start, sqlstate,
-              message, fingerprint, log_file, log_offset)
+              fingerprint, log_file, log_offset)
     ON heal.error_events TO heal_operator;
+GRANT SELECT (fingerprint, pattern, sqlstate, object, times_seen, first_seen, last_seen,
+              fixed_at, fix_sql, fix_source, seen_after_fix, ineffective, refused)
+    ON heal.error_fingerprints TO heal_operator;
 GRANT SELECT ON heal.error_events TO pg_read_server_files;
 GRANT SELECT (id, checksum, status, source, started_at, finished_at, statements, attempts,
               heals, duration_ms, error, run_by, name, forced, sqlstate, retry_of, run_by_oid,
@@ -46,13 +53,15 @@ GRANT EXECUTE ON FUNCTION heal.heal_error(text, text, name, text) TO heal_operat
 -- records what the server's extension scripts create; heal.record_outside records
 -- only a statement that cannot run in a transaction, as the session user's;
 -- heal.own_migration_sql returns the script of a migration only to the role that ran it;
--- heal.errors_since returns only the errors of roles the session user is a member of;
+-- heal.record_baseline records a migration as the session user's, which counts only for
+-- runners with that user's rights; heal.errors_since returns only the errors of roles the session user is a member of;
 -- heal.server_info, heal.setting_problem, heal.health_checks and heal.log_position only
 -- read.
 GRANT EXECUTE ON FUNCTION heal._load() TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.apply_fix(name, text, text, text) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.refresh_extension_catalog(boolean) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.record_outside(text, text, text, numeric) TO heal_operator;
+GRANT EXECUTE ON FUNCTION heal.record_baseline(text, text) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.own_migration_sql(bigint) TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.server_info() TO heal_operator;
 GRANT EXECUTE ON FUNCTION heal.setting_problem(text, text) TO heal_operator;

@@ -120,6 +120,16 @@ LAYOUTS = {
         },
         ["init", "more@v1.0", "more"],
     ),
+    "yoyo": (
+        {
+            "0001_init.sql": INIT,
+            "0001_init.rollback.sql": DESTROY,
+            "0002_more.sql": f"-- depends: 0003_first\n{MORE}",
+            "0002_more.rollback.sql": DESTROY,
+            "0003_first.sql": "-- depends: 0001_init\nUPDATE keep SET n = n + 1;\n",
+        },
+        ["0001_init", "0003_first", "0002_more"],
+    ),
 }
 
 
@@ -182,7 +192,14 @@ def test_explicit_flyway_files_run_in_version_order(conn, dsn, tmp_path):
 
 @pytest.mark.parametrize(
     "path",
-    ["1_init.down.sql", "U1__init.sql", "1700000000000_init/down.sql", "revert/init.sql"],
+    [
+        "1_init.down.sql",
+        "U1__init.sql",
+        "1700000000000_init/down.sql",
+        "revert/init.sql",
+        "0001_init.rollback.sql",
+        "0001_init_down.sql",
+    ],
 )
 def test_a_down_script_given_by_name_is_refused(conn, dsn, tmp_path, path):
     folder = tree(tmp_path / "m", {path: DESTROY, "sqitch.plan": SQITCH_PLAN})
@@ -204,6 +221,17 @@ def test_an_ambiguous_folder_is_refused_with_the_candidates(conn, dsn, tmp_path)
     chosen = pgheal("migrate", "--dsn", dsn, "--layout", "flyway", str(folder))
     assert chosen.returncode == 0, chosen.stdout + chosen.stderr
     assert names(conn) == ["V1__init"]
+
+
+def test_a_numbered_folder_never_runs_its_rollback_scripts(conn, dsn, tmp_path):
+    folder = tree(tmp_path / "m", {
+        "0001_init.sql": INIT, "0001_init_down.sql": DESTROY,
+        "0002_more.sql": MORE, "0002_more.undo.sql": DESTROY,
+    })  # fmt: skip
+    result = pgheal("migrate", "--dsn", dsn, str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert names(conn) == ["0001_init", "0002_more"]
+    assert "not run" in result.stderr and "0002_more.undo.sql" in result.stderr
 
 
 def test_an_unknown_folder_names_the_layouts(dsn, tmp_path):

@@ -208,3 +208,36 @@ def test_prismas_failed_row_is_resolved_as_rolled_back(conn):
     assert "2_failed resolved as rolled back" in unblock(conn, ["prisma", "migrate", "deploy"])[0]
     assert scalar(conn, "SELECT count(*) FROM _prisma_migrations WHERE rolled_back_at IS NOT NULL"
                   ) == 1  # fmt: skip
+
+
+ALEMBIC_ENV = """from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+engine = engine_from_config(config.get_section(config.config_ini_section), poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+
+def test_alembic_upgrade_fails_plain_and_heals_around(conn, dsn, tmp_path):
+    info = conn.info
+    url = f"postgresql+psycopg://{info.user}@/{info.dbname}?host={info.host}&port={info.port}"
+    tree(tmp_path, {
+        "alembic.ini": f"[alembic]\nscript_location = migrations\nsqlalchemy.url = {url}\n",
+        "migrations/env.py": ALEMBIC_ENV,
+        "migrations/script.py.mako": "",
+        "migrations/versions/0001_tokens.py":
+            "revision = '0001'\ndown_revision = None\nfrom alembic import op\n\n"
+            f"def upgrade():\n    op.execute({TABLE!r})\n    op.execute({SEED!r})\n\n"
+            "def downgrade():\n    op.execute('DROP TABLE tokens')\n",
+    })  # fmt: skip
+    upgrade = [tool("alembic"), "upgrade", "head"]
+    plain = run_tool(upgrade, {}, tmp_path)
+    assert plain.returncode != 0 and "gen_random_bytes" in plain.stderr, plain.stderr
+    healed = heal_run(dsn, upgrade, {}, tmp_path)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert scalar(conn, "SELECT count(*) FROM tokens") == 3
+    assert scalar(conn, "SELECT version_num FROM alembic_version") == "0001"

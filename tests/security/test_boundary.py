@@ -138,21 +138,30 @@ RESET ROLE;
 """
 
 
-@pytest.mark.parametrize("route", ["migrate", "trigger", "plan"])
-def test_a_schema_another_role_controls_never_goes_on_the_path(conn, dsn, route):
-    mallory = _role(conn, operator=False, prefix="mallory")
-    conn.execute(TROJAN.format(role=mallory))
-    ddl = "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4(), e citext)"
+def _through(conn, dsn: str, route: str, ddl: str, never: str) -> bool:
+    """Send `ddl` (creating table t) through `route`, then insert a row into t: the
+    default runs. For heal.plan, check that no fix names schema `never` instead, and
+    return False: nothing ran."""
     if route == "plan":
-        rows = conn.execute("SELECT missing, fix, allowed FROM heal.plan(%s)", (ddl,)).fetchall()
-        assert rows and all("tools" not in (fix or "") for _, fix, _ in rows), rows
-        return
+        rows = conn.execute("SELECT fix FROM heal.plan(%s)", (ddl,)).fetchall()
+        assert rows and all(never not in (fix or "") for (fix,) in rows), rows
+        return False
     if route == "migrate":
         conn.execute("CALL heal.migrate(%s)", (ddl,))
     else:
         result = psql(dsn, "-c", ddl)
         assert result.returncode == 0, result.stderr
     conn.execute("INSERT INTO t DEFAULT VALUES")
+    return True
+
+
+@pytest.mark.parametrize("route", ["migrate", "trigger", "plan"])
+def test_a_schema_another_role_controls_never_goes_on_the_path(conn, dsn, route):
+    mallory = _role(conn, operator=False, prefix="mallory")
+    conn.execute(TROJAN.format(role=mallory))
+    ddl = "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4(), e citext)"
+    if not _through(conn, dsn, route, ddl, never="tools"):
+        return
     assert not _superuser(conn, mallory)
     assert {"uuid-ossp", "citext"} <= set(extensions(conn))
     default = scalar(
@@ -342,6 +351,7 @@ DEFINER_GRANTS = {
         "refresh_extension_catalog(boolean)", "record_outside(text,text,text,numeric)",
         "server_info()", "setting_problem(text,text)", "health_checks()",
         "own_migration_sql(bigint)", "log_position()", "errors_since(text)",
+        "record_baseline(text,text)",
     },
 }  # fmt: skip
 
@@ -525,10 +535,14 @@ def test_operators_read_neither_the_logs_statements_nor_other_roles_scripts(conn
     conn.execute(f"GRANT pg_read_server_files TO {reader}")
     with connect(role_dsn(dsn, op)) as session:
         for query in ("SELECT statement FROM heal.error_events",
+                      "SELECT message FROM heal.error_events",
+                      "SELECT message FROM heal.error_fingerprints",
                       "SELECT sql FROM heal.migration_scripts"):  # fmt: skip
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 session.execute(query)
         assert scalar(session, "SELECT count(*) FROM heal.error_events") == 1
+        seen = session.execute("SELECT error FROM heal.failures").fetchall()
+        assert seen and not any("not-a-date" in error for (error,) in seen), seen
         assert (
             scalar(session, "SELECT heal.own_migration_sql(max(id)) FROM heal.migrations") is None
         )
@@ -627,3 +641,97 @@ def test_install_refuses_a_heal_schema_someone_else_made(conn, dsn):
         assert f'owned by role "{owner}"' in str(refused.value)
     finally:
         conn.execute(f"DROP DATABASE {database} WITH (FORCE)")
+
+
+# -- round three: temporary schemas, switched roles, made-up messages, floods -----------------
+
+TEMP_TROJAN = """CREATE FUNCTION pg_temp.uuid_generate_v4() RETURNS uuid LANGUAGE plpgsql AS $f$
+BEGIN
+  IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+    EXECUTE 'ALTER ROLE {role} SUPERUSER';
+  END IF;
+  RETURN pg_catalog.gen_random_uuid();
+END $f$"""
+
+
+@pytest.mark.parametrize("route", ["migrate", "trigger", "plan"])
+def test_another_sessions_temporary_schema_is_never_trusted(conn, dsn, route):
+    mallory = _role(conn, operator=False, prefix="mallory")
+    with connect(role_dsn(dsn, mallory)) as session:  # held open: its pg_temp_N lives on
+        session.execute(TEMP_TROJAN.format(role=mallory))
+        temp = scalar(session, "SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema()")
+        ddl = "CREATE TABLE t (id uuid DEFAULT uuid_generate_v4())"
+        if not _through(conn, dsn, route, ddl, never=temp):
+            return
+    assert not _superuser(conn, mallory)
+    assert "uuid-ossp" in extensions(conn)
+    assert temp not in scalar(conn, "SELECT current_setting('search_path')")
+
+
+SWITCHED = """CREATE SCHEMA {role}_s AUTHORIZATION {role};
+CREATE SCHEMA {role}_types AUTHORIZATION {role};
+SET ROLE {role};
+CREATE TYPE {role}_types.mood AS ENUM ('ok');
+CREATE FUNCTION {role}_types.lower(varchar) RETURNS text LANGUAGE plpgsql AS $f$
+BEGIN
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    EXECUTE 'ALTER ROLE {role} SUPERUSER';
+  END IF;
+  RETURN pg_catalog.lower($1::text);
+END $f$;
+RESET ROLE;"""
+
+
+@pytest.mark.parametrize("switch", ["SET ROLE", "SET SESSION AUTHORIZATION"])
+@pytest.mark.parametrize("route", ["trigger", "migrate"])
+def test_a_switched_session_never_gets_a_schema_only_that_role_trusts(conn, dsn, switch, route):
+    alice = _role(conn, operator=True, create_db=True, prefix="alice")
+    conn.execute(SWITCHED.format(role=alice))
+    ddl = f"CREATE TABLE {alice}_s.t2 (m mood)"
+    with connect(dsn) as admin:
+        admin.execute(f"{switch} {alice}")
+        with pytest.raises(psycopg.Error) as refused:
+            admin.execute(ddl if route == "trigger" else f"CALL heal.migrate('{ddl}')")
+        assert refused.value.diag.sqlstate == "42704"  # type "mood" does not exist
+        admin.execute("RESET ROLE" if switch == "SET ROLE" else "RESET SESSION AUTHORIZATION")
+        assert f"{alice}_types" not in scalar(admin, "SELECT current_setting('search_path')")
+        admin.execute("SELECT lower('X'::varchar)")
+    assert not _superuser(conn, alice)
+    # In a session of its own, the role's own schema serves it: it can do that by hand.
+    with connect(role_dsn(dsn, alice)) as own:
+        own.execute(ddl)
+        assert f"{alice}_types" in scalar(own, "SELECT current_setting('search_path')")
+
+
+def test_a_made_up_message_costs_no_time_a_cancel_cannot_reach(conn, dsn):
+    op = _role(conn, prefix="op")
+    poison = ("DO $x$ BEGIN RAISE EXCEPTION USING ERRCODE = '42883', MESSAGE = "
+              "'operator does not exist: ' || repeat('+ ', 60000) || E'\\nx'; END $x$")  # fmt: skip
+    with connect(role_dsn(dsn, op)) as session:
+        session.execute("SET statement_timeout = '20s'")
+        with pytest.raises(psycopg.Error) as failed:
+            session.execute("CALL heal.migrate(%s)", (poison,))
+        assert failed.value.diag.sqlstate == "42883"  # the script's own error, not a timeout
+
+
+def test_the_extension_schema_is_made_only_for_a_role_that_could(no_create, dsn):
+    op = _role(no_create, prefix="op")
+    with connect(role_dsn(dsn, op)) as session, pytest.raises(psycopg.Error) as refused:
+        session.execute("SELECT heal.apply_fix(%s, 'create_schema', 'extensions', NULL)", (op,))
+    assert "no CREATE privilege" in refused.value.diag.message_primary
+    assert scalar(no_create, "SELECT to_regnamespace('extensions')") is None
+
+
+def test_ddl_cannot_fill_pgheals_records(conn, dsn):
+    nobody = _role(conn, operator=False, prefix="nobody")
+    calls = ", ".join(f"zz_missing_{i}()" for i in range(50))
+    ddl = ("SET check_function_bodies = off; CREATE OR REPLACE FUNCTION pg_temp.f() "
+           f"RETURNS int LANGUAGE sql AS $b$ SELECT {calls} $b$")  # fmt: skip
+    before = scalar(conn, "SELECT count(*) FROM heal.build_events")
+    with connect(role_dsn(dsn, nobody)) as session:
+        session.execute(ddl)
+        first = scalar(conn, "SELECT count(*) FROM heal.build_events") - before
+        for _ in range(3):
+            session.execute(ddl)
+        again = scalar(conn, "SELECT count(*) FROM heal.build_events") - before
+    assert 0 < first <= 10 and again == first

@@ -60,3 +60,15 @@ def test_not_a_missing_dependency(sqlstate, message):
 def test_split_args_keeps_parenthesised_types():
     assert split_args("") == ()
     assert split_args("numeric(10, 2), text") == ("numeric(10, 2)", "text")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "operator does not exist: " + "+ " * 60000 + "\nx",
+        "function f(" + "integer, " * 1000 + "integer) does not exist",
+        'type "a\nb" does not exist',
+    ],
+)
+def test_messages_none_of_the_servers_are_not_classified(message):
+    assert classify("42883", message) is None and classify("42704", message) is None
