@@ -68,7 +68,7 @@ def _version(migration: Migration) -> str:
     return match.group(0) if match else migration.name
 
 
-# -- one row per version: dbmate, Supabase, Hasura ----------------------------------------------
+# -- one row per version: dbmate, Supabase, Hasura ------------------------------------------------
 
 
 def _versions(conn: psycopg.Connection, table: str, tool: str, where: str = "") -> ToolHistory:
@@ -94,7 +94,7 @@ def _versions(conn: psycopg.Connection, table: str, tool: str, where: str = "") 
     return ToolHistory(tool, table, applied, record)
 
 
-# -- golang-migrate: one row, the version reached ----------------------------------------------
+# -- golang-migrate: one row, the version reached -------------------------------------------------
 
 
 def _golang(conn: psycopg.Connection, table: str) -> ToolHistory:
@@ -117,7 +117,7 @@ def _golang(conn: psycopg.Connection, table: str) -> ToolHistory:
     return ToolHistory("golang-migrate", table, applied, record)
 
 
-# -- Flyway ------------------------------------------------------------------------------------
+# -- Flyway ---------------------------------------------------------------------------------------
 
 
 def _flyway_parts(migration: Migration) -> tuple[str | None, str]:
@@ -155,7 +155,7 @@ def _flyway(conn: psycopg.Connection, table: str) -> ToolHistory:
     return ToolHistory("flyway", table, applied, record)
 
 
-# -- Prisma ------------------------------------------------------------------------------------
+# -- Prisma ---------------------------------------------------------------------------------------
 
 
 def _prisma(conn: psycopg.Connection, table: str) -> ToolHistory:
@@ -177,7 +177,7 @@ def _prisma(conn: psycopg.Connection, table: str) -> ToolHistory:
     return ToolHistory("prisma", table, applied, record)
 
 
-# -- graphile-migrate: a hash chain; the last row says how far it got ------------------------------
+# -- graphile-migrate: a hash chain; the last row says how far it got -----------------------------
 
 _GRAPHILE_HEADER = re.compile(r"^--! (?P<key>[A-Z][a-zA-Z0-9_]*)(?::(?P<value>.*))?$")
 
@@ -211,7 +211,7 @@ def _graphile(conn: psycopg.Connection, table: str) -> ToolHistory:
     return ToolHistory("graphile-migrate", table, applied, record)
 
 
-# -- Sqitch: changes named by an id derived from the plan ------------------------------------------
+# -- Sqitch: changes named by an id derived from the plan -----------------------------------------
 
 
 def _sqitch_object(kind: str, lines: list[str]) -> str:
@@ -302,7 +302,7 @@ def _sqitch(conn: psycopg.Connection, table: str) -> ToolHistory:
     return ToolHistory("sqitch", table, applied, record)
 
 
-# -- yoyo: rows keyed by the sha256 of the migration's id ------------------------------------------
+# -- yoyo: rows keyed by the sha256 of the migration's id -----------------------------------------
 
 
 def _yoyo(conn: psycopg.Connection, table: str) -> ToolHistory:
@@ -331,8 +331,35 @@ def _yoyo(conn: psycopg.Connection, table: str) -> ToolHistory:
     return ToolHistory("yoyo", table, applied, record)
 
 
-def for_layout(conn: psycopg.Connection, layout: str) -> ToolHistory | None:
+# -- Alembic: the heads reached; what they follow is applied --------------------------------------
+
+
+def _alembic(conn: psycopg.Connection, table: str, migrations: list[Migration]) -> ToolHistory:
+    follows = {m.name: m.follows for m in migrations}
+
+    def applied(migration: Migration) -> bool:
+        reached: set[str] = set()
+        todo = [r for (r,) in conn.execute(f"SELECT version_num FROM {table}").fetchall()]
+        while todo:
+            revision = todo.pop()
+            if revision not in reached:
+                reached.add(revision)
+                todo += follows.get(revision, ())
+        return migration.name in reached
+
+    def record(migration: Migration, _ms: int) -> None:
+        raise AssertionError("pgheal never runs an Alembic migration")
+
+    return ToolHistory("alembic", table, applied, record)
+
+
+def for_layout(
+    conn: psycopg.Connection, layout: str, migrations: list[Migration] = ()
+) -> ToolHistory | None:
     """The history of the tool `layout` is for, when its table exists in this database."""
+    if layout == "alembic":
+        table = _regclass(conn, "alembic_version")
+        return _alembic(conn, table, list(migrations)) if table is not None else None
     if layout in ("dbmate", "golang-migrate"):
         table = _regclass(conn, "schema_migrations")
         if table is None:

@@ -13,6 +13,7 @@ named, and ``--layout NAME`` says which.
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from collections.abc import Callable
@@ -44,6 +45,10 @@ class Migration:
     repeatable: bool = False
     #: What the tool's history needs beyond the file (a Sqitch change's plan entry).
     plan: SqitchChange | None = field(default=None, compare=False)
+    #: The revisions this one follows (Alembic's down_revision).
+    follows: tuple[str, ...] = ()
+    #: Not SQL: a migration its own tool runs (Alembic's Python), pgheal only reads its state.
+    python: bool = False
 
 
 @dataclass
@@ -104,7 +109,7 @@ def _sql_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".sql")
 
 
-# -- pgheal and Supabase: NNNN_name.sql ------------------------------------------------------
+# -- pgheal and Supabase: NNNN_name.sql -----------------------------------------------------------
 
 _NUMBERED = re.compile(r"^(?P<number>\d+)_(?P<name>.+)\.sql$")
 _UP_DOWN = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.(?P<way>up|down)\.sql$")
@@ -158,7 +163,7 @@ def _numbered(layout: str) -> Callable[[Path], Found]:
     return read
 
 
-# -- Flyway: V<version>__<description>.sql, R__<description>.sql ----------------------------
+# -- Flyway: V<version>__<description>.sql, R__<description>.sql ----------------------------------
 
 _FLYWAY = re.compile(r"^(?P<kind>[VUR])(?P<version>\d+(?:[._]\d+)*)?__(?P<desc>.+)\.sql$")
 _FLYWAY_CONFIGS = ("flyway.conf", "flyway.toml")
@@ -259,7 +264,7 @@ def _flyway_migration(path: Path) -> Migration:
                      repeatable=path.name.startswith("R__"))  # fmt: skip
 
 
-# -- golang-migrate: N_name.up.sql, N_name.down.sql ------------------------------------------
+# -- golang-migrate: N_name.up.sql, N_name.down.sql -----------------------------------------------
 
 
 def _golang_evidence(folder: Path) -> list[str]:
@@ -287,7 +292,7 @@ def _read_golang(folder: Path) -> Found:
     return found
 
 
-# -- dbmate: -- migrate:up / -- migrate:down sections ----------------------------------------
+# -- dbmate: -- migrate:up / -- migrate:down sections ---------------------------------------------
 
 
 def _dbmate_evidence(folder: Path) -> list[str]:
@@ -328,7 +333,7 @@ def _read_dbmate(folder: Path) -> Found:
     return found
 
 
-# -- Prisma and Hasura: one folder a migration -----------------------------------------------
+# -- Prisma and Hasura: one folder a migration ----------------------------------------------------
 
 _MIGRATION_FOLDER = re.compile(r"^(?P<version>\d+)_(?P<name>.+)$")
 
@@ -367,7 +372,7 @@ def _read_hasura(folder: Path) -> Found:
     return found
 
 
-# -- graphile-migrate: committed/000001.sql ----------------------------------------------------
+# -- graphile-migrate: committed/000001.sql -------------------------------------------------------
 
 _GRAPHILE = re.compile(r"^(?P<number>\d+)(?:-[^/]*)?\.sql$")
 _GRAPHILE_HEADER = re.compile(r"^--! (?P<key>[A-Za-z-]+)(?::[^\n]*)?$", re.M)
@@ -418,7 +423,7 @@ def _read_graphile(folder: Path) -> Found:
     return found
 
 
-# -- Sqitch: sqitch.plan and deploy/ --------------------------------------------------------
+# -- Sqitch: sqitch.plan and deploy/ --------------------------------------------------------------
 
 _SQITCH_CHANGE = re.compile(r"^(?P<op>[+-])?(?P<name>[^\s\[@:#]+)")
 _SQITCH_LINE = re.compile(
@@ -519,7 +524,7 @@ def _sqitch_change(
     )  # fmt: skip
 
 
-# -- yoyo: NAME.sql, NAME.rollback.sql, -- depends: ----------------------------------------------
+# -- yoyo: NAME.sql, NAME.rollback.sql, -- depends: -----------------------------------------------
 
 _YOYO_DEPENDS = re.compile(r"^--\s*depends:(?P<on>[^\n]*)$", re.M)
 
@@ -559,6 +564,74 @@ def _read_yoyo(folder: Path) -> Found:
     return found
 
 
+# -- Alembic: Python revisions, read for their state ----------------------------------------------
+
+
+def _alembic_versions(folder: Path) -> Path | None:
+    for candidate in (folder / "versions", folder / "migrations" / "versions",
+                      folder / "alembic" / "versions"):  # fmt: skip
+        if candidate.is_dir() and (candidate.parent / "env.py").is_file():
+            return candidate
+    return None
+
+
+def _alembic_evidence(folder: Path) -> list[str]:
+    versions = _alembic_versions(folder)
+    if versions is None:
+        return []
+    return [str(versions.parent.relative_to(folder) / "env.py")]
+
+
+def _alembic_revision(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """(revision, the revisions it follows) of an Alembic script, read without running it."""
+    try:
+        tree = ast.parse(_raw(path))
+    except SyntaxError:
+        raise LayoutError(f"{path}: not Python") from None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])  # fmt: skip
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                try:
+                    values[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    raise LayoutError(f"{path}: {target.id} is not a literal") from None
+    if not isinstance(values.get("revision"), str):
+        return None
+    down = values.get("down_revision")
+    follows = (down,) if isinstance(down, str) else tuple(down or ())
+    return str(values["revision"]), tuple(str(d) for d in follows)
+
+
+def _read_alembic(folder: Path) -> Found:
+    """Alembic's revisions, parents first. They are Python: pgheal reads their state
+    (``pgheal info``), and heals around ``alembic upgrade`` (``pgheal run``)."""
+    versions = _alembic_versions(folder) or folder / "versions"
+    revisions = {}
+    for path in sorted(versions.glob("*.py")):
+        found = _alembic_revision(path)
+        if found is not None:
+            revisions[found[0]] = (path, found[1])
+    ordered: list[str] = []
+
+    def visit(revision: str, seen: tuple[str, ...]) -> None:
+        if revision in ordered or revision not in revisions:
+            return
+        if revision in seen:
+            raise LayoutError(f"{versions}: revisions follow each other in a circle")
+        for parent in revisions[revision][1]:
+            visit(parent, (*seen, revision))
+        ordered.append(revision)
+
+    for revision in sorted(revisions):
+        visit(revision, ())
+    return Found("alembic", [
+        Migration(r, revisions[r][0], "", follows=revisions[r][1], python=True) for r in ordered
+    ])  # fmt: skip
+
+
 #: Every layout, in the order ``--help`` lists them.
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
@@ -580,6 +653,8 @@ LAYOUTS: dict[str, Layout] = {
                _sqitch_evidence, _read_sqitch),
         Layout("yoyo", "NAME.sql with yoyo.ini or NAME.rollback.sql; rollbacks never run",
                _yoyo_evidence, _read_yoyo),
+        Layout("alembic", "env.py and versions/*.py: Python, whose state pgheal reads",
+               _alembic_evidence, _read_alembic),
     )
 }  # fmt: skip
 

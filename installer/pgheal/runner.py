@@ -169,7 +169,15 @@ class Runner:
         unknown = sorted(force - {m.name for m in migrations})
         if unknown:
             raise RunnerError(f"--force {', '.join(unknown)}: no such migration here")
-        self.history = history.for_layout(self.conn, layout) if layout else None
+        self.history = history.for_layout(self.conn, layout, migrations) if layout else None
+        python = [m.name for m in migrations if m.python
+                  and not (self.history is not None and self.history.applied(m))]  # fmt: skip
+        if python:
+            raise RunnerError(
+                f"{', '.join(python)}: Alembic migrations are Python, which their own tool runs: "
+                "run `pgheal run -- alembic upgrade head` to heal around it; pgheal info shows "
+                "their state"
+            )
         split_up = [(m, parts(m, m.name in force)) for m in migrations]
         outcomes: list[Outcome] = []
         with Progress(
@@ -294,7 +302,7 @@ class Runner:
 
     def plan(self, migrations: list[Migration], layout: str | None = None) -> list[tuple]:
         """heal.plan over the pending migrations as one script, rows mapped back to files."""
-        tool = history.for_layout(self.conn, layout) if layout else None
+        tool = history.for_layout(self.conn, layout, migrations) if layout else None
         pending = [
             m for m in migrations
             if not (tool is not None and tool.applied(m)) and not all(map(self.applied, parts(m)))
@@ -322,7 +330,9 @@ class Runner:
         names = [m.name for m in migrations]
         if to is not None and to not in names:
             raise RunnerError(f"--to {to}: no such migration here")
-        tool = history.for_layout(self.conn, layout) if layout else None
+        tool = history.for_layout(self.conn, layout, migrations) if layout else None
+        if any(m.python for m in migrations):
+            raise RunnerError("Alembic keeps its own history: `alembic stamp` marks revisions")
         done = []
         for migration in migrations[: names.index(to) + 1 if to else None]:
             pieces = parts(migration)
@@ -337,7 +347,7 @@ class Runner:
     def info(self, migrations: list[Migration], layout: str | None = None) -> list[dict]:
         """Each migration's state: applied (by pgheal or by its tool), pending, changed
         (applied with another checksum: ``--force NAME`` runs it again), or failed."""
-        tool = history.for_layout(self.conn, layout) if layout else None
+        tool = history.for_layout(self.conn, layout, migrations) if layout else None
         rows = []
         for migration in migrations:
             states, last = [], None

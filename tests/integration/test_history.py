@@ -279,3 +279,30 @@ def test_what_yoyo_applied_is_applied_and_the_other_way_round(conn, dsn, tmp_pat
     assert rows and rows[0][0] == "A", listed.stdout  # yoyo's own "applied"
     again = run_tool([*yoyo, "apply", "--database", database, str(folder)], {}, tmp_path)
     assert again.returncode == 0 and scalar(conn, "SELECT count(*) FROM keep") == 2
+
+
+def test_pgheal_info_agrees_with_alembic_and_leaves_its_python_to_it(conn, dsn, tmp_path):
+    from .test_run import ALEMBIC_ENV
+
+    info = conn.info
+    url = f"postgresql+psycopg://{info.user}@/{info.dbname}?host={info.host}&port={info.port}"
+    revision = ("revision: str = {rev!r}\ndown_revision: str | None = {down!r}\n"
+                "from alembic import op\n\ndef upgrade():\n    op.execute({sql!r})\n\n"
+                "def downgrade():\n    op.execute('SELECT 1')\n")  # fmt: skip
+    tree(tmp_path, {
+        "alembic.ini": f"[alembic]\nscript_location = migrations\nsqlalchemy.url = {url}\n",
+        "migrations/env.py": ALEMBIC_ENV, "migrations/script.py.mako": "",
+        "migrations/versions/a1_keep.py": revision.format(rev="a1", down=None, sql=FIRST),
+        "migrations/versions/b2_note.py": revision.format(rev="b2", down="a1", sql=SECOND),
+    })  # fmt: skip
+    first = run_tool([tool("alembic"), "upgrade", "a1"], {}, tmp_path)
+    assert first.returncode == 0, first.stderr
+    state = _info(dsn, tmp_path)
+    assert (state["a1"]["state"], state["a1"]["by"], state["b2"]["state"]) == (
+        "applied", "alembic", "pending",
+    )  # fmt: skip
+    refused = pgheal("migrate", "--dsn", dsn, str(tmp_path))
+    assert refused.returncode == 2 and "pgheal run -- alembic upgrade head" in refused.stderr
+    assert run_tool([tool("alembic"), "upgrade", "head"], {}, tmp_path).returncode == 0
+    assert {row["state"] for row in _info(dsn, tmp_path).values()} == {"applied"}
+    _migrate(dsn, tmp_path)  # nothing left for it to run
