@@ -30,6 +30,8 @@ import psycopg
 
 from heal.errors import HEALABLE_SQLSTATES, PATTERNS, classify
 
+from . import history
+
 #: How long the server's logging collector is given to write the tool's errors.
 LOG_WAIT_SECONDS = 3.0
 #: How much of the tool's output is kept to look for errors in.
@@ -210,6 +212,8 @@ def unblock(conn: psycopg.Connection, command: list[str]) -> list[str]:
     for clear in (lambda: _golang_migrate_dirty(conn, command), lambda: _prisma_failed(conn)):
         try:
             notes += clear()
+        except history.HistoryError as exc:
+            notes.append(str(exc))
         except psycopg.Error as exc:
             notes.append(f"could not look at the tool's history: {exc.diag.message_primary}")
     return notes
@@ -219,14 +223,11 @@ def _golang_migrate_dirty(conn: psycopg.Connection, command: list[str]) -> list[
     """golang-migrate marks the version it was applying dirty and refuses to go on. Its
     PostgreSQL driver runs a file as one statement, undone whole when it fails (unless
     x-multi-statement splits it): the version before is where the database stands."""
-    table = conn.execute(
-        """SELECT c.oid::regclass::text FROM pg_class c
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'dirty'
-            WHERE c.relname = 'schema_migrations' AND pg_table_is_visible(c.oid)"""
-    ).fetchone()
-    if table is None:
+    table = history.resolve(conn, "schema_migrations")
+    if table is None or not history.has_column(conn, table, "dirty"):
         return []
-    row = conn.execute(f"SELECT version, dirty FROM {table[0]} LIMIT 1").fetchone()
+    with history.guarded(conn, (table,)):
+        row = conn.execute(f"SELECT version, dirty FROM {table} LIMIT 1").fetchone()
     if row is None or not row[1]:
         return []
     version = int(row[0])
@@ -238,11 +239,11 @@ def _golang_migrate_dirty(conn: psycopg.Connection, command: list[str]) -> list[
         ]
     versions = [int(m[1]) for p in folder.glob("*.up.sql") if (m := re.match(r"(\d+)_", p.name))]
     before = max((v for v in versions if v < version), default=None)
-    with conn.transaction():
+    with history.guarded(conn, (table,)):
         if before is None:
-            conn.execute(f"DELETE FROM {table[0]}")
+            conn.execute(f"DELETE FROM {table}")
         else:
-            conn.execute(f"UPDATE {table[0]} SET version = %s, dirty = false", (before,))
+            conn.execute(f"UPDATE {table} SET version = %s, dirty = false", (before,))
     forced = before if before is not None else -1
     return [
         f"golang-migrate's dirty version {version} cleared (as `migrate force {forced}` "
@@ -270,11 +271,13 @@ def _prisma_failed(conn: psycopg.Connection) -> list[str]:
     is resolved. Prisma sends a migration.sql as one script, which PostgreSQL undoes whole
     when it fails: resolving it as rolled back is what ``prisma migrate resolve
     --rolled-back`` does."""
-    if conn.execute("SELECT to_regclass('_prisma_migrations')").fetchone()[0] is None:
+    table = history.resolve(conn, "_prisma_migrations")
+    if table is None:
         return []
-    rows = conn.execute(
-        """UPDATE _prisma_migrations SET rolled_back_at = now()
-            WHERE finished_at IS NULL AND rolled_back_at IS NULL RETURNING migration_name"""
-    ).fetchall()
+    with history.guarded(conn, (table,)):
+        rows = conn.execute(
+            f"""UPDATE {table} SET rolled_back_at = now()
+                 WHERE finished_at IS NULL AND rolled_back_at IS NULL RETURNING migration_name"""
+        ).fetchall()
     return [f"Prisma's failed migration {name} resolved as rolled back "
             "(as `prisma migrate resolve --rolled-back` does)" for (name,) in rows]  # fmt: skip

@@ -20,6 +20,7 @@ from . import (
     __version__,
     around,
     deploy,
+    history,
     layouts,
     monitor,
     patterns,
@@ -367,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         patterns.PatternError,
         monitor.MonitorError,
         around.RunError,
+        history.HistoryError,
     ) as exc:
         print(f"pgheal {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,8 @@ import hashlib
 import re
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
@@ -31,14 +32,115 @@ Applied = Callable[[Migration], bool]
 Record = Callable[[Migration, int], None]
 
 
+class HistoryError(Exception):
+    """A tool's history table pgheal will not read or write, named with the reason."""
+
+
 @dataclass
 class ToolHistory:
-    """The history table of the tool a folder is laid out for, as it is now."""
+    """The history table of the tool a folder is laid out for, as it is now.
+
+    Each look and each write runs in a transaction of its own, on pgheal's path
+    (``pg_catalog, pg_temp``), with every table it touches locked and checked first
+    (`_check`): the table is found on the session's path, as the tool finds it, and
+    another role may have put one there.
+    """
 
     tool: str
     table: str
-    applied: Applied
-    record: Record
+    _applied: Applied
+    _record: Record
+    conn: psycopg.Connection
+    #: every table the tool's history spans, qualified: the first is `table`
+    tables: tuple[str, ...]
+
+    def applied(self, migration: Migration) -> bool:
+        with guarded(self.conn, self.tables):
+            return self._applied(migration)
+
+    def record(self, migration: Migration, ms: int) -> None:
+        with guarded(self.conn, self.tables):
+            self._record(migration, ms)
+
+
+# -- finding the tables, and trusting them --------------------------------------------------------
+
+#: The relation a name resolves to, and what would let its owner, or another role, run
+#: code or forge rows in pgheal's session: a view, a foreign table, a trigger, a rule,
+#: an owner whose rights the session's role does not already include (a superuser's
+#: table is always fine; a superuser session needs one).
+_CHECK = """
+SELECT pg_catalog.format('%%I.%%I', n.nspname, c.relname),
+       c.relkind IN ('r', 'p'),
+       pg_catalog.pg_has_role(c.relowner, current_user, 'USAGE'),
+       pg_catalog.pg_get_userbyid(c.relowner),
+       (SELECT pg_catalog.min(t.tgname) FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = c.oid AND NOT t.tgisinternal),
+       (SELECT pg_catalog.min(r.rulename) FROM pg_catalog.pg_rewrite r
+         WHERE r.ev_class = c.oid),
+       current_user
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.oid = pg_catalog.to_regclass(%s)
+"""
+
+
+def resolve(conn: psycopg.Connection, name: str) -> str | None:
+    """The qualified name of the table `name` means on the session's path (where the
+    tool itself looks), checked; None when there is none."""
+    with conn.transaction():
+        row = conn.execute(_CHECK, (name,)).fetchone()
+        if row is None:
+            return None
+        qualified = row[0]
+        conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        _check(conn, qualified)
+    return qualified
+
+
+def _check(conn: psycopg.Connection, qualified: str) -> None:
+    """Lock `qualified` (no one drops and replaces it while pgheal uses it), then refuse
+    it unless it is a plain table whose owner has no rights the session's role lacks,
+    with no trigger or rule of its own."""
+    conn.execute(f"LOCK TABLE {qualified} IN ACCESS SHARE MODE")
+    row = conn.execute(_CHECK, (qualified,)).fetchone()
+    assert row is not None  # locked: it cannot have gone
+    _, table, owner_ok, owner, trigger, rule, runner = row
+    why = None
+    if not table:
+        why = "it is not a plain table"
+    elif not owner_ok:
+        why = (f"its owner {owner} has rights that role {runner} lacks (any code or row "
+               f"{owner} put there would act as {runner}): run pgheal as {owner}, or have "
+               f"the table owned by a role with {runner}'s rights")  # fmt: skip
+    elif trigger is not None:
+        why = f"it has trigger {trigger}, which would run in pgheal's session"
+    elif rule is not None:
+        why = f"it has rule {rule}, which would run in pgheal's session"
+    if why is not None:
+        raise HistoryError(f"{qualified}: not read or written as migration history: {why}")
+
+
+@contextmanager
+def guarded(conn: psycopg.Connection, tables: tuple[str, ...]) -> Iterator[None]:
+    """A transaction on pgheal's path with `tables` locked and checked."""
+    with conn.transaction():
+        conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        for qualified in tables:
+            _check(conn, qualified)
+        yield
+
+
+def has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
+    return bool(conn.execute(
+        "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute WHERE attrelid = %s::regclass "
+        "AND attname = %s AND NOT attisdropped", (table, column)).fetchone()[0])  # fmt: skip
+
+
+def _version(migration: Migration) -> str:
+    """The leading digits of a migration's name: the version dbmate, golang-migrate,
+    Supabase and Hasura key their rows by."""
+    match = re.match(r"\d+", migration.name)
+    return match.group(0) if match else migration.name
 
 
 def flyway_checksum(text: str) -> int:
@@ -49,23 +151,6 @@ def flyway_checksum(text: str) -> int:
     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         crc = zlib.crc32(line.encode(), crc)
     return crc - (1 << 32) if crc >= 1 << 31 else crc
-
-
-def _regclass(conn: psycopg.Connection, name: str) -> str | None:
-    return conn.execute("SELECT to_regclass(%s)::text", (name,)).fetchone()[0]
-
-
-def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
-    return bool(conn.execute(
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s "
-        "AND NOT attisdropped", (table, column)).fetchone()[0])  # fmt: skip
-
-
-def _version(migration: Migration) -> str:
-    """The leading digits of a migration's name: the version dbmate, golang-migrate,
-    Supabase and Hasura key their rows by."""
-    match = re.match(r"\d+", migration.name)
-    return match.group(0) if match else migration.name
 
 
 # -- one row per version: dbmate, Supabase, Hasura ------------------------------------------------
@@ -91,7 +176,59 @@ def _versions(conn: psycopg.Connection, table: str, tool: str, where: str = "") 
             conn.execute(f"INSERT INTO {table} (version) VALUES (%s) ON CONFLICT DO NOTHING",
                          (_version(migration),))  # fmt: skip
 
-    return ToolHistory(tool, table, applied, record)
+    return ToolHistory(tool, table, applied, record, conn, (table,))
+
+
+# -- Hasura with config v3: a JSON map in hdb_catalog.hdb_version ------------------------------
+
+
+def _hasura_database(migration: Migration) -> str:
+    """The Hasura source a migration is for: config v3 keeps each source's migrations in
+    ``migrations/<source>/``; config v2's ``migrations/`` is the one source, ``default``."""
+    folder = migration.path.parent.parent.name
+    return "default" if folder == "migrations" else folder
+
+
+def _hasura_state(conn: psycopg.Connection, table: str) -> ToolHistory:
+    """``cli_state`` is ``{"migrations": {<source>: {<version>: <dirty>}}, ...}``, one row."""
+
+    def applied(migration: Migration) -> bool:
+        return bool(conn.execute(
+            f"SELECT count(*) FROM {table} WHERE cli_state -> 'migrations' -> %s ->> %s = 'false'",
+            (_hasura_database(migration), _version(migration))).fetchone()[0])  # fmt: skip
+
+    def record(migration: Migration, _ms: int) -> None:
+        source = _hasura_database(migration)
+        conn.execute(
+            f"""UPDATE {table} SET cli_state = jsonb_set(
+                    jsonb_set(cli_state, '{{migrations}}',
+                              coalesce(cli_state -> 'migrations', '{{}}'::jsonb)),
+                    ARRAY['migrations', %s],
+                    coalesce(cli_state -> 'migrations' -> %s, '{{}}'::jsonb)
+                        || jsonb_build_object(%s::text, false))""",
+            (source, source, _version(migration)),
+        )
+
+    return ToolHistory("hasura", table, applied, record, conn, (table,))
+
+
+def _hasura(conn: psycopg.Connection) -> ToolHistory | None:
+    """Config v3 (Hasura v2 servers) keeps the state in ``hdb_version.cli_state``; config v2
+    and older servers in ``hdb_catalog.schema_migrations``. Where both are, the one that
+    lists migrations."""
+    state = resolve(conn, "hdb_catalog.hdb_version")
+    if state is not None and not has_column(conn, state, "cli_state"):
+        state = None
+    versions = resolve(conn, "hdb_catalog.schema_migrations")
+    if state is not None and versions is not None:
+        with guarded(conn, (state,)):
+            listed = conn.execute(f"SELECT bool_or(cli_state ? 'migrations') FROM {state}"
+                                  ).fetchone()[0]  # fmt: skip
+        if not listed:
+            state = None
+    if state is not None:
+        return _hasura_state(conn, state)
+    return _versions(conn, versions, "hasura", "AND NOT dirty") if versions else None
 
 
 # -- golang-migrate: one row, the version reached -------------------------------------------------
@@ -114,7 +251,7 @@ def _golang(conn: psycopg.Connection, table: str) -> ToolHistory:
             conn.execute(f"INSERT INTO {table} (version, dirty) VALUES (%s, false)",
                          (int(_version(migration)),))  # fmt: skip
 
-    return ToolHistory("golang-migrate", table, applied, record)
+    return ToolHistory("golang-migrate", table, applied, record, conn, (table,))
 
 
 # -- Flyway ---------------------------------------------------------------------------------------
@@ -152,7 +289,7 @@ def _flyway(conn: psycopg.Connection, table: str) -> ToolHistory:
             (version, description, migration.path.name, flyway_checksum(migration.text), ms),
         )
 
-    return ToolHistory("flyway", table, applied, record)
+    return ToolHistory("flyway", table, applied, record, conn, (table,))
 
 
 # -- Prisma ---------------------------------------------------------------------------------------
@@ -174,7 +311,7 @@ def _prisma(conn: psycopg.Connection, table: str) -> ToolHistory:
             (str(uuid.uuid4()), checksum, migration.name),
         )
 
-    return ToolHistory("prisma", table, applied, record)
+    return ToolHistory("prisma", table, applied, record, conn, (table,))
 
 
 # -- graphile-migrate: a hash chain; the last row says how far it got -----------------------------
@@ -208,7 +345,7 @@ def _graphile(conn: psycopg.Connection, table: str) -> ToolHistory:
                      (header["Hash"], None if previous in (None, "-") else previous,
                       f"{migration.name}.sql"))  # fmt: skip
 
-    return ToolHistory("graphile-migrate", table, applied, record)
+    return ToolHistory("graphile-migrate", table, applied, record, conn, (table,))
 
 
 # -- Sqitch: changes named by an id derived from the plan -----------------------------------------
@@ -246,7 +383,18 @@ def _sqitch_tag_id(change: SqitchChange, change_id: str, tag: tuple) -> str:
     return _sqitch_object("tag", lines + (["", note] if note else []))
 
 
+#: The registry tables a deploy writes besides ``sqitch.changes``.
+_SQITCH_TABLES = ("sqitch.projects", "sqitch.dependencies", "sqitch.tags", "sqitch.events")
+
+
 def _sqitch(conn: psycopg.Connection, table: str) -> ToolHistory:
+    found = [resolve(conn, name) for name in _SQITCH_TABLES]
+    if None in found:
+        missing = [name for name, q in zip(_SQITCH_TABLES, found, strict=True) if q is None]
+        raise HistoryError(f"the Sqitch registry lacks {', '.join(missing)}: "
+                           "run `sqitch deploy` once to complete it")  # fmt: skip
+    projects, dependencies, tags, events = found
+
     def applied(migration: Migration) -> bool:
         assert migration.plan is not None
         return bool(conn.execute(f"SELECT count(*) FROM {table} WHERE change_id = %s",
@@ -260,7 +408,7 @@ def _sqitch(conn: psycopg.Connection, table: str) -> ToolHistory:
         planned = (change.date, change.planner, change.email)
         with conn.transaction():
             conn.execute(
-                "INSERT INTO sqitch.projects (project, uri, creator_name, creator_email) "
+                f"INSERT INTO {projects} (project, uri, creator_name, creator_email) "
                 "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (change.project, change.uri, *who),
             )
@@ -273,25 +421,25 @@ def _sqitch(conn: psycopg.Connection, table: str) -> ToolHistory:
             )  # fmt: skip
             for dependency in change.requires:
                 conn.execute(
-                    f"""INSERT INTO sqitch.dependencies (change_id, type, dependency, dependency_id)
+                    f"""INSERT INTO {dependencies} (change_id, type, dependency, dependency_id)
                         SELECT %s, 'require', %s, c.change_id FROM {table} c
                          WHERE c.project = %s AND c.change = %s
                          ORDER BY c.committed_at DESC LIMIT 1""",
                     (change_id, dependency, change.project, dependency.split("@")[0]),
                 )  # fmt: skip
             for dependency in change.conflicts:
-                conn.execute("INSERT INTO sqitch.dependencies VALUES (%s, 'conflict', %s, NULL)",
+                conn.execute(f"INSERT INTO {dependencies} VALUES (%s, 'conflict', %s, NULL)",
                              (change_id, dependency))  # fmt: skip
             for tag in change.tags:
                 conn.execute(
-                    """INSERT INTO sqitch.tags (tag_id, tag, project, change_id, note,
+                    f"""INSERT INTO {tags} (tag_id, tag, project, change_id, note,
                            committer_name, committer_email, planned_at, planner_name,
                            planner_email) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                     (_sqitch_tag_id(change, change_id, tag), tag[0], change.project, change_id,
                      tag[4], *who, tag[1], tag[2], tag[3]),
                 )  # fmt: skip
             conn.execute(
-                """INSERT INTO sqitch.events (event, change_id, change, project, note, requires,
+                f"""INSERT INTO {events} (event, change_id, change, project, note, requires,
                        conflicts, tags, committer_name, committer_email, planned_at,
                        planner_name, planner_email)
                    VALUES ('deploy', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
@@ -299,13 +447,15 @@ def _sqitch(conn: psycopg.Connection, table: str) -> ToolHistory:
                  list(change.conflicts), [t[0] for t in change.tags], *who, *planned),
             )  # fmt: skip
 
-    return ToolHistory("sqitch", table, applied, record)
+    return ToolHistory("sqitch", table, applied, record, conn, (table, *found))
 
 
 # -- yoyo: rows keyed by the sha256 of the migration's id -----------------------------------------
 
 
 def _yoyo(conn: psycopg.Connection, table: str) -> ToolHistory:
+    log = resolve(conn, "_yoyo_log")
+
     def key(migration: Migration) -> str:
         return hashlib.sha256(migration.name.encode()).hexdigest()
 
@@ -318,7 +468,6 @@ def _yoyo(conn: psycopg.Connection, table: str) -> ToolHistory:
             conn.execute(f"INSERT INTO {table} (migration_hash, migration_id, applied_at_utc) "
                          "VALUES (%s, %s, now() AT TIME ZONE 'utc')",
                          (key(migration), migration.name))  # fmt: skip
-            log = _regclass(conn, "_yoyo_log")
             if log is not None:
                 conn.execute(
                     f"""INSERT INTO {log} (id, migration_hash, migration_id, operation, username,
@@ -328,7 +477,7 @@ def _yoyo(conn: psycopg.Connection, table: str) -> ToolHistory:
                     (str(uuid.uuid1()), key(migration), migration.name),
                 )
 
-    return ToolHistory("yoyo", table, applied, record)
+    return ToolHistory("yoyo", table, applied, record, conn, (table,) + ((log,) if log else ()))
 
 
 # -- Alembic: the heads reached; what they follow is applied --------------------------------------
@@ -350,22 +499,26 @@ def _alembic(conn: psycopg.Connection, table: str, migrations: list[Migration]) 
     def record(migration: Migration, _ms: int) -> None:
         raise AssertionError("pgheal never runs an Alembic migration")
 
-    return ToolHistory("alembic", table, applied, record)
+    return ToolHistory("alembic", table, applied, record, conn, (table,))
 
 
 def for_layout(
     conn: psycopg.Connection, layout: str, migrations: list[Migration] = ()
 ) -> ToolHistory | None:
-    """The history of the tool `layout` is for, when its table exists in this database."""
+    """The history of the tool `layout` is for, when its table exists in this database.
+
+    Raises HistoryError when the table there is not one pgheal may trust."""
     if layout == "alembic":
-        table = _regclass(conn, "alembic_version")
+        table = resolve(conn, "alembic_version")
         return _alembic(conn, table, list(migrations)) if table is not None else None
+    if layout == "hasura":
+        return _hasura(conn)
     if layout in ("dbmate", "golang-migrate"):
-        table = _regclass(conn, "schema_migrations")
+        table = resolve(conn, "schema_migrations")
         if table is None:
             return None
         # The two tools share a table name: golang-migrate's has a dirty flag.
-        if _has_column(conn, table, "dirty"):
+        if has_column(conn, table, "dirty"):
             return _golang(conn, table) if layout == "golang-migrate" else None
         return _versions(conn, table, "dbmate") if layout == "dbmate" else None
     found = {
@@ -373,13 +526,11 @@ def for_layout(
         "prisma": ("_prisma_migrations", _prisma),
         "supabase": ("supabase_migrations.schema_migrations",
                      lambda c, t: _versions(c, t, "supabase")),
-        "hasura": ("hdb_catalog.schema_migrations",
-                   lambda c, t: _versions(c, t, "hasura", "AND NOT dirty")),
         "graphile-migrate": ("graphile_migrate.migrations", _graphile),
         "sqitch": ("sqitch.changes", _sqitch),
         "yoyo": ("_yoyo_migration", _yoyo),
     }.get(layout)  # fmt: skip
     if found is None:
         return None
-    table = _regclass(conn, found[0])
+    table = resolve(conn, found[0])
     return found[1](conn, table) if table is not None else None

@@ -95,6 +95,10 @@ def _read(path: Path, including: tuple[Path, ...] = ()) -> str:
             raise LayoutError(f"{path}: \\{command} {name} includes itself")
         if not target.is_file():
             raise LayoutError(f"{path}: \\{command} {name}: no such file {target}")
+        _refuse_undoing(target, f", included by {path}")
+        if any(m["way"] == "down" for m in _DBMATE_MARKER.finditer(_raw(target))):
+            raise LayoutError(f"{target}, included by {path}: it has a -- migrate:down section, "
+                              "which would run with it; include only what migrates up")  # fmt: skip
         pieces += [text[last:start], _read(target, (*including, path.resolve()))]
         last = end
     return "".join(pieces) + text[last:]
@@ -432,6 +436,29 @@ _SQITCH_LINE = re.compile(
 )
 
 
+#: A change name as Sqitch allows it (App::Sqitch::Plan): no blanks, ``:``, ``@`` or
+#: ``#``, neither first nor last character punctuation, no ``^N``-style reference.
+_SQITCH_PUNCT = re.escape("""-!"#$%&'()*+,./:;<=>?@[\\]^`{|}~""")
+_SQITCH_NAME = re.compile(
+    rf"^(?![{_SQITCH_PUNCT}])(?:(?![~/=%^]\d+(?:$|[ \t]))[^ \t:@#])+(?<![{_SQITCH_PUNCT}])$"
+)
+
+
+def _sqitch_script(folder: Path, plan: Path, name: str) -> Path:
+    """deploy/<name>.sql, for a name Sqitch accepts and that stays inside deploy/."""
+    change = name.split("@")[0]
+    if not _SQITCH_NAME.match(change) or any(p in ("", ".", "..") for p in change.split("/")):
+        raise LayoutError(f"{plan}: {change!r} is not a Sqitch change name")
+    deploy = folder / "deploy"
+    script = deploy / f"{name}.sql"
+    if not script.is_file():
+        raise LayoutError(f"{plan}: change {name} has no deploy script {script}")
+    if not script.resolve().is_relative_to(deploy.resolve()):
+        raise LayoutError(f"{plan}: change {name}: {script} is outside {deploy} (a link to "
+                          f"{script.resolve()}); Sqitch deploys only deploy/ scripts")  # fmt: skip
+    return script
+
+
 @dataclass(frozen=True)
 class SqitchChange:
     """A change's entry in sqitch.plan: what Sqitch derives its change id from."""
@@ -460,7 +487,7 @@ def _read_sqitch(folder: Path) -> Found:
     plan = folder / "sqitch.plan"
     pragmas: dict[str, str] = {}
     entries: list[tuple[str, int, str]] = []  # (change or @tag, line number, line)
-    for number, line in enumerate(_read(plan).splitlines(), 1):
+    for number, line in enumerate(_raw(plan).splitlines(), 1):
         line = line.strip()
         if line.startswith("%"):
             key, _, value = line[1:].partition("=")
@@ -487,9 +514,7 @@ def _read_sqitch(folder: Path) -> Found:
             if tag is None:
                 raise LayoutError(f"{plan}: change {entry} is reworked without a tag between")
             name = f"{entry}{tag}"
-        script = folder / "deploy" / f"{name}.sql"
-        if not script.is_file():
-            raise LayoutError(f"{plan}: change {name} has no deploy script {script}")
+        script = _sqitch_script(folder, plan, name)
         parent = _sqitch_change(pragmas, entry, line, entries[index + 1 :], parent, plan, number)
         found.migrations.append(Migration(name, script, _read(script), plan=parent))
     for kind in ("revert", "verify"):
@@ -659,6 +684,31 @@ LAYOUTS: dict[str, Layout] = {
 }  # fmt: skip
 
 
+def undoes(path: Path) -> str | None:
+    """What `path` is when, in any layout, it undoes a migration (and so never runs,
+    whether named, found in a folder, reached through a link or included), else None."""
+    name = path.name
+    if ((match := _UP_DOWN.match(name)) and match["way"] == "down") or _UNDOING.search(name):
+        return "a down migration"
+    if name == "down.sql":
+        return "a down migration"
+    if path.parent.name in ("revert", "verify") and (path.parent.parent / "sqitch.plan").exists():
+        return f"a Sqitch {path.parent.name} script"
+    flyway = _FLYWAY.match(name)
+    if flyway and flyway["kind"] == "U":
+        return "a Flyway undo migration"
+    return None
+
+
+def _refuse_undoing(path: Path, why: str = "") -> None:
+    """Refuse `path` when it, or the file it links to, undoes a migration."""
+    for candidate in dict.fromkeys((path, path.resolve())):
+        what = undoes(candidate)
+        if what is not None:
+            shown = path if candidate == path else f"{path} (a link to {candidate})"
+            raise LayoutError(f"{shown}{why}: {what}; pgheal never runs one")
+
+
 def read_folder(folder: Path, layout: str | None = None) -> Found:
     """The migrations of `folder`, laid out as `layout` or as its files say."""
     if layout is not None:
@@ -682,22 +732,17 @@ def read_folder(folder: Path, layout: str | None = None) -> Found:
     found = chosen.read(folder)
     if not found.migrations:
         raise LayoutError(f"{folder}: no {chosen.name} migrations ({chosen.describe})")
+    for migration in found.migrations:
+        _refuse_undoing(migration.path)
     return found
 
 
 def read_file(path: Path) -> tuple[Migration, tuple[str, tuple] | None]:
     """One file given by name: the migration in it, and how its layout orders it
     (None: it keeps its place). A down, undo or revert script is refused."""
+    _refuse_undoing(path)
     name, text = path.name, _read(path)
-    if ((match := _UP_DOWN.match(name)) and match["way"] == "down") or _UNDOING.search(name):
-        raise LayoutError(f"{path}: a down migration; pgheal never runs one")
-    if path.parent.name in ("revert", "verify") and (path.parent.parent / "sqitch.plan").exists():
-        raise LayoutError(f"{path}: a Sqitch {path.parent.name} script; pgheal never runs one")
-    if path.name == "down.sql":
-        raise LayoutError(f"{path}: a down migration; pgheal never runs one")
-    flyway = _FLYWAY.match(name)
-    if flyway and flyway["kind"] == "U":
-        raise LayoutError(f"{path}: a Flyway undo migration; pgheal never runs one")
+    match, flyway = _UP_DOWN.match(name), _FLYWAY.match(name)
     if flyway and (flyway["kind"] == "R") == (flyway["version"] is None):
         key = (1, (), flyway["desc"]) if flyway["kind"] == "R" else (
             0, flyway_version(flyway["version"]), "")  # fmt: skip

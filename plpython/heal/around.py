@@ -54,7 +54,7 @@ def errors_since(position: str | None) -> list[dict[str, Any]]:
         try:
             name, offset, mtime, inode = json.loads(position)
             start = (str(name), int(offset), float(mtime), int(inode))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             plpy.error("heal.errors_since: not a position heal.log_position() returned",
                        sqlstate="22023")  # fmt: skip
         if start[0] not in {f.name for f in log_files(directory, fmt)} or start[1] < 0:
@@ -69,8 +69,9 @@ def errors_since(position: str | None) -> list[dict[str, Any]]:
         users = {r.user for _, r in got.records if r.user}
         mine = {
             row["u"] for row in fetch(
-                """SELECT u FROM unnest($1::text[]) u
-                    WHERE pg_catalog.pg_has_role(session_user, u, 'MEMBER')""",
+                """SELECT u FROM pg_catalog.unnest($1::text[]) u
+                     JOIN pg_catalog.pg_roles r ON r.rolname OPERATOR(pg_catalog.=) u
+                    WHERE pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')""",
                 sorted(users), types=("text[]",),
             )
         } if users else set()  # fmt: skip

@@ -121,7 +121,7 @@ def session_search_path(value: str | None = None, user: str | None = None) -> li
 
 def caller(role: str | None = None) -> Caller:
     """What `role` (the current user by default) could do by hand in this database."""
-    row = fetch(
+    rows = fetch(
         """SELECT r.rolname, r.rolsuper,
                   pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(),
                                                     'CREATE') AS can_create,
@@ -135,7 +135,10 @@ def caller(role: str | None = None) -> Caller:
               AND d.datname = pg_catalog.current_database()""",
         role,
         types=("name",),
-    )[0]
+    )
+    if not rows:
+        plpy.error(f'role "{role}" does not exist', sqlstate="42704")
+    row = rows[0]
     return Caller(row["rolname"], row["rolsuper"], row["can_create"], row["owns_database"],
                   bool(row["logged_in"]))  # fmt: skip
 

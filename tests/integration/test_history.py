@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +125,24 @@ TOOLS = {
         "SELECT version, dirty FROM hdb_catalog.schema_migrations ORDER BY version DESC LIMIT 1",
         (1700000000001, False),
     ),
+    "hasura-v3": (  # Hasura v2 servers, config v3: one JSON map, per source
+        """CREATE SCHEMA hdb_catalog;
+        CREATE TABLE hdb_catalog.hdb_version (
+            hasura_uuid uuid PRIMARY KEY DEFAULT gen_random_uuid(), version text NOT NULL,
+            upgraded_on timestamptz NOT NULL, cli_state jsonb NOT NULL DEFAULT '{}'::jsonb,
+            console_state jsonb NOT NULL DEFAULT '{}'::jsonb);
+        CREATE UNIQUE INDEX hdb_version_one_row ON hdb_catalog.hdb_version((version IS NOT NULL));
+        INSERT INTO hdb_catalog.hdb_version (version, upgraded_on, cli_state) VALUES ('48', now(),
+            '{"settings": {"migration_mode": "true"}, "isStateCopyCompleted": true,
+              "migrations": {"default": {"1700000000000": false}, "other": {"1": true}}}');""",
+        {"migrations/default/1700000000000_first/up.sql": FIRST,
+         "migrations/default/1700000000000_first/down.sql": "DROP TABLE keep;",
+         "migrations/default/1700000000001_second/up.sql": SECOND},
+        "SELECT cli_state FROM hdb_catalog.hdb_version",
+        ({"settings": {"migration_mode": "true"}, "isStateCopyCompleted": True,
+          "migrations": {"default": {"1700000000000": False, "1700000000001": False},
+                         "other": {"1": True}}},),
+    ),
     "graphile-migrate": (
         """CREATE SCHEMA graphile_migrate;
         CREATE TABLE graphile_migrate.migrations (hash text primary key,
@@ -139,14 +158,19 @@ TOOLS = {
 }  # fmt: skip
 
 
+def migrations_of(layout: str, root: Path) -> Path:
+    """The folder of a TOOLS entry's tree that pgheal is pointed at."""
+    return root / "migrations" / "default" if layout == "hasura-v3" else root
+
+
 @pytest.mark.parametrize("layout", TOOLS)
 def test_a_tools_history_is_read_and_written_in_its_format(conn, dsn, tmp_path, layout):
     ddl, files, query, expected = TOOLS[layout]
     conn.execute(ddl)
     conn.execute(FIRST)  # what the tool applied
-    folder = tree(tmp_path / layout, files)
+    folder = migrations_of(layout, tree(tmp_path / layout, files))
     first = next(iter(_info(dsn, folder).values()))
-    assert first["state"] == "applied" and first["by"] == layout
+    assert first["state"] == "applied" and first["by"] == layout.removesuffix("-v3")
     _migrate(dsn, folder)
     assert scalar(conn, "SELECT count(*) FROM keep") == 2  # the first did not run again
     assert conn.execute(query).fetchone() == expected

@@ -273,3 +273,76 @@ def test_an_include_that_includes_itself_is_refused(dsn, tmp_path):
     folder = tree(tmp_path / "m", {"0001_loop.sql": "\\ir 0001_loop.sql\nSELECT 1;\n"})
     result = pgheal("migrate", "--dsn", dsn, str(folder))
     assert result.returncode == 2 and "includes itself" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["../revert/init", "init/../../revert/init", "a/./b", "-init", "init-", "x^1"],
+)
+def test_a_sqitch_change_name_never_leaves_deploy(conn, dsn, tmp_path, change):
+    folder = tree(tmp_path / "s", {
+        "sqitch.plan": f"%project=app\n\n{change} 2024-01-01T00:00:00Z Ann <ann@example.com>\n",
+        "deploy/init.sql": INIT, "revert/init.sql": DESTROY, "a/b.sql": DESTROY,
+    })  # fmt: skip
+    (folder / "deploy" / "a").mkdir()
+    (folder / "deploy" / "a" / "b.sql").write_text(DESTROY)
+    conn.execute("CREATE TABLE keep (n int)")
+    result = pgheal("migrate", "--dsn", dsn, str(folder))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not a Sqitch change name" in result.stderr or "not a change" in result.stderr
+    assert scalar(conn, "SELECT to_regclass('keep')::text") == "keep"
+
+
+def test_a_deploy_script_that_links_elsewhere_is_refused(conn, dsn, tmp_path):
+    folder = tree(tmp_path / "s", {
+        "sqitch.plan": "%project=app\n\ninit 2024-01-01T00:00:00Z Ann <ann@example.com>\n",
+        "revert/init.sql": DESTROY, "other.sql": DESTROY,
+    })  # fmt: skip
+    (folder / "deploy").mkdir()
+    (folder / "deploy" / "init.sql").symlink_to(folder / "other.sql")
+    conn.execute("CREATE TABLE keep (n int)")
+    result = pgheal("migrate", "--dsn", dsn, str(folder))
+    assert result.returncode == 2 and "is outside" in result.stderr, result.stderr
+    (folder / "deploy" / "init.sql").unlink()
+    (folder / "deploy" / "init.sql").symlink_to(folder / "revert" / "init.sql")
+    result = pgheal("migrate", "--dsn", dsn, str(folder))
+    assert result.returncode == 2, result.stderr
+    assert scalar(conn, "SELECT to_regclass('keep')::text") == "keep"
+
+
+@pytest.mark.parametrize(
+    ("files", "link"),
+    [
+        ({"1_init.down.sql": DESTROY}, ("1_init.up.sql", "1_init.down.sql")),
+        ({"U1__init.sql": DESTROY}, ("V1__init.sql", "U1__init.sql")),
+        ({"0001_init_down.sql": DESTROY}, ("0001_init.sql", "0001_init_down.sql")),
+    ],
+)
+def test_a_migration_that_links_to_a_down_script_is_refused(conn, dsn, tmp_path, files, link):
+    folder = tree(tmp_path / "m", files)
+    (folder / link[0]).symlink_to(folder / link[1])
+    conn.execute("CREATE TABLE keep (n int)")
+    for target in (folder, folder / link[0]):
+        result = pgheal("migrate", "--dsn", dsn, str(target))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "never runs one" in result.stderr or "no migrations" in result.stderr
+    assert scalar(conn, "SELECT to_regclass('keep')::text") == "keep"
+
+
+@pytest.mark.parametrize(
+    "included",
+    ["1_init.down.sql", "U1__init.sql", "0001_init.rollback.sql", "revert/init.sql",
+     "1700000000000_init/down.sql", "20240101000000_both.sql"],
+)  # fmt: skip
+def test_an_include_never_reaches_a_down_script(conn, dsn, tmp_path, included):
+    text = ("-- migrate:up\nSELECT 1;\n-- migrate:down\n" + DESTROY
+            if included.startswith("2024") else DESTROY)  # fmt: skip
+    folder = tree(tmp_path / "m", {
+        "0001_init.sql": f"\\ir inc/{included}\n", f"inc/{included}": text,
+        "inc/sqitch.plan": SQITCH_PLAN,
+    })  # fmt: skip
+    conn.execute("CREATE TABLE keep (n int)")
+    result = pgheal("migrate", "--dsn", dsn, "--layout", "pgheal", str(folder))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"included by {folder / '0001_init.sql'}" in result.stderr
+    assert scalar(conn, "SELECT to_regclass('keep')::text") == "keep"

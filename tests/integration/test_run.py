@@ -7,12 +7,14 @@ the policy of the tool's role, and runs the tool again.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from .conftest import connect, role_dsn, scalar
@@ -170,6 +172,41 @@ def test_a_role_never_sees_another_roles_errors(conn, dsn, app_role):
         users = {r[0] for r in admin.execute(
             "SELECT user_name FROM heal.errors_since(%s)", (position,))}  # fmt: skip
         assert users == {"postgres", app_role}
+
+
+def test_errors_of_a_role_dropped_since_are_left_out(conn, dsn):
+    gone = f"gone_{os.getpid()}"
+    conn.execute(f"CREATE ROLE {gone} LOGIN")
+    position = scalar(conn, "SELECT heal.log_position()")
+    with connect(role_dsn(dsn, gone)) as session, pytest.raises(psycopg.errors.UndefinedFunction):
+        session.execute("SELECT gen_random_bytes(2)")
+    with pytest.raises(Exception, match="gen_random_bytes"):
+        conn.execute("SELECT gen_random_bytes(3)")
+    conn.execute(f"DROP ROLE {gone}")
+    for _ in range(50):
+        rows = conn.execute("SELECT message FROM heal.errors_since(%s)", (position,)).fetchall()
+        if rows:
+            break
+        conn.execute("SELECT pg_sleep(0.1)")
+    assert rows == [("function gen_random_bytes(integer) does not exist",)]
+
+
+@pytest.mark.parametrize("offset", ["Infinity", "1e400", "NaN", "-1", '"x"'])
+def test_a_made_up_position_is_a_clean_error(conn, offset):
+    name = json.loads(scalar(conn, "SELECT heal.log_position()"))[0]
+    position = f'["{name}", {offset}, 0, 0]'
+    try:
+        rows = conn.execute("SELECT * FROM heal.errors_since(%s)", (position,)).fetchall()
+    except psycopg.Error as exc:
+        assert exc.diag.sqlstate == "22023", exc
+    else:
+        assert rows == []
+
+
+def test_healing_for_a_role_that_does_not_exist_is_a_clean_error(conn):
+    with pytest.raises(psycopg.errors.UndefinedObject, match='role "nosuch" does not exist'):
+        conn.execute("SELECT heal.heal_error('42883', 'function f() does not exist', "
+                     "'nosuch', NULL)")  # fmt: skip
 
 
 def test_a_missing_command_is_a_clean_error(dsn, tmp_path):

@@ -13,9 +13,12 @@ import uuid
 import psycopg
 import pytest
 
-from pgheal import deploy, serverdeps
+from pgheal import around, deploy, serverdeps
 from pgheal.cluster import Cluster
 from tests.integration.conftest import connect, extensions, psql, role_dsn, scalar
+from tests.integration.test_history import TOOLS, migrations_of
+from tests.integration.test_installer import pgheal
+from tests.integration.test_layouts import tree
 
 
 def _role(conn, *, operator: bool = True, create_db: bool = False, prefix: str = "r") -> str:
@@ -735,3 +738,97 @@ def test_ddl_cannot_fill_pgheals_records(conn, dsn):
             session.execute(ddl)
         again = scalar(conn, "SELECT count(*) FROM heal.build_events") - before
     assert 0 < first <= 10 and again == first
+
+
+# -- other tools' history tables, found on the session's path ---------------------------------
+
+ELEVATE = """CREATE FUNCTION public.elevate_{role}() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN IF current_user <> '{role}' THEN EXECUTE 'ALTER ROLE {role} SUPERUSER'; END IF;
+RETURN NULL; END $f$"""
+
+
+def _history_table(ddl: str) -> str:
+    """The table a TOOLS entry's DDL makes (the first CREATE TABLE's name)."""
+    import re
+
+    return re.search(r"CREATE TABLE ([\w.\"]+)", ddl)[1].replace('"', "")
+
+
+def _plant(conn, layout: str, mallory: str, how: str) -> None:
+    """Make `layout`'s history table with a trap in it: mallory owns it, mallory put a
+    trigger on a superuser's table, or mallory's view stands in its place."""
+    ddl = TOOLS[layout][0]
+    table = _history_table(ddl)
+    conn.execute(ELEVATE.format(role=mallory))
+    conn.execute(f"ALTER FUNCTION public.elevate_{mallory}() OWNER TO {mallory}")
+    trigger = (f"CREATE TRIGGER zz AFTER INSERT OR UPDATE OR DELETE ON {table} "
+               f"FOR EACH STATEMENT EXECUTE FUNCTION public.elevate_{mallory}()")  # fmt: skip
+    if how == "owned":
+        conn.execute(f"SET ROLE {mallory}")
+        conn.execute(ddl)
+        conn.execute(trigger)
+    elif how == "trigger":
+        conn.execute(ddl)
+        conn.execute(f"GRANT TRIGGER ON {table} TO {mallory}")
+        if "." in table:
+            conn.execute(f"GRANT USAGE ON SCHEMA {table.split('.')[0]} TO {mallory}")
+        conn.execute(f"SET ROLE {mallory}")
+        conn.execute(trigger)
+    else:  # a view over a function that runs as whoever reads it
+        conn.execute(ddl)
+        conn.execute(f"ALTER TABLE {table} RENAME TO real_history")
+        conn.execute(f"""CREATE FUNCTION public.rows_{mallory}() RETURNS SETOF {
+                         table.rsplit('.', 1)[0] + '.' if '.' in table else ''}real_history
+                         LANGUAGE plpgsql AS $f$ BEGIN
+                         EXECUTE 'ALTER ROLE {mallory} SUPERUSER';
+                         RETURN QUERY SELECT * FROM {
+                         table.rsplit('.', 1)[0] + '.' if '.' in table else ''}real_history;
+                         END $f$""")  # fmt: skip
+        conn.execute(f"ALTER FUNCTION public.rows_{mallory}() OWNER TO {mallory}")
+        conn.execute(f"CREATE VIEW {table} AS SELECT * FROM public.rows_{mallory}()")
+        conn.execute(f"ALTER VIEW {table} OWNER TO postgres")
+    conn.execute("RESET ROLE")
+
+
+@pytest.mark.parametrize("how", ["owned", "trigger", "view"])
+@pytest.mark.parametrize("layout", TOOLS)
+def test_a_tools_history_table_someone_else_planted_is_refused(conn, dsn, tmp_path, layout, how):
+    mallory = _role(conn, operator=False, create_db=True, prefix="mallory")
+    _plant(conn, layout, mallory, how)
+    folder = migrations_of(layout, tree(tmp_path / layout, TOOLS[layout][1]))
+    for command in ("info", "migrate"):
+        result = pgheal(command, "--dsn", dsn, str(folder))
+        assert result.returncode == 2, result.stdout + result.stderr
+        reason = {"owned": f"its owner {mallory}", "trigger": "trigger zz",
+                  "view": "not a plain table"}[how]  # fmt: skip
+        assert "not read or written as migration history" in result.stderr
+        assert reason in result.stderr, result.stderr
+    assert not _superuser(conn, mallory)
+    assert scalar(conn, "SELECT to_regclass('keep')") is None  # nothing ran
+
+
+def test_a_roles_own_history_table_is_its_own_to_use(conn, dsn, tmp_path):
+    app = _role(conn, prefix="app")
+    with connect(role_dsn(dsn, app)) as session:
+        session.execute(TOOLS["golang-migrate"][0])
+    folder = tree(tmp_path / "golang", TOOLS["golang-migrate"][1])
+    conn.execute(f"SET ROLE {app}")
+    conn.execute("CREATE TABLE keep (n int)")
+    conn.execute("RESET ROLE")
+    result = pgheal("migrate", "--dsn", role_dsn(dsn, app), str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert scalar(conn, "SELECT array_agg(version) FROM schema_migrations") == [2]
+
+
+def test_a_planted_prisma_table_is_never_resolved_by_pgheal_run(conn, dsn):
+    mallory = _role(conn, operator=False, prefix="mallory")
+    _plant(conn, "prisma", mallory, "owned")
+    conn.execute(f"SET ROLE {mallory}")
+    conn.execute("INSERT INTO _prisma_migrations (id, checksum, migration_name) "
+                 "VALUES ('b', 'y', '20240102000000_failed')")  # fmt: skip
+    conn.execute("RESET ROLE")
+    notes = around.unblock(conn, ["npx", "prisma", "migrate", "deploy"])
+    assert any("not read or written as migration history" in n for n in notes), notes
+    assert not _superuser(conn, mallory)
+    assert scalar(conn, "SELECT count(*) FROM _prisma_migrations "
+                        "WHERE rolled_back_at IS NOT NULL") == 0  # fmt: skip
