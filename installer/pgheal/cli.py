@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import json
 import os
 import sys
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import (
     __version__,
@@ -24,6 +26,7 @@ from . import (
     layouts,
     monitor,
     patterns,
+    problems,
     runner,
     schedule,
     serverdeps,
@@ -46,12 +49,37 @@ examples:
 """
 
 
+#: psql's connection options: (flags, conninfo keyword, help).
+CONNECTION_OPTIONS = (
+    (("-h", "--host"), "host", "database server host or socket directory"),
+    (("-p", "--port"), "port", "database server port"),
+    (("-U", "--username"), "user", "database user name"),
+    (("-d", "--dbname"), "dbname", "database name"),
+)
+
+
 def _dsn(args: argparse.Namespace) -> str:
-    return args.dsn or os.environ.get("PGHEAL_DSN", "")
+    """--dsn (else $PGHEAL_DSN, else libpq's environment), with -h -p -U -d and a
+    password asked for on top, as psql combines them."""
+    given = {key: getattr(args, key, None) for _, key, _ in CONNECTION_OPTIONS}
+    given["password"] = getattr(args, "password_given", None)
+    base = getattr(args, "dsn", None) or os.environ.get("PGHEAL_DSN", "")
+    return make_conninfo(base, **{k: v for k, v in given.items() if v})
 
 
 def _connect(args: argparse.Namespace) -> psycopg.Connection:
-    return psycopg.connect(_dsn(args), autocommit=True)
+    """A connection; on a terminal, the password is asked for when the server wants one
+    (or first, with -W), as psql does."""
+    if getattr(args, "password", False) and not getattr(args, "password_given", None):
+        args.password_given = getpass.getpass("Password: ")
+    try:
+        return psycopg.connect(_dsn(args), autocommit=True)
+    except psycopg.OperationalError as exc:
+        wants = "no password supplied" in str(exc)
+        if not wants or getattr(args, "no_password", False) or not sys.stdin.isatty():
+            raise
+        args.password_given = getpass.getpass("Password: ")
+        return psycopg.connect(_dsn(args), autocommit=True)
 
 
 def _say(args: argparse.Namespace, text: str, **fields: object) -> None:
@@ -123,23 +151,38 @@ def cmd_patterns(args: argparse.Namespace) -> int:
                 raise runner.RunnerError(f"pgheal patterns {args.action} needs a pattern id")
             if not patterns.set_enabled(conn, args.id, args.action == "enable"):
                 raise runner.RunnerError(f"no learned pattern with id {args.id}")
-            print(f"pattern {args.id} {args.action}d")
+            _say(args, f"pattern {args.id} {args.action}d", id=args.id,
+                 enabled=args.action == "enable")  # fmt: skip
         elif args.action == "export":
             text = patterns.export(conn)
             if args.file:
                 args.file.write_text(text + "\n")
+                _say(args, f"patterns written to {args.file}", file=str(args.file))
             else:
-                print(text)
+                print(text)  # JSON already
         elif args.action == "import":
             text = args.file.read_text() if args.file else sys.stdin.read()
-            print(f"imported {patterns.import_(conn, text)} patterns")
+            count = patterns.import_(conn, text)
+            _say(args, f"imported {count} patterns", imported=count)
     return 0
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
-        unscheduled = schedule.unschedule(_dsn(args), conn)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise runner.RunnerError(
+                    f"this removes pgheal and its records from database {conn.info.dbname}: "
+                    "pass --yes to confirm (no terminal to ask on)"
+                )
+            answer = input(f"Remove pgheal and its records from database {conn.info.dbname}? "
+                           "[y/N] ")  # fmt: skip
+            if answer.strip().lower() not in ("y", "yes"):
+                _say(args, "nothing removed", removed=False)
+                return 0
         summary, *notes = deploy.uninstall(conn)
+        # Only once pgheal is gone: a refused uninstall leaves the scan scheduled.
+        unscheduled = schedule.unschedule(_dsn(args), conn)
     notes.append(unscheduled.message)
     if args.json:
         print(json.dumps({"message": summary, "notes": notes}))
@@ -260,26 +303,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run(keep=args.keep)
 
 
+def _connection(p: argparse.ArgumentParser, before: bool) -> None:
+    """psql's connection options, taken before the command (`before`) or after it: the
+    command's own copies leave unset what was given before."""
+    unset = None if before else argparse.SUPPRESS
+    group = p.add_argument_group("connection options (as psql's)")
+    group.add_argument(
+        "--dsn", default=unset, help="connection string (default: $PGHEAL_DSN, libpq's environment)"
+    )
+    for flags, key, help in CONNECTION_OPTIONS:
+        group.add_argument(*flags, dest=key, default=unset, help=help)
+    group.add_argument(
+        "-W",
+        "--password",
+        action="store_true",
+        default=False if before else argparse.SUPPRESS,
+        help="ask for the password before connecting",
+    )
+    group.add_argument("-w", "--no-password", action="store_true", default=False if before
+                       else argparse.SUPPRESS, help="never ask for a password")  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="pgheal",
         description="PostgreSQL migrations that heal themselves.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,  # -h is the host, as in psql
     )
+    top.add_argument("-?", "--help", action="help", help="show this help and exit")
     top.add_argument("--version", action="version", version=f"pgheal {__version__}")
+    top.add_argument("--json", action="store_true", default=False, help="JSON for machines")
+    _connection(top, before=True)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help: str, json: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG, add_help=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-        p.set_defaults(func=func, json=False)
-        if json:
-            p.add_argument("--json", action="store_true", help="JSON for machines")
+        p.add_argument("-?", "--help", action="help", help="show this help and exit")
+        p.set_defaults(func=func)
+        if json:  # given before the command or after it
+            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                           help="JSON for machines")  # fmt: skip
         return p
 
     def dsn(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dsn", help="connection string (default: $PGHEAL_DSN, libpq env)")
+        _connection(p, before=False)
 
     p = command("install", cmd_install, "deploy or upgrade pgheal in a database (one transaction)")
     dsn(p)
@@ -293,6 +363,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-schedule", action="store_true", help="do not schedule the scan")
     p = command("uninstall", cmd_uninstall, "remove pgheal's objects from a database")
     dsn(p)
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask (needed where there is no terminal to ask on)")  # fmt: skip
     p = command("schedule", cmd_schedule, "schedule heal.scan() with pg_cron")
     dsn(p)
     p.add_argument("--every", metavar="CRON", help="cron schedule, GMT (default: the setting)")
@@ -370,11 +442,34 @@ def main(argv: list[str] | None = None) -> int:
         around.RunError,
         history.HistoryError,
     ) as exc:
-        print(f"pgheal {args.command}: {exc}", file=sys.stderr)
-        return 2
-    except psycopg.OperationalError as exc:
-        print(f"pgheal {args.command}: cannot connect: {exc}".rstrip(), file=sys.stderr)
-        return 2
+        problem = problems.Problem(str(exc))
+    except psycopg.ProgrammingError as exc:
+        if exc.diag.sqlstate is None:  # libpq refused the connection string itself
+            problem = problems.Problem(f"not a connection string: {exc} (see --dsn, -h -p -U -d)")
+        else:
+            problem = problems.database_error(exc, *_who(args))
+    except psycopg.Error as exc:
+        problem = problems.database_error(exc, *_who(args))
+    except KeyboardInterrupt:
+        problem = problems.interrupted(args.command)
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing, on a stdout that no longer fails.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return problems.BROKEN_PIPE
+    except OSError as exc:
+        problem = problems.os_error(exc)
+    print(f"pgheal {args.command}: {problem.line()}", file=sys.stderr)
+    return problem.exit_code
+
+
+def _who(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The user and database the command meant to connect as, for the error's advice."""
+    try:
+        info = conninfo_to_dict(_dsn(args))
+    except psycopg.Error:
+        info = {}
+    return (info.get("user") or os.environ.get("PGUSER") or getpass.getuser(),
+            info.get("dbname") or os.environ.get("PGDATABASE"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -65,22 +65,55 @@ class ToolHistory:
 
 # -- finding the tables, and trusting them --------------------------------------------------------
 
-#: The relation a name resolves to, and what would let its owner, or another role, run
-#: code or forge rows in pgheal's session: a view, a foreign table, a trigger, a rule,
-#: an owner whose rights the session's role does not already include (a superuser's
-#: table is always fine; a superuser session needs one).
+#: What would let a role other than the runner run code or forge rows in pgheal's
+#: session through the table: a view, foreign or partitioned table, child tables, a
+#: trigger, a rule, an owner whose rights the runner lacks (a superuser's table is
+#: always fine; a superuser's run needs one), and any function, operator, operator class
+#: or type its columns, defaults, constraints, indexes or policies use whose owner the
+#: same holds for. Run on pgheal's path only: it compares oids with operators.
 _CHECK = """
-SELECT pg_catalog.format('%%I.%%I', n.nspname, c.relname),
-       c.relkind IN ('r', 'p'),
-       pg_catalog.pg_has_role(c.relowner, current_user, 'USAGE'),
-       pg_catalog.pg_get_userbyid(c.relowner),
-       (SELECT pg_catalog.min(t.tgname) FROM pg_catalog.pg_trigger t
-         WHERE t.tgrelid = c.oid AND NOT t.tgisinternal),
-       (SELECT pg_catalog.min(r.rulename) FROM pg_catalog.pg_rewrite r
-         WHERE r.ev_class = c.oid),
+WITH t AS (SELECT c.* FROM pg_catalog.pg_class c WHERE c.oid = %s::pg_catalog.regclass),
+parts AS (
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass AS classid, t.oid AS objid FROM t
+    UNION ALL SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass, a.oid
+      FROM pg_catalog.pg_attrdef a, t WHERE a.adrelid = t.oid
+    UNION ALL SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, k.oid
+      FROM pg_catalog.pg_constraint k, t WHERE k.conrelid = t.oid
+    UNION ALL SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid
+      FROM pg_catalog.pg_index i, t WHERE i.indrelid = t.oid
+    UNION ALL SELECT 'pg_catalog.pg_policy'::pg_catalog.regclass, p.oid
+      FROM pg_catalog.pg_policy p, t WHERE p.polrelid = t.oid),
+used AS (
+    SELECT d.refclassid, d.refobjid,
+           CASE d.refclassid
+             WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
+               (SELECT f.proowner FROM pg_catalog.pg_proc f WHERE f.oid = d.refobjid)
+             WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN
+               (SELECT o.oprowner FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
+             WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN
+               (SELECT y.typowner FROM pg_catalog.pg_type y WHERE y.oid = d.refobjid)
+             WHEN 'pg_catalog.pg_opclass'::pg_catalog.regclass THEN
+               (SELECT o.opcowner FROM pg_catalog.pg_opclass o WHERE o.oid = d.refobjid)
+           END AS owner
+      FROM pg_catalog.pg_depend d JOIN parts ON d.classid = parts.classid
+                                            AND d.objid = parts.objid
+     WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+                            'pg_catalog.pg_operator'::pg_catalog.regclass,
+                            'pg_catalog.pg_type'::pg_catalog.regclass,
+                            'pg_catalog.pg_opclass'::pg_catalog.regclass))
+SELECT t.relkind = 'r' AND NOT t.relhassubclass,
+       pg_catalog.pg_has_role(t.relowner, current_user, 'USAGE'),
+       pg_catalog.pg_get_userbyid(t.relowner),
+       (SELECT pg_catalog.min(g.tgname) FROM pg_catalog.pg_trigger g
+         WHERE g.tgrelid = t.oid AND NOT g.tgisinternal),
+       (SELECT pg_catalog.min(r.rulename) FROM pg_catalog.pg_rewrite r WHERE r.ev_class = t.oid),
+       (SELECT pg_catalog.min(pg_catalog.pg_describe_object(u.refclassid, u.refobjid, 0)
+                              OPERATOR(pg_catalog.||) ' (owned by '
+                              OPERATOR(pg_catalog.||) pg_catalog.pg_get_userbyid(u.owner)
+                              OPERATOR(pg_catalog.||) ')')
+          FROM used u WHERE NOT pg_catalog.pg_has_role(u.owner, current_user, 'USAGE')),
        current_user
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.oid = pg_catalog.to_regclass(%s)
+  FROM t
 """
 
 
@@ -88,34 +121,43 @@ def resolve(conn: psycopg.Connection, name: str) -> str | None:
     """The qualified name of the table `name` means on the session's path (where the
     tool itself looks), checked; None when there is none."""
     with conn.transaction():
-        row = conn.execute(_CHECK, (name,)).fetchone()
-        if row is None:
-            return None
-        qualified = row[0]
+        # Only the name is looked up on the session's path, never an operator.
+        oid = conn.execute("SELECT pg_catalog.to_regclass(%s)::pg_catalog.oid", (name,)
+                           ).fetchone()[0]  # fmt: skip
         conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        if oid is None:
+            return None
+        qualified = conn.execute(
+            "SELECT pg_catalog.format('%%I.%%I', n.nspname, c.relname) FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s::oid",
+            (oid,)).fetchone()[0]  # fmt: skip
         _check(conn, qualified)
     return qualified
 
 
 def _check(conn: psycopg.Connection, qualified: str) -> None:
     """Lock `qualified` (no one drops and replaces it while pgheal uses it), then refuse
-    it unless it is a plain table whose owner has no rights the session's role lacks,
-    with no trigger or rule of its own."""
+    it unless nothing in it or on it can act in pgheal's session but the runner's own
+    (`_CHECK`). On pgheal's path."""
     conn.execute(f"LOCK TABLE {qualified} IN ACCESS SHARE MODE")
     row = conn.execute(_CHECK, (qualified,)).fetchone()
     assert row is not None  # locked: it cannot have gone
-    _, table, owner_ok, owner, trigger, rule, runner = row
+    table, owner_ok, owner, trigger, rule, foreign, runner = row
     why = None
     if not table:
-        why = "it is not a plain table"
+        why = "it is not a plain table without child tables"
     elif not owner_ok:
-        why = (f"its owner {owner} has rights that role {runner} lacks (any code or row "
-               f"{owner} put there would act as {runner}): run pgheal as {owner}, or have "
-               f"the table owned by a role with {runner}'s rights")  # fmt: skip
+        why = (
+            f"its owner {owner} has rights that role {runner} lacks (any code or row "
+            f"{owner} put there would act as {runner}): run pgheal as {owner} (-U {owner})"
+        )
     elif trigger is not None:
         why = f"it has trigger {trigger}, which would run in pgheal's session"
     elif rule is not None:
         why = f"it has rule {rule}, which would run in pgheal's session"
+    elif foreign is not None:
+        why = (f"it uses {foreign}, whose owner has rights that role {runner} lacks and "
+               "would run in pgheal's session")  # fmt: skip
     if why is not None:
         raise HistoryError(f"{qualified}: not read or written as migration history: {why}")
 
@@ -131,7 +173,9 @@ def guarded(conn: psycopg.Connection, tables: tuple[str, ...]) -> Iterator[None]
 
 
 def has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
-    return bool(conn.execute(
+    with conn.transaction():
+        conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        return bool(conn.execute(
         "SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute WHERE attrelid = %s::regclass "
         "AND attname = %s AND NOT attisdropped", (table, column)).fetchone()[0])  # fmt: skip
 

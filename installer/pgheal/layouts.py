@@ -122,6 +122,8 @@ _DBMATE_MARKER = re.compile(r"^--\s*migrate:(?P<way>up|down)\b(?P<options>[^\n]*
 
 #: What a script that undoes another is called, in any layout: never a migration.
 _UNDOING = re.compile(r"[._-](?:down|rollback|undo|revert)\.sql$", re.I)
+#: The same, whatever the file's extension (a file included or linked need not be .sql).
+_UNDOING_ANY = re.compile(r"[._-](?:down|rollback|undo|revert)\.[\w.]+$", re.I)
 
 
 def _plain_numbered(folder: Path) -> list[Path]:
@@ -688,7 +690,7 @@ def undoes(path: Path) -> str | None:
     """What `path` is when, in any layout, it undoes a migration (and so never runs,
     whether named, found in a folder, reached through a link or included), else None."""
     name = path.name
-    if ((match := _UP_DOWN.match(name)) and match["way"] == "down") or _UNDOING.search(name):
+    if ((match := _UP_DOWN.match(name)) and match["way"] == "down") or _UNDOING_ANY.search(name):
         return "a down migration"
     if name == "down.sql":
         return "a down migration"
@@ -734,13 +736,27 @@ def read_folder(folder: Path, layout: str | None = None) -> Found:
         raise LayoutError(f"{folder}: no {chosen.name} migrations ({chosen.describe})")
     for migration in found.migrations:
         _refuse_undoing(migration.path)
+    _refuse_hard_links([m.path for m in found.migrations], folder)
     return found
+
+
+def _refuse_hard_links(paths: list[Path], folder: Path) -> None:
+    """A hard link to a down script is the same file under another name: refuse any of
+    `paths` that is one to a down, undo or revert script under `folder`."""
+    undoing = {(p.stat().st_dev, p.stat().st_ino): p for p in folder.rglob("*")
+               if p.is_file() and undoes(p)}  # fmt: skip
+    for path in paths:
+        same = undoing.get((path.stat().st_dev, path.stat().st_ino))
+        if same is not None:
+            raise LayoutError(f"{path}: the same file as {same} ({undoes(same)}); "
+                              "pgheal never runs one")  # fmt: skip
 
 
 def read_file(path: Path) -> tuple[Migration, tuple[str, tuple] | None]:
     """One file given by name: the migration in it, and how its layout orders it
     (None: it keeps its place). A down, undo or revert script is refused."""
     _refuse_undoing(path)
+    _refuse_hard_links([path], path.parent)
     name, text = path.name, _read(path)
     match, flyway = _UP_DOWN.match(name), _FLYWAY.match(name)
     if flyway and (flyway["kind"] == "R") == (flyway["version"] is None):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any, TextIO
 
 import psycopg
 from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
 EVENT_COLUMNS = ("id", "created_at", "source", "event_type", "statement", "sqlstate", "message",
@@ -36,6 +38,12 @@ def since(text: str) -> timedelta:
     return timedelta(**{unit: int(match.group(1))})
 
 
+def data_row(table: Table, *cells: object) -> None:
+    """A table row of data: each cell plain text, never read as markup."""
+    table.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c))
+                    for c in cells))  # fmt: skip
+
+
 def console(out: TextIO) -> Console:
     con = Console(file=out, highlight=False, soft_wrap=True)
     if not con.is_terminal:
@@ -43,9 +51,21 @@ def console(out: TextIO) -> Console:
     return con
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else str(v))
-            for k, v in row.items()}  # fmt: skip
+def jsonable(value: Any) -> Any:
+    """`value` as JSON takes it: times in ISO 8601, numbers as numbers."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    return str(value)
 
 
 def health(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -78,12 +98,12 @@ def print_status(conn: psycopg.Connection, out: TextIO, as_json: bool) -> int:
         out.write(json.dumps({"status": worst, "checks": checks, "last_24h": day}) + "\n")
         return 1 if worst == "error" else 0
     con = console(out)
-    style = STATUS_STYLE[worst]
-    con.print(f"[bold {style}]pgheal: {worst}[/] in database {conn.info.dbname}")
+    con.print(Text.assemble((f"pgheal: {worst}", f"bold {STATUS_STYLE[worst]}"),
+                            f" in database {conn.info.dbname}"))  # fmt: skip
     for check in checks:
         if check["status"] != "ok":
-            con.print(f"  [{STATUS_STYLE[check['status']]}]{check['status']:5}[/] "
-                      f"{check['name']}: {check['detail']}")  # fmt: skip
+            con.print(Text.assemble("  ", (f"{check['status']:5}", STATUS_STYLE[check["status"]]),
+                                    f" {check['name']}: {check['detail']}"))  # fmt: skip
     con.print(
         f"last 24 h: {day['heals']} heals, {day['failures']} not healed, {day['migrations']} "
         f"migrations ({day['failed_migrations']} failed), {day['errors_seen']} application "
@@ -104,8 +124,7 @@ def print_doctor(conn: psycopg.Connection, out: TextIO, as_json: bool) -> int:
         table.add_column(column)
     for c in checks:
         style = STATUS_STYLE[c["status"]]
-        table.add_row(c["name"], f"[{style}]{c['status']}[/]", c["detail"] or "",
-                      c["remediation"] or "")  # fmt: skip
+        data_row(table, c["name"], Text(c["status"], style=style), c["detail"], c["remediation"])
     con.print(table)
     con.print("all checks pass" if not problems else f"{len(problems)} to look at")
     return 1 if problems else 0
@@ -153,7 +172,7 @@ def print_events(rows: Iterator[dict[str, Any]] | list[dict[str, Any]], out: Tex
                  as_json: bool, table: bool) -> None:  # fmt: skip
     if as_json:
         for row in rows:
-            out.write(json.dumps(_jsonable(row)) + "\n")
+            out.write(json.dumps(jsonable(row)) + "\n")
             out.flush()
         return
     con = console(out)
@@ -162,13 +181,16 @@ def print_events(rows: Iterator[dict[str, Any]] | list[dict[str, Any]], out: Tex
         for column in EVENT_COLUMNS:
             view.add_column(column)
         for row in rows:
-            view.add_row(*(str(row[c]) if row[c] is not None else "" for c in EVENT_COLUMNS))
+            data_row(view, *(row[c] for c in EVENT_COLUMNS))
         con.print(view)
         return
     for row in rows:
         style = "green" if row["event_type"] == "auto_heal_success" else (
             "red" if row["event_type"].endswith("failed") else "")  # fmt: skip
-        con.print(f"{row['created_at']:%H:%M:%S} {row['source']:13} "
-                  f"[{style}]{row['event_type']:19}[/] {row['message'] or ''}"
-                  + (f" -> {row['fix_sql']}" if row["fix_sql"] else ""))  # fmt: skip
+        # Text, never markup: messages and fixes are data, brackets and all.
+        con.print(Text.assemble(
+            f"{row['created_at']:%H:%M:%S} {row['source']:13} ",
+            (f"{row['event_type']:19}", style), f" {row['message'] or ''}",
+            f" -> {row['fix_sql']}" if row["fix_sql"] else "",
+        ))  # fmt: skip
         out.flush()

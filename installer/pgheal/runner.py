@@ -26,6 +26,7 @@ from heal.script import ScriptError, split, without_concurrently
 
 from . import history
 from .layouts import Found, LayoutError, Migration, read_file, read_folder
+from .monitor import data_row
 
 __all__ = ["Migration", "Runner", "RunnerError", "discover", "parts"]
 
@@ -206,7 +207,9 @@ class Runner:
                 continue
             self.console.print(f"{migration.name}" + (f" ({part.outside})" if part.outside else ""),
                                markup=False)  # fmt: skip
+            said = len(self.notices)
             error = self._run_part(part)
+            outcome.notices += self.notices[said:]  # what the server said: heals, skips
             statements, heals, ms = self._last(part.name)
             outcome.statements += statements
             outcome.heals += heals
@@ -295,7 +298,7 @@ class Runner:
                 column, justify="right" if column in ("statements", "heals", "ms") else "left"
             )
         for o in outcomes:
-            table.add_row(o.name, o.status, str(o.statements), str(o.heals),
+            data_row(table, o.name, o.status, str(o.statements), str(o.heals),
                           f"{o.duration_ms:.0f}",
                           (o.error or "").split("\n")[0] or "; ".join(o.notices))  # fmt: skip
         self.console.print(table)
@@ -383,7 +386,7 @@ class Runner:
         for column in ("migration", "state", "applied at", "by"):
             table.add_column(column)
         for row in rows:
-            table.add_row(row["migration"], row["state"], row["applied_at"] or "", row["by"] or "")
+            data_row(table, row["migration"], row["state"], row["applied_at"], row["by"])
         self.console.print(table)
 
     def print_plan(self, rows: list[tuple]) -> None:
@@ -391,9 +394,7 @@ class Runner:
         for column in ("migration", "line", "missing", "fix", "allowed", "why not"):
             table.add_column(column)
         for name, line, missing, fix, allowed, reason in rows:
-            table.add_row(
-                name, str(line), missing, fix or "", "yes" if allowed else "no", reason or ""
-            )
+            data_row(table, name, line, missing, fix, "yes" if allowed else "no", reason)
         self.console.print(table if rows else "nothing is missing")
 
 

@@ -116,7 +116,7 @@ def test_cli_install_and_uninstall(conn, dsn):
     result = pgheal("install", "--dsn", dsn)
     assert result.returncode == 0, result.stderr
     assert "upgraded from 0.1.0" in result.stdout
-    result = pgheal("uninstall", "--dsn", dsn)
+    result = pgheal("uninstall", "--yes", "--dsn", dsn)
     assert result.returncode == 0, result.stderr
     assert scalar(conn, "SELECT to_regnamespace('heal')") is None
     bad = pgheal("install", "--dsn", dsn, "--python-path", "/nonexistent")
@@ -158,5 +158,5 @@ def test_every_command_speaks_json(conn, dsn):
     assert switched["state"] == "off"
     listed = json.loads(pgheal("patterns", "list", "--json", "--dsn", dsn).stdout)
     assert listed == []
-    removed = json.loads(pgheal("uninstall", "--json", "--dsn", dsn).stdout)
+    removed = json.loads(pgheal("uninstall", "--yes", "--json", "--dsn", dsn).stdout)
     assert removed["message"] == f"pgheal removed from database {conn.info.dbname}"

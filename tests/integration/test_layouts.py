@@ -318,9 +318,13 @@ def test_a_deploy_script_that_links_elsewhere_is_refused(conn, dsn, tmp_path):
         ({"0001_init_down.sql": DESTROY}, ("0001_init.sql", "0001_init_down.sql")),
     ],
 )
-def test_a_migration_that_links_to_a_down_script_is_refused(conn, dsn, tmp_path, files, link):
+@pytest.mark.parametrize("hard", [False, True])
+def test_a_migration_that_links_to_a_down_script_is_refused(conn, dsn, tmp_path, files, link, hard):
     folder = tree(tmp_path / "m", files)
-    (folder / link[0]).symlink_to(folder / link[1])
+    if hard:
+        (folder / link[0]).hardlink_to(folder / link[1])
+    else:
+        (folder / link[0]).symlink_to(folder / link[1])
     conn.execute("CREATE TABLE keep (n int)")
     for target in (folder, folder / link[0]):
         result = pgheal("migrate", "--dsn", dsn, str(target))
@@ -332,7 +336,7 @@ def test_a_migration_that_links_to_a_down_script_is_refused(conn, dsn, tmp_path,
 @pytest.mark.parametrize(
     "included",
     ["1_init.down.sql", "U1__init.sql", "0001_init.rollback.sql", "revert/init.sql",
-     "1700000000000_init/down.sql", "20240101000000_both.sql"],
+     "1700000000000_init/down.sql", "20240101000000_both.sql", "3_c.down.pgsql"],
 )  # fmt: skip
 def test_an_include_never_reaches_a_down_script(conn, dsn, tmp_path, included):
     text = ("-- migrate:up\nSELECT 1;\n-- migrate:down\n" + DESTROY

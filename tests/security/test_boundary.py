@@ -832,3 +832,80 @@ def test_a_planted_prisma_table_is_never_resolved_by_pgheal_run(conn, dsn):
     assert not _superuser(conn, mallory)
     assert scalar(conn, "SELECT count(*) FROM _prisma_migrations "
                         "WHERE rolled_back_at IS NOT NULL") == 0  # fmt: skip
+
+
+#: An operator oid = regclass: pg_catalog has no exact match, so on a path with public
+#: on it this one wins wherever a query compares an oid with a regclass.
+OID_OPERATOR = """
+CREATE FUNCTION public.oideq_{r}(oid, regclass) RETURNS boolean LANGUAGE plpgsql AS $f$
+BEGIN
+  IF current_user <> '{r}' THEN
+    BEGIN EXECUTE 'ALTER ROLE {r} SUPERUSER'; EXCEPTION WHEN others THEN NULL; END;
+  END IF;
+  RETURN $1 = $2::oid;
+END $f$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.oideq_{r});
+"""
+
+
+@pytest.mark.parametrize("route", ["flyway", "golang-migrate", "prisma", "run"])
+def test_no_operator_on_the_sessions_path_runs_while_history_is_read(conn, dsn, tmp_path, route):
+    mallory = _role(conn, operator=False, prefix="mallory")
+    with connect(role_dsn(dsn, mallory)) as m:
+        m.execute(OID_OPERATOR.format(r=mallory))
+    try:
+        layout = "prisma" if route == "run" else route
+        conn.execute(TOOLS[layout][0])  # the superuser's own table, as the tool made it
+        conn.execute("CREATE TABLE keep (n int)")  # what the tool applied
+        if route == "run":
+            around.unblock(conn, ["npx", "prisma", "migrate", "deploy"])
+        else:
+            folder = migrations_of(layout, tree(tmp_path / layout, TOOLS[layout][1]))
+            for command in ("info", "migrate"):
+                result = pgheal(command, "--dsn", dsn, str(folder))
+                assert result.returncode == 0, result.stdout + result.stderr
+        assert not _superuser(conn, mallory)
+    finally:
+        conn.execute("DROP OPERATOR IF EXISTS public.= (oid, regclass)")
+
+
+EVIL = """CREATE FUNCTION public.evil_{r}() RETURNS {ret} LANGUAGE plpgsql AS $f$
+BEGIN IF current_user <> '{r}' THEN EXECUTE 'ALTER ROLE {r} SUPERUSER'; END IF;
+RETURN {val}; END $f$"""
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("default", "function public.evil_"), ("check", "function public.evil_"),
+     ("index", "function public.evil2_"), ("domain", "type "), ("child", "child tables")],
+)  # fmt: skip
+def test_a_history_table_taken_over_keeps_nothing_of_its_maker(conn, dsn, tmp_path, how, reason):
+    """mallory made the table and what is in it; an admin then took the table over."""
+    mallory = _role(conn, operator=False, prefix="mallory")
+    table = "flyway_schema_history"
+    ret, val = ("timestamp", "now()") if how == "default" else ("boolean", "true")
+    with connect(role_dsn(dsn, mallory)) as m:
+        m.execute(EVIL.format(r=mallory, ret=ret, val=val))
+        m.execute(f"""CREATE FUNCTION public.evil2_{mallory}(text) RETURNS text LANGUAGE plpgsql
+                      IMMUTABLE AS $f$ BEGIN PERFORM public.evil_{mallory}(); RETURN $1; END $f$""")
+        m.execute(TOOLS["flyway"][0])
+        if how == "default":
+            m.execute(f"ALTER TABLE {table} ALTER installed_on SET DEFAULT public.evil_{mallory}()")
+        elif how == "check":
+            m.execute(f"ALTER TABLE {table} ADD CHECK (public.evil_{mallory}())")
+        elif how == "index":
+            m.execute(f"CREATE INDEX ON {table} (public.evil2_{mallory}(script))")
+        elif how == "domain":
+            m.execute(f"CREATE DOMAIN public.d_{mallory} AS text CHECK (public.evil_{mallory}())")
+            m.execute(f"ALTER TABLE {table} ALTER script TYPE public.d_{mallory}")
+        else:  # a row, in a child table, saying V1.1 is applied
+            m.execute(f"CREATE TABLE public.kid_{mallory} () INHERITS ({table})")
+            m.execute(f"INSERT INTO public.kid_{mallory} VALUES (7, '1.1', 'second note', "
+                      "'SQL', 'V1_1__second_note.sql', 1, 'x', now(), 3, true)")  # fmt: skip
+    conn.execute(f"ALTER TABLE {table} OWNER TO postgres")
+    folder = tree(tmp_path / "flyway", TOOLS["flyway"][1])
+    result = pgheal("migrate", "--dsn", dsn, str(folder))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not read or written as migration history" in result.stderr
+    assert reason in result.stderr, result.stderr
+    assert not _superuser(conn, mallory)
