@@ -205,6 +205,13 @@ class Extension:
     comment: str | None = field(default=None, compare=False)
 
 
+def _allow_statement(extension: str) -> str:
+    """The statement that adds `extension` to the allow-list, as a refusal names it."""
+    literal = "'" + extension.replace("'", "''") + "'"
+    return ("UPDATE heal.settings SET value = concat_ws(',', nullif(value, ''), "
+            f"{literal}) WHERE name = 'allow_extensions'")  # fmt: skip
+
+
 def refuse_extension(ext: Extension, policy: Policy, caller: Caller) -> str | None:
     """Why `ext` may not be installed for `caller`, or None when it may."""
     if refused := policy.refuse_kind("create_extension"):
@@ -214,21 +221,21 @@ def refuse_extension(ext: Extension, policy: Policy, caller: Caller) -> str | No
     if ext.name in policy.deny_extensions:
         return (
             f'extension "{ext.name}" is on the deny list (heal.settings deny_extensions): '
-            f"it reaches files, the network or server internals. To allow it, add it to "
-            f"heal.settings allow_extensions"
+            f"it reaches files, the network or server internals. To allow it, as a superuser: "
+            f"{_allow_statement(ext.name)}"
         )
     if caller.superuser:
         return None
     if not ext.trusted:
         return (
             f'extension "{ext.name}" is not trusted and role "{caller.role}" is not a superuser. '
-            f"To allow it, add it to heal.settings allow_extensions"
+            f"To allow it, as a superuser: {_allow_statement(ext.name)}"
         )
     if not caller.create_on_database:
         return (
             f'role "{caller.role}" has no CREATE privilege on this database, so it could not '
-            f'install "{ext.name}" by hand. Grant it (GRANT CREATE ON DATABASE ...), or add the '
-            f"extension to heal.settings allow_extensions"
+            f'install "{ext.name}" by hand. Grant it (GRANT CREATE ON DATABASE <this database> '
+            f"TO {caller.role}), or, as a superuser: {_allow_statement(ext.name)}"
         )
     return None
 

@@ -30,6 +30,20 @@ def test_denied_extension_names_the_setting(conn):
     assert "dblink" not in extensions(conn)
 
 
+def test_the_refusal_names_a_statement_that_works_as_written(conn):
+    conn.execute("UPDATE heal.settings SET value = 'citext' WHERE name = 'allow_extensions'")
+    with pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(conn, "SELECT dblink_connect('host=nowhere');")
+    statement = info.value.diag.message_detail.split("as a superuser: ")[1].split("\n")[0]
+    assert statement.startswith("UPDATE heal.settings"), statement
+    conn.execute(statement)
+    assert scalar(conn, "SELECT value FROM heal.settings WHERE name = 'allow_extensions'") == (
+        "citext,dblink"
+    )
+    migrate(conn, "CREATE VIEW v AS SELECT dblink_get_connections() AS c;")
+    assert "dblink" in extensions(conn)
+
+
 def test_allow_list_overrides_the_deny_list(conn):
     conn.execute("UPDATE heal.settings SET value = 'dblink' WHERE name = 'allow_extensions'")
     migrate(conn, "CREATE VIEW v AS SELECT dblink_get_connections() AS c;")
