@@ -15,6 +15,7 @@ from pathlib import Path
 import psycopg
 
 from heal import PGLAST_VERSION, __version__
+from heal.reasons import KINDS
 
 MIN_SERVER_VERSION = 150000
 _HISTORY = """CREATE TABLE IF NOT EXISTS heal.installed_scripts (
@@ -138,6 +139,7 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
                 (name, hashlib.sha256(text.encode()).hexdigest()),
             )
             applied.append(name)
+        _write_reason_kinds(conn)
         conn.execute("DELETE FROM heal.modules")  # and their compiled code, made again below
         with conn.cursor() as cur:
             cur.executemany(
@@ -161,6 +163,15 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
         if not conn.execute("SELECT count(*) FROM heal.log_intake").fetchone()[0]:
             conn.execute("SELECT heal.skip_log_backlog()")
     return Report(__version__, applied, objects, info["pglast"], previous)
+
+
+def _write_reason_kinds(conn: psycopg.Connection) -> None:
+    """heal.reason_kinds as the server package declares them (heal.reasons)."""
+    rows = [(kind, label, text, n) for n, (kind, (label, text)) in enumerate(KINDS.items(), 1)]
+    conn.execute("DELETE FROM heal.reason_kinds")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO heal.reason_kinds (kind, label, description, position) "
+                        "VALUES (%s, %s, %s, %s)", rows)  # fmt: skip
 
 
 def _installed_version(conn: psycopg.Connection) -> str | None:

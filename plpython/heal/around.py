@@ -21,9 +21,8 @@ from .db import OwnPath, caller, cancelled, fetch, fetch_value, settings
 from .errors import is_cancel
 from .fingerprint import fingerprint
 from .fixes import apply_fix_as, plan_error, spi_message
-from .logs import Record
 from .policy import Policy
-from .scanner import log_files, log_source, raised_by_migrate, read_since
+from .scanner import log_files, log_source, read_since, wanted
 
 #: The most of a message, and of the tool's name, a run's record keeps.
 _MAX_TEXT = 10_000
@@ -61,11 +60,8 @@ def errors_since(position: str | None) -> list[dict[str, Any]]:
             return []  # rotated away: nothing of this run is left to read
         database = fetch_value("SELECT pg_catalog.current_database()")
 
-        def want(record: Record) -> bool:
-            mine = record.database == database and not raised_by_migrate(record)
-            return record.severity == "ERROR" and mine
-
-        got = read_since(directory, fmt, start, Policy.from_settings(settings()), want)
+        got = read_since(directory, fmt, start, Policy.from_settings(settings()),
+                         wanted(database))  # fmt: skip
         users = {r.user for _, r in got.records if r.user}
         mine = {
             row["u"] for row in fetch(

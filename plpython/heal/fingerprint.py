@@ -36,10 +36,16 @@ def kind(message: str) -> str:
 def fingerprint(sqlstate: str | None, message: str) -> Fingerprint:
     missing = classify(sqlstate or "", message)
     if missing is not None:
-        key = f"{sqlstate}|{missing.kind}|{missing.describe()}"
-        return Fingerprint(_digest(key), missing.pattern, missing)
+        return of_missing(sqlstate, missing)
     instance = _NUMBER.sub("?", _LITERAL.sub("?", message))
     return Fingerprint(_digest(f"{sqlstate}|{instance}"), kind(message), None)
+
+
+def of_missing(sqlstate: str | None, missing: Missing) -> Fingerprint:
+    """The fingerprint of an error about `missing`: however the message spelled it (an
+    error's text, a prediction of the trigger), one object missing is one failure."""
+    key = f"{sqlstate}|{missing.kind}|{missing.describe()}"
+    return Fingerprint(_digest(key), missing.pattern, missing)
 
 
 def _digest(key: str) -> str:

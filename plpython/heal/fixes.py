@@ -8,6 +8,7 @@ import re
 
 import plpy
 
+from . import reasons
 from .catalog import DatabaseCatalog
 from .db import caller, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
@@ -171,6 +172,12 @@ def plan_error(
         return learned, "learned"
     assert fp.missing is not None
     return plan(fp.missing, catalog, policy, who), "catalog"
+
+
+def fix_error_kind(exc: Exception) -> str:
+    """The reason kind of a fix that raised `exc`: heal.apply_fix's own refusals
+    (42501, the policy checked again) are refusals; anything else is the fix failing."""
+    return reasons.REFUSED if getattr(exc, "sqlstate", None) == "42501" else reasons.FIX_FAILED
 
 
 def spi_message(exc: Exception) -> str:

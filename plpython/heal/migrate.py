@@ -16,7 +16,7 @@ from typing import Any
 
 import plpy
 
-from . import parser, records
+from . import parser, reasons, records
 from .catalog import DatabaseCatalog, predict
 from .db import (
     OWN_PATH,
@@ -38,8 +38,8 @@ from .errors import (
     classify,
     plausible,
 )
-from .fingerprint import fingerprint
-from .fixes import apply_fix_as, learned_plan, spi_message
+from .fingerprint import fingerprint, of_missing
+from .fixes import apply_fix_as, fix_error_kind, learned_plan, spi_message
 from .planner import Fix, plan
 from .policy import Caller, Policy, SettingError
 from .script import Lines, ScriptError, Statement, policy_probe, split
@@ -420,7 +420,7 @@ class Healer:
                 continue
             if key in healed:
                 note = "the error survived its own fix; tried: " + "; ".join(tried)
-                self._failed(stmt, error, note)
+                self._failed(stmt, error, note, reasons.NOT_HELPED)
                 raise MigrationFailed(error, note)
             match = plausible(error.message) and _POLICY_EXISTS.match(error.message)
             if error.sqlstate == DUPLICATE_OBJECT and match:
@@ -431,7 +431,7 @@ class Healer:
                 raise MigrationFailed(error)
             if len(healed) >= self.policy.max_attempts:
                 note = f"gave up after {len(healed)} fixes (heal.settings max_attempts)"
-                self._failed(stmt, error, note, missing)
+                self._failed(stmt, error, note, reasons.NOT_HELPED, missing)
                 raise MigrationFailed(error, note)
             with OwnPath() as self.own:
                 pending, pending_key = self.heal(stmt, missing, error), key
@@ -458,7 +458,7 @@ class Healer:
             if cancelled(exc):  # statement fails with its own error, not pgheal's
                 raise
             reason = f"pgheal could not plan a fix: {spi_message(exc)}"
-            self._failed(stmt, error, reason, missing)
+            self._failed(stmt, error, reason, reasons.NO_FIX, missing)
             raise MigrationFailed(error, reason) from None
         way = "reactive"
         if not planned.fixes and not planned.refused:
@@ -470,7 +470,7 @@ class Healer:
         self.run.event("auto_heal_attempt", **fields)
         if not planned.ok:
             reason = planned.refused or planned.reason or "no fix is known"
-            self._failed(stmt, error, reason, missing)
+            self._failed(stmt, error, reason, planned.why, missing)
             raise MigrationFailed(error, reason)
         try:
             applied = [self.apply(fix) for fix in planned.fixes]
@@ -478,7 +478,7 @@ class Healer:
             if cancelled(exc):
                 raise
             reason = spi_message(exc)
-            self._failed(stmt, error, reason, missing)
+            self._failed(stmt, error, reason, fix_error_kind(exc), missing)
             raise MigrationFailed(error, reason) from None
         fields["fix_sql"] = ";\n".join(applied)
         fields["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
@@ -502,7 +502,7 @@ class Healer:
         except plpy.SPIError as exc:
             if cancelled(exc):
                 raise
-            self._failed(stmt, None, spi_message(exc), missing)
+            self._failed(stmt, None, spi_message(exc), fix_error_kind(exc), missing)
             return
         fields["fix_sql"] = ";\n".join(applied)
         fields["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
@@ -530,7 +530,7 @@ class Healer:
         refused = self.policy.refuse_kind("retry_transient")
         if refused or retries >= self.policy.max_attempts:
             note = refused or f"still {name} after {retries} retries (heal.settings max_attempts)"
-            self._failed(stmt, error, note)
+            self._failed(stmt, error, note, reasons.REFUSED if refused else reasons.NOT_HELPED)
             raise MigrationFailed(error, note)
         delay = self.policy.retry_delay_ms * 2**retries / 1000
         self.run.attempts += 1
@@ -563,7 +563,7 @@ class Healer:
                 "a policy of that name already exists with another definition; "
                 f"existing: {_show_policy(existing)}; this migration: {_show_policy(wanted)}"
             )
-            self._failed(stmt, error, note)
+            self._failed(stmt, error, note, reasons.NO_FIX)
             raise MigrationFailed(error, note)
         self.run.attempts += 1
         self._succeeded(
@@ -582,19 +582,25 @@ class Healer:
         )
 
     def _failed(
-        self, stmt: Statement, error: PgError | None, reason: str, missing: Missing | None = None
+        self,
+        stmt: Statement,
+        error: PgError | None,
+        reason: str,
+        why: str,
+        missing: Missing | None = None,
     ) -> None:
-        self.run.event(
-            "auto_heal_failed",
-            statement=stmt.number,
-            sqlstate=error.sqlstate if error else None,
-            message=error.message if error else None,
-            detail={
-                "reason": reason,
-                "missing": missing.describe() if missing else None,
-                "pattern": missing.pattern if missing else None,
-            },
-        )
+        sqlstate = error.sqlstate if error else PATTERNS[missing.kind][0] if missing else None
+        if missing is not None:
+            fp: str | None = of_missing(sqlstate, missing).id
+        else:
+            fp = fingerprint(error.sqlstate, error.message).id if error else None
+        self.run.events.append(records.failure(
+            reason, why, fp, statement=stmt.number, sqlstate=sqlstate,
+            message=error.message if error else f"{missing.describe()} is missing"
+            if missing else None,
+            detail={"missing": missing.describe() if missing else None,
+                    "pattern": missing.pattern if missing else None},
+        ))  # fmt: skip
 
     def apply(self, fix: Fix) -> str:
         if fix.kind == "search_path":

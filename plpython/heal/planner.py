@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from . import reasons
 from .errors import Missing
 from .policy import (
     Caller,
@@ -73,10 +74,17 @@ class Plan:
     reason: str | None = None
     #: The heal.learned_patterns row this plan comes from, if it was learned.
     learned: int | None = None
+    #: What kind of reason `reason` is (:mod:`heal.reasons`), when it is not NO_FIX.
+    kind: str | None = None
 
     @property
     def ok(self) -> bool:
         return bool(self.fixes) and self.refused is None
+
+    @property
+    def why(self) -> str:
+        """The kind of reason this plan does not heal: refused, else its own, else none known."""
+        return reasons.REFUSED if self.refused else self.kind or reasons.NO_FIX
 
 
 class Catalog(Protocol):
@@ -225,8 +233,9 @@ def _fits(wanted: tuple[str, ...], candidate: tuple[str, ...], catalog: Catalog)
 
 def _choose(
     missing: Missing, candidates: dict[str, list[tuple[str, ...]]], catalog: Catalog
-) -> tuple[str | None, str | None]:
-    """Pick the provider, by argument types where they decide; never guess."""
+) -> tuple[str | None, str | None, str | None]:
+    """Pick the provider, by argument types where they decide; never guess; else say
+    why, and the kind of that reason."""
     names = sorted(candidates)
     typed = missing.kind in ("function", "procedure", "operator") and missing.args
     if typed and (len(names) > 1 or catalog.name_on_path(missing)):
@@ -234,28 +243,28 @@ def _choose(
         # extension helps only if it has a fitting signature.
         names = [n for n in names if any(_fits(missing.args, a, catalog) for a in candidates[n])]
     if len(names) == 1:
-        return names[0], None
+        return names[0], None, None
     if names:
         return None, (
             f"{missing.describe()} is provided by several extensions "
             f"({', '.join(names)}): install the one you mean"
-        )
+        ), None
     known = catalog.known(missing)
     if known:
         which = " or ".join(f"extension {ext} (OS package {package})" for ext, package in known)
         return None, (
             f"{missing.describe()} is provided by {which}, which this server does not have: "
             "install it on the database host, then run the migration again"
-        )
+        ), reasons.UNAVAILABLE
     if candidates:
-        return None, f"no available extension provides {missing.describe()} with these types"
-    return None, f"no available extension provides {missing.describe()}"
+        return None, f"no available extension provides {missing.describe()} with these types", None
+    return None, f"no available extension provides {missing.describe()}", None
 
 
 def _install(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
-    name, reason = _choose(missing, catalog.providers(missing), catalog)
+    name, reason, kind = _choose(missing, catalog.providers(missing), catalog)
     if name is None:
-        return Plan(reason=reason)
+        return Plan(reason=reason, kind=kind)
     return install_extension(name, catalog, policy, caller, missing.schema, missing.describe())
 
 
@@ -271,7 +280,8 @@ def install_extension(
     requires, and make it visible: on the search path, and the database's."""
     ext = catalog.extension(name)
     if ext is None:
-        return Plan(reason=f"extension {name} is not available on this server")
+        return Plan(reason=f"extension {name} is not available on this server",
+                    kind=reasons.UNAVAILABLE)
     if ext.installed_schema is not None:
         return Plan(
             reason=f"extension {name} is installed (schema {ext.installed_schema}) but does not "

@@ -37,6 +37,21 @@ def event(event_type: str, **fields: object) -> dict:
     return {"event_type": event_type, "created_at": now(), **fields}
 
 
+def failure(reason: str, why: str, fingerprint: str | None, **fields: object) -> dict:
+    """An ``auto_heal_failed`` event: the reason as a sentence (in its detail) and as a
+    kind (:mod:`heal.reasons`), with the fingerprint of the error it failed on."""
+    detail = {**(fields.pop("detail", None) or {}), "reason": reason}  # type: ignore[dict-item]
+    return event("auto_heal_failed", reason_kind=why, fingerprint=fingerprint, detail=detail,
+                 **fields)  # fmt: skip
+
+
+def write_events(events: list[dict], source: str) -> None:
+    """Write events of a route that records no migration row (the scan, the trigger),
+    through the one writer, ``heal.write_events``."""
+    plan = plpy.prepare("SELECT heal.write_events($1::jsonb, $2, NULL)", ["text", "text"])
+    plpy.execute(plan, [json.dumps(events), source])
+
+
 def submit(migration: dict, events: list[dict]) -> int:
     """Record one run (its row in heal.migrations and its events); return its id."""
     _PENDING.append((migration, events))

@@ -18,11 +18,12 @@ from typing import Any
 
 import plpy
 
+from . import reasons, records
 from .catalog import DatabaseCatalog
 from .db import caller, cancelled, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
-from .fixes import apply_fix_as, plan_error, spi_message
+from .fixes import apply_fix_as, fix_error_kind, plan_error, spi_message
 from .logs import LogFile, Record, read_log, reading_order
 from .planner import Fix, plan
 from .policy import Policy
@@ -204,7 +205,7 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
                                    "file_inode": None}  # fmt: skip
     position = (last["log_file"], last["log_offset"], last["file_mtime"], last["file_inode"])
     got = read_since(directory, fmt, position, policy,
-                     _wanted(fetch_value("SELECT current_database()")))  # fmt: skip
+                     wanted(fetch_value("SELECT current_database()")))  # fmt: skip
     stats.lines_read += got.lines
     stats.bytes_read += got.consumed
     stats.notes += got.notes
@@ -219,10 +220,10 @@ def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
     return got.records
 
 
-def _wanted(database: str) -> Callable[[Record], bool]:
-    """Which log records the scan takes in: this database's ERRORs, not heal.migrate's own."""
+def wanted(database: str) -> Callable[[Record], bool]:
+    """Which log records the scan takes in: this database's ERRORs, not pgheal's own."""
     return lambda record: (
-        record.severity == "ERROR" and record.database == database and not raised_by_migrate(record)
+        record.severity == "ERROR" and record.database == database and not raised_by_pgheal(record)
     )
 
 
@@ -249,9 +250,12 @@ def skip_backlog() -> str:
     return f"log intake starts at {newest.name}, byte {newest.size}"
 
 
-def raised_by_migrate(record: Record) -> bool:
-    """Errors heal.migrate raised are recorded by it already."""
-    return bool(record.context and "heal.migrate(" in record.context)
+def raised_by_pgheal(record: Record) -> bool:
+    """Errors heal.migrate raised are recorded by it already; errors pgheal's own routines
+    raise (a bad heal.settings value, say) are about pgheal, not what an application
+    missed. The server names a PL/pgSQL routine outside the path by its schema."""
+    context = record.context or ""
+    return "heal.migrate(" in context or "PL/pgSQL function heal." in context
 
 
 # -- fingerprints and patterns --------------------------------------------------------------
@@ -321,9 +325,11 @@ def _ineffective(fp: Fingerprint, record: Record) -> None:
                   enabled = enabled AND confidence > 1 WHERE fingerprint = $1""",
         fp.id,
     )
-    reason = "the fix did not stop the error: marked ineffective"
-    _event("auto_heal_failed", record.sqlstate, record.message, None,
-           {"reason": reason, "fingerprint": fp.id})  # fmt: skip
+    fetch("UPDATE heal.error_fingerprints SET reason_kind = $2 WHERE fingerprint = $1", fp.id,
+          reasons.INEFFECTIVE)  # fmt: skip
+    _write(records.failure("the fix did not stop the error: marked ineffective",
+                           reasons.INEFFECTIVE, fp.id, sqlstate=record.sqlstate,
+                           message=record.message, detail={"fingerprint": fp.id}))  # fmt: skip
 
 
 def _count_pattern(fp: Fingerprint, record: Record) -> None:
@@ -349,18 +355,8 @@ def _count_pattern(fp: Fingerprint, record: Record) -> None:
     )
 
 
-def _event(
-    event_type: str, sqlstate: str | None, message: str | None, fix_sql: str | None, detail: dict
-) -> None:
-    fetch(
-        """INSERT INTO heal.build_events (event_type, sqlstate, message, fix_sql, detail, source)
-           VALUES ($1, $2, $3, $4, $5::jsonb, 'scan')""",
-        event_type,
-        sqlstate,
-        message,
-        fix_sql,
-        json.dumps(detail),
-    )
+def _write(*events: dict) -> None:
+    records.write_events(list(events), "scan")
 
 
 # -- learning from people -------------------------------------------------------------------
@@ -413,6 +409,14 @@ def learn(stats: Stats) -> None:
             if fix is None:
                 continue
             _remember(error, fix, f"{change['command_tag']} by {change['role_name']}")
+            # A person fixed it: the error is closed, and not by pgheal (whose learned
+            # pattern is for the next time, here or in another database).
+            fetch(
+                """UPDATE heal.error_fingerprints SET fixed_at = $2::timestamptz,
+                          fix_source = 'person', refused = NULL, reason_kind = NULL
+                    WHERE fingerprint = $1""",
+                error["fingerprint"], str(change["created_at"]),
+            )  # fmt: skip
             stats.learned += 1
             break
 
@@ -508,31 +512,34 @@ def heal_errors(policy: Policy, stats: Stats) -> None:
         except plpy.SPIError as exc:  # one error's message must not stop the others
             if cancelled(exc):
                 raise
-            _refused(fp, error, f"pgheal could not plan a fix: {spi_message(exc)}")
+            _refused(fp, error, f"pgheal could not plan a fix: {spi_message(exc)}",
+                     reasons.NO_FIX)  # fmt: skip
 
 
 def _heal_error(
     fp: Fingerprint, error: dict, catalog: DatabaseCatalog, policy: Policy, stats: Stats
 ) -> None:
     """Plan and apply the fix of one error, within the policy of the role that hit it."""
+    started = time.monotonic()
     if not _role_exists(error["user_name"]):
         # Never the scan's own rights on behalf of a role that is gone.
-        _refused(fp, error, f'role "{error["user_name"]}" no longer exists')
+        _refused(fp, error, f'role "{error["user_name"]}" no longer exists', reasons.REFUSED)
         return
     who = caller(error["user_name"])
     planned, source = plan_error(fp, catalog, policy, who)
     fixes = [f for f in planned.fixes if f.kind != "search_path"]  # session-local only
-    reason = planned.refused or planned.reason
+    reason, why = planned.refused or planned.reason, planned.why
     if not reason and not fixes:
-        reason = (
+        reason, why = (
             f"{fp.missing.describe() if fp.missing else 'it'} exists in a schema that is not "
             "on the application's search_path, and only the extension schema is ever added "
             "to the database's: add the schema to the role's search_path"
-        )
-    _event("auto_heal_attempt", error["sqlstate"], error["message"], None,
-           {"fingerprint": fp.id, "source": source, "role": who.role})  # fmt: skip
+        ), reasons.REFUSED
+    attempt = {"fingerprint": fp.id, "source": source, "role": who.role}
+    _write(records.event("auto_heal_attempt", sqlstate=error["sqlstate"],
+                         message=error["message"], fingerprint=fp.id, detail=attempt))  # fmt: skip
     if reason:
-        _refused(fp, error, reason)
+        _refused(fp, error, reason, why)
         return
     try:
         with plpy.subtransaction():
@@ -540,24 +547,26 @@ def _heal_error(
     except plpy.SPIError as exc:
         if cancelled(exc):
             raise
-        _refused(fp, error, spi_message(exc))
+        _refused(fp, error, spi_message(exc), fix_error_kind(exc))
         return
     fix_sql = ";\n".join(applied)
-    if planned.learned is not None:
-        fetch("UPDATE heal.learned_patterns SET applied = applied + 1 WHERE id = $1",
-              planned.learned, types=("int4",))  # fmt: skip
     fetch(
         """UPDATE heal.error_fingerprints SET fixed_at = clock_timestamp(), fix_sql = $2,
-                  fix_source = $3, refused = NULL WHERE fingerprint = $1""",
+                  fix_source = $3, refused = NULL, reason_kind = NULL WHERE fingerprint = $1""",
         fp.id,
         fix_sql,
         source,
     )
-    _event("auto_heal_success", error["sqlstate"], error["message"], fix_sql,
-           {"fingerprint": fp.id, "source": source, "way": "scan", "role": who.role,
-            "pattern": fp.pattern,
-            "missing": fp.missing.describe() if fp.missing else error["message"],
-            "fixes": ", ".join(f.describe() for f in fixes)})  # fmt: skip
+    detail = {"fingerprint": fp.id, "source": source, "way": "scan", "role": who.role,
+              "pattern": fp.pattern,
+              "missing": fp.missing.describe() if fp.missing else error["message"],
+              "fixes": ", ".join(f.describe() for f in fixes)}  # fmt: skip
+    if planned.learned is not None:
+        detail["learned"] = planned.learned  # the writer counts it as applied
+    _write(records.event("auto_heal_success", sqlstate=error["sqlstate"],
+                         message=error["message"], fix_sql=fix_sql, fingerprint=fp.id,
+                         duration_ms=round((time.monotonic() - started) * 1000, 3),
+                         detail=detail))  # fmt: skip
     stats.fixes += 1
 
 
@@ -572,14 +581,16 @@ def _role_exists(role: str | None) -> bool:
     )
 
 
-def _refused(fp: Fingerprint, error: dict, reason: str) -> None:
+def _refused(fp: Fingerprint, error: dict, reason: str, why: str) -> None:
     previous = fetch_value(
         "SELECT refused FROM heal.error_fingerprints WHERE fingerprint = $1", fp.id
     )
-    fetch("UPDATE heal.error_fingerprints SET refused = $2 WHERE fingerprint = $1", fp.id, reason)
+    fetch("UPDATE heal.error_fingerprints SET refused = $2, reason_kind = $3 "
+          "WHERE fingerprint = $1", fp.id, reason, why)  # fmt: skip
     if previous != reason:
-        _event("auto_heal_failed", error["sqlstate"], error["message"], None,
-               {"fingerprint": fp.id, "reason": reason})  # fmt: skip
+        _write(records.failure(reason, why, fp.id, sqlstate=error["sqlstate"],
+                               message=error["message"],
+                               detail={"fingerprint": fp.id}))  # fmt: skip
 
 
 # -- failed migrations ------------------------------------------------------------------------
@@ -639,9 +650,11 @@ def retry_migrations(stats: Stats) -> None:
                 f"heal.scan: migration {row['name'] or row['id']} can heal now; it ran as "
                 f'role "{row["role"]}": {how}'
             )
-            _event("auto_heal_attempt", row["sqlstate"], row["error"], None,
-                   {"migration": row["id"], "way": "retry", "role": row["role"],
-                    "missing": fp.missing.describe(), "fixes": how})  # fmt: skip
+            _write(records.event("auto_heal_attempt", sqlstate=row["sqlstate"],
+                                 message=row["error"], fingerprint=fp.id,
+                                 detail={"migration": row["id"], "way": "retry",
+                                         "role": row["role"], "missing": fp.missing.describe(),
+                                         "fixes": how}))  # fmt: skip
             stats.retried += 1
         if cron_here:
             name = RETRY_JOB.format(database=database, id=row["id"])

@@ -10,13 +10,12 @@ wrapper to set for the rest of the transaction.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 
 import plpy
 
 from . import analyze
-from .db import caller, cancelled, fetch, load_parser, session_search_path, settings
+from .db import caller, cancelled, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
 from .searchpath import appended
 from .snapshot import builtins, take_snapshot
@@ -58,7 +57,7 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
     # Imported here, not above: most DDL needs nothing, and a connection's first DDL
     # should not pay for the planner and the fix code.
     from .catalog import DatabaseCatalog
-    from .fixes import apply_fix_as
+    from .fixes import apply_fix_as, fix_error_kind, spi_message
     from .planner import plan
     from .policy import Policy
 
@@ -79,7 +78,7 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
                 # always (check_function_bodies = off): a refusal is recorded a bounded
                 # number of times per statement and per backend, and said once.
                 detail["reason"] = planned.refused or planned.reason
-                _refusal(number, missing, detail)
+                _refusal(number, missing, detail, planned.why)
                 continue
             applied = []
             try:
@@ -93,8 +92,8 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
             except plpy.SPIError as exc:
                 if cancelled(exc):
                     raise
-                detail["reason"] = str(exc.args[0]) if exc.args else str(exc)
-                _event("auto_heal_failed", number, missing, None, detail)
+                detail["reason"] = spi_message(exc)
+                _event("auto_heal_failed", number, missing, None, detail, fix_error_kind(exc))
                 continue
             _event("auto_heal_success", number, missing, ";\n".join(applied), detail)
             plpy.notice(f"pgheal: {missing.describe()} -> {detail['fixes']}")
@@ -109,7 +108,7 @@ _REFUSED: OrderedDict[tuple, None] = OrderedDict()
 _refusals = {"statement": 0, "backend": 0}
 
 
-def _refusal(number: int, missing: Missing, detail: dict) -> None:
+def _refusal(number: int, missing: Missing, detail: dict, why: str) -> None:
     """Say and record why `missing` is not healed, unless this backend did already, or it
     has said enough: a role must not fill pgheal's records by running DDL."""
     key = (detail["role"], missing, detail["reason"])
@@ -121,7 +120,7 @@ def _refusal(number: int, missing: Missing, detail: dict) -> None:
             or _refusals["backend"] >= _REFUSALS_PER_BACKEND):  # fmt: skip
         return
     _refusals["backend"] += 1
-    _event("auto_heal_failed", number, missing, None, detail)
+    _event("auto_heal_failed", number, missing, None, detail, why)
     plpy.notice(f"pgheal: {missing.describe()} not healed: {detail['reason']}")
 
 
@@ -137,17 +136,23 @@ def _remember(cache: OrderedDict, key: object) -> None:
 
 
 def _event(
-    event_type: str, statement: int, missing: Missing, fix_sql: str | None, detail: dict
+    event_type: str,
+    statement: int,
+    missing: Missing,
+    fix_sql: str | None,
+    detail: dict,
+    why: str | None = None,
 ) -> None:
-    fetch(
-        """INSERT INTO heal.build_events (event_type, statement, sqlstate, message, fix_sql,
-                                          detail, source)
-           VALUES ($1, $2, $3, $4, $5, $6::jsonb, 'event_trigger')""",
-        event_type,
-        statement,
-        PATTERNS[missing.kind][0],
-        f"{missing.describe()} is missing",
-        fix_sql,
-        json.dumps(detail),
-        types=("text", "int4", "text", "text", "text", "text"),
-    )
+    from . import reasons, records
+    from .fingerprint import of_missing
+
+    sqlstate = PATTERNS[missing.kind][0]
+    fields = {"statement": statement, "sqlstate": sqlstate, "fix_sql": fix_sql,
+              "message": f"{missing.describe()} is missing"}  # fmt: skip
+    fp = of_missing(sqlstate, missing).id
+    if event_type == "auto_heal_failed":
+        row = records.failure(detail["reason"], why or reasons.NO_FIX, fp, detail=dict(detail),
+                              **fields)  # fmt: skip
+    else:
+        row = records.event(event_type, fingerprint=fp, detail=detail, **fields)
+    records.write_events([row], "event_trigger")

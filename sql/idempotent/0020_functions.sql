@@ -256,6 +256,59 @@ $$;
 CREATE OR REPLACE TRIGGER settings_check BEFORE INSERT OR UPDATE ON heal.settings
     FOR EACH ROW EXECUTE FUNCTION heal.check_setting();
 
+-- The one writer of heal.build_events: every route (a migration's record, the scan,
+-- the DDL trigger) hands its events here as JSON, with the counters they move.
+-- Internal: called by pgheal's SECURITY DEFINER routines only.
+CREATE OR REPLACE FUNCTION heal.write_events(events jsonb, source text, migration_id bigint)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO heal.build_events
+           (created_at, event_type, migration_id, statement, sqlstate, message, fix_sql,
+            duration_ms, detail, source, fingerprint, reason_kind)
+    SELECT coalesce(e.created_at, clock_timestamp()), e.event_type, write_events.migration_id,
+           e.statement, e.sqlstate, e.message, e.fix_sql, e.duration_ms, e.detail,
+           write_events.source, e.fingerprint, e.reason_kind
+      FROM jsonb_to_recordset(events) AS e(
+           created_at timestamptz, event_type text, statement integer, sqlstate text,
+           message text, fix_sql text, duration_ms numeric, detail jsonb, fingerprint text,
+           reason_kind text);
+    IF (SELECT m.status FROM heal.migrations m WHERE m.id = write_events.migration_id)
+       = 'dry_run' THEN
+        RETURN;  -- rolled back on purpose: nothing was healed, nothing counts
+    END IF;
+
+    -- A kind counts as seen when pgheal tried it, as fixed when that healed.
+    UPDATE heal.universal_error_patterns p
+       SET times_seen  = p.times_seen + c.seen,
+           times_fixed = p.times_fixed + c.fixed,
+           first_seen  = coalesce(p.first_seen, c.first_seen),
+           last_seen   = greatest(p.last_seen, c.last_seen)
+      FROM (SELECT e.detail ->> 'pattern' AS pattern,
+                   count(*) FILTER (WHERE e.event_type = 'auto_heal_attempt') AS seen,
+                   count(*) FILTER (WHERE e.event_type = 'auto_heal_success') AS fixed,
+                   min(e.created_at) AS first_seen,
+                   max(e.created_at) AS last_seen
+              FROM jsonb_to_recordset(events) AS e(
+                   created_at timestamptz, event_type text, detail jsonb)
+             WHERE e.detail ->> 'pattern' IS NOT NULL
+             GROUP BY 1) c
+     WHERE p.pattern = c.pattern;
+
+    -- A learned pattern counts as applied when a fix it planned healed something.
+    UPDATE heal.learned_patterns l
+       SET applied = l.applied + c.healed
+      FROM (SELECT (e.detail ->> 'learned')::integer AS id, count(*) AS healed
+              FROM jsonb_to_recordset(events) AS e(event_type text, detail jsonb)
+             WHERE e.event_type = 'auto_heal_success' AND e.detail ? 'learned'
+             GROUP BY 1) c
+     WHERE l.id = c.id;
+END
+$$;
+COMMENT ON FUNCTION heal.write_events(jsonb, text, bigint) IS
+    'Internal: the one writer of heal.build_events and the counters its events move.';
+
 -- Write one run's record: the migration row, its events, the pattern counters.
 -- Internal: only heal.write_records (and the scan, as pgheal) call it; no role that
 -- runs migrations may, or it could write any record it likes.
@@ -285,42 +338,10 @@ BEGIN
            error text, run_by name, sqlstate text, retry_of bigint)
     RETURNING id INTO migration_id;
 
-    INSERT INTO heal.build_events
-           (created_at, event_type, migration_id, statement, sqlstate, message, fix_sql,
-            duration_ms, detail, source)
-    SELECT e.created_at, e.event_type, migration_id, e.statement, e.sqlstate, e.message,
-           e.fix_sql, e.duration_ms, e.detail,
-           CASE WHEN migration ->> 'source' IN ('scan', 'run') THEN migration ->> 'source'
-                ELSE 'migration' END
-      FROM jsonb_to_recordset(events) AS e(
-           created_at timestamptz, event_type text, statement integer, sqlstate text,
-           message text, fix_sql text, duration_ms numeric, detail jsonb);
-
-    UPDATE heal.universal_error_patterns p
-       SET times_seen  = p.times_seen + c.seen,
-           times_fixed = p.times_fixed + c.fixed,
-           first_seen  = coalesce(p.first_seen, c.first_seen),
-           last_seen   = greatest(p.last_seen, c.last_seen)
-      FROM (SELECT e.detail ->> 'pattern' AS pattern,
-                   count(*) FILTER (WHERE e.event_type = 'auto_heal_attempt') AS seen,
-                   count(*) FILTER (WHERE e.event_type = 'auto_heal_success') AS fixed,
-                   min(e.created_at) AS first_seen,
-                   max(e.created_at) AS last_seen
-              FROM jsonb_to_recordset(events) AS e(
-                   created_at timestamptz, event_type text, detail jsonb)
-             WHERE e.detail ->> 'pattern' IS NOT NULL
-             GROUP BY 1) c
-     WHERE p.pattern = c.pattern;
-
-    -- A learned pattern counts as applied when a fix it planned healed a statement.
-    UPDATE heal.learned_patterns l
-       SET applied = l.applied + c.healed
-      FROM (SELECT (e.detail ->> 'learned')::integer AS id, count(*) AS healed
-              FROM jsonb_to_recordset(events) AS e(event_type text, detail jsonb)
-             WHERE e.event_type = 'auto_heal_success' AND e.detail ? 'learned'
-             GROUP BY 1) c
-     WHERE l.id = c.id;
-
+    PERFORM heal.write_events(
+        events, CASE WHEN migration ->> 'source' IN ('scan', 'run') THEN migration ->> 'source'
+                     ELSE 'migration' END,
+        migration_id);
     RETURN migration_id;
 END
 $$;

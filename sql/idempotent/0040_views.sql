@@ -14,43 +14,66 @@ SELECT e.created_at,
        e.duration_ms
   FROM heal.build_events e
   LEFT JOIN heal.migrations m ON m.id = e.migration_id
- WHERE e.event_type = 'auto_heal_success'
+ WHERE e.event_type = 'auto_heal_success' AND m.status IS DISTINCT FROM 'dry_run'
  ORDER BY e.created_at DESC;
 COMMENT ON VIEW heal.recent_heals IS
     'Heals, newest first: source is migration (reactive), predicted, event_trigger or scan.';
 
-CREATE OR REPLACE VIEW heal.failures AS
-WITH unhealed AS (
-    SELECT e.sqlstate, coalesce(e.detail ->> 'missing', e.message) AS error,
-           e.detail ->> 'reason' AS reason, e.source, e.created_at
-      FROM heal.build_events e
-     WHERE e.event_type = 'auto_heal_failed'
-    UNION ALL
-    SELECT f.sqlstate, coalesce(f.object, f.pattern),
-           CASE WHEN f.ineffective THEN 'the fix did not stop the error: marked ineffective'
-                ELSE coalesce(f.refused, 'not seen often enough yet (min_occurrences)') END,
-           'scan', f.last_seen
-      FROM heal.error_fingerprints f
-     WHERE f.ineffective OR f.fixed_at IS NULL
+-- One row per time an error was not healed: the rows heal.failures groups and
+-- heal.stats counts. Runs that were rolled back on purpose (dry runs) heal nothing and
+-- fail nothing.
+DROP VIEW IF EXISTS heal.stats;
+DROP VIEW IF EXISTS heal.failures;
+CREATE OR REPLACE VIEW heal.unhealed AS
+SELECT coalesce(e.fingerprint, md5(concat_ws('|', e.sqlstate, e.message))) AS fingerprint,
+       e.created_at AS occurred_at, e.sqlstate,
+       coalesce(e.detail ->> 'missing', e.message) AS error,
+       coalesce(e.reason_kind, 'no_fix') AS reason_kind,
+       e.detail ->> 'reason' AS reason,
+       e.source
+  FROM heal.build_events e
+  LEFT JOIN heal.migrations m ON m.id = e.migration_id
+ WHERE e.event_type = 'auto_heal_failed'
+   AND e.source <> 'scan'  -- the scan's are the log's errors, below: each counted once
+   AND m.status IS DISTINCT FROM 'dry_run'
+UNION ALL
+SELECT f.fingerprint, x.logged_at, f.sqlstate, coalesce(f.object, f.pattern),
+       coalesce(f.reason_kind, CASE WHEN f.ineffective THEN 'ineffective'
+                                    WHEN f.object IS NULL THEN 'no_fix'
+                                    ELSE 'waiting' END),
+       coalesce(f.refused,
+                CASE WHEN f.ineffective THEN 'the fix did not stop the error: marked ineffective'
+                     WHEN f.object IS NULL
+                     THEN 'the error names no missing dependency pgheal knows how to provide'
+                     ELSE 'not seen often enough yet (heal.settings min_occurrences)' END),
+       'scan'
+  FROM heal.error_fingerprints f
+  JOIN heal.error_events x ON x.fingerprint = f.fingerprint
+ WHERE f.fixed_at IS NULL OR (f.ineffective AND x.logged_at > f.fixed_at);
+COMMENT ON VIEW heal.unhealed IS
+    'Each time an error was not healed (a failed heal of a migration, the DDL trigger or '
+    'pgheal run; an error the scan read from the log and did not fix), with its '
+    'fingerprint and reason kind: the rows of heal.failures and heal.stats.';
+
+CREATE VIEW heal.failures AS
+WITH latest AS (
+    SELECT DISTINCT ON (fingerprint) fingerprint, error, sqlstate, reason_kind, reason
+      FROM heal.unhealed
+     ORDER BY fingerprint, occurred_at DESC
 )
-SELECT error, sqlstate,
-       CASE WHEN reason LIKE '%ineffective%' THEN 'fix ineffective'
-            WHEN reason LIKE '%which this server does not have%' THEN 'not available on the host'
-            WHEN reason LIKE '%heal.settings%' OR reason LIKE '%pgheal policy%'
-                 OR reason LIKE '%privilege%' THEN 'refused by policy'
-            WHEN reason LIKE 'the error survived%' OR reason LIKE 'gave up%'
-                 OR reason LIKE 'still %' THEN 'fix did not help'
-            ELSE 'no known fix' END AS kind,
-       reason,
-       count(*) AS times,
-       array_agg(DISTINCT source) AS sources,
-       max(created_at) AS last_seen
-  FROM unhealed
- GROUP BY error, sqlstate, reason
- ORDER BY last_seen DESC;
+SELECT l.error, l.sqlstate, coalesce(k.label, l.reason_kind) AS kind, l.reason_kind,
+       l.reason, n.times, n.sources, n.first_seen, n.last_seen, l.fingerprint
+  FROM latest l
+  JOIN (SELECT fingerprint, count(*) AS times, array_agg(DISTINCT source) AS sources,
+               min(occurred_at) AS first_seen, max(occurred_at) AS last_seen
+          FROM heal.unhealed GROUP BY fingerprint) n USING (fingerprint)
+  LEFT JOIN heal.reason_kinds k ON k.kind = l.reason_kind
+ ORDER BY n.last_seen DESC;
 COMMENT ON VIEW heal.failures IS
-    'Errors that were not healed, grouped, with why: no known fix, refused by policy (the '
-    'setting is named), not available on the host (the package is named), fix ineffective.';
+    'Errors that were not healed, one row per error (its fingerprint, however its message '
+    'was spelled), with the latest reason and its kind (heal.reason_kinds): no known fix, '
+    'refused by policy (the setting is named), not available on the host (the package is '
+    'named), fix ineffective, waiting.';
 
 CREATE OR REPLACE VIEW heal.patterns AS
 SELECT 'builtin' AS source, p.pattern, p.sqlstate, p.fix_description AS fix,
@@ -99,13 +122,15 @@ CREATE OR REPLACE VIEW heal.health AS SELECT * FROM heal.health_checks();
 COMMENT ON VIEW heal.health IS
     'One row per check of pgheal''s own machinery: ok, warn or error, and what to do.';
 
-CREATE OR REPLACE VIEW heal.stats AS
+CREATE VIEW heal.stats AS
 WITH heals AS (
-    SELECT created_at::date AS day,
-           CASE WHEN source = 'migration' AND detail ->> 'way' = 'predicted' THEN 'predicted'
-                ELSE source END AS source,
-           coalesce(detail ->> 'pattern', detail ->> 'way', 'other') AS kind, duration_ms
-      FROM heal.build_events WHERE event_type = 'auto_heal_success'
+    SELECT e.created_at::date AS day,
+           CASE WHEN e.source = 'migration' AND e.detail ->> 'way' = 'predicted' THEN 'predicted'
+                ELSE e.source END AS source,
+           coalesce(e.detail ->> 'pattern', e.detail ->> 'way', 'other') AS kind, e.duration_ms
+      FROM heal.build_events e
+      LEFT JOIN heal.migrations m ON m.id = e.migration_id
+     WHERE e.event_type = 'auto_heal_success' AND m.status IS DISTINCT FROM 'dry_run'
 ), totals AS (
     SELECT day, count(*) AS heals,
            percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS median_ms_to_heal
@@ -117,14 +142,16 @@ WITH heals AS (
     SELECT day, jsonb_object_agg(kind, n) AS heals_by_kind
       FROM (SELECT day, kind, count(*) AS n FROM heals GROUP BY 1, 2) k GROUP BY day
 ), failures AS (
-    SELECT created_at::date AS day, count(*) AS failures
-      FROM heal.build_events WHERE event_type = 'auto_heal_failed' GROUP BY 1
+    SELECT occurred_at::date AS day, count(*) AS failures,
+           count(DISTINCT fingerprint) AS distinct_failures
+      FROM heal.unhealed GROUP BY 1
 )
 SELECT day,
        coalesce(t.heals, 0) AS heals,
        coalesce(s.heals_by_source, '{}') AS heals_by_source,
        coalesce(k.heals_by_kind, '{}') AS heals_by_kind,
        coalesce(f.failures, 0) AS failures,
+       coalesce(f.distinct_failures, 0) AS distinct_failures,
        t.median_ms_to_heal,
        coalesce(t.heals, 0) * 10 AS estimated_minutes_saved
   FROM totals t
@@ -133,7 +160,7 @@ SELECT day,
   LEFT JOIN by_kind k USING (day)
  ORDER BY day DESC;
 COMMENT ON VIEW heal.stats IS
-    'Per day: heals, failures, median time to heal, and an estimate of person-minutes saved '
+    'Per day: heals, failures (the rows of heal.unhealed: times, and distinct errors), median time to heal, and an estimate of person-minutes saved '
     '(10 minutes per heal: reading the error, fixing it by hand, running again).';
 
 -- pgheal events --follow listens here.
