@@ -102,6 +102,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     print(f"pgheal {report.version} {action} in database {dbname}")
     if report.scripts_applied:
         print(f"  schema scripts applied: {', '.join(report.scripts_applied)}")
+    if report.adopted:
+        print(f"  {report.adopted}")
     print(f"  server pglast {report.pglast} from {args.python_path}")
     print(f"  extension catalog: {report.extension_objects} objects")
     print("  grant heal_operator to the roles that may run heal.migrate")
@@ -119,8 +121,11 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_unschedule(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
-        result = schedule.unschedule(_dsn(args), conn)
-    _say(args, result.message, ok=result.ok)
+        if args.orphans:
+            result = schedule.unschedule_orphans(_dsn(args), conn)
+        else:
+            result = schedule.unschedule(_dsn(args), conn)
+    _say(args, result.message, ok=result.ok, removed=result.removed)
     return 0
 
 
@@ -169,23 +174,26 @@ def cmd_patterns(args: argparse.Namespace) -> int:
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
+        dbname = conn.info.dbname
+        what = ("pgheal and its migration history" if args.drop_history else
+                "pgheal (its migration history is kept for a later install)")  # fmt: skip
         if not args.yes:
             if not sys.stdin.isatty():
                 raise runner.RunnerError(
-                    f"this removes pgheal and its records from database {conn.info.dbname}: "
-                    "pass --yes to confirm (no terminal to ask on)"
+                    f"this removes {what} from database {dbname}: pass --yes to confirm "
+                    "(no terminal to ask on)"
                 )
-            answer = input(f"Remove pgheal and its records from database {conn.info.dbname}? "
-                           "[y/N] ")  # fmt: skip
+            answer = input(f"Remove {what} from database {dbname}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 _say(args, "nothing removed", removed=False)
                 return 0
-        summary, *notes = deploy.uninstall(conn)
+        summary, *notes = deploy.uninstall(conn, keep_history=not args.drop_history)
         # Only once pgheal is gone: a refused uninstall leaves the scan scheduled.
         unscheduled = schedule.unschedule(_dsn(args), conn)
     notes.append(unscheduled.message)
     if args.json:
-        print(json.dumps({"message": summary, "notes": notes}))
+        print(json.dumps({"message": summary, "notes": notes, "removed": True,
+                          "jobs_removed": unscheduled.removed}))  # fmt: skip
         return 0
     print(summary)
     for note in notes:
@@ -199,7 +207,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"not run: {path} ({why})", file=sys.stderr)
     migrations = found.migrations
     with _connect(args) as conn:
-        run = runner.Runner(conn, sys.stderr if args.json else sys.stdout)
+        run = runner.Runner(conn, sys.stderr if args.json else sys.stdout,
+                            rerun=["pgheal", *args.argv])  # fmt: skip
         if args.plan:
             rows = run.plan(migrations, found.layout)
             if args.json:
@@ -264,12 +273,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
-        return monitor.print_status(conn, sys.stdout, args.json)
+        return monitor.print_status(conn, _dsn(args), sys.stdout, args.json)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
-        return monitor.print_doctor(conn, sys.stdout, args.json)
+        return monitor.print_doctor(conn, _dsn(args), sys.stdout, args.json)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -365,11 +374,17 @@ def parser() -> argparse.ArgumentParser:
     dsn(p)
     p.add_argument("-y", "--yes", action="store_true",
                    help="do not ask (needed where there is no terminal to ask on)")  # fmt: skip
+    p.add_argument("--drop-history", action="store_true",
+                   help="remove the migration history too (kept by default, in schema "
+                   "heal_history, for the next install to adopt)")  # fmt: skip
     p = command("schedule", cmd_schedule, "schedule heal.scan() with pg_cron")
     dsn(p)
     p.add_argument("--every", metavar="CRON", help="cron schedule, GMT (default: the setting)")
     p = command("unschedule", cmd_unschedule, "remove the scheduled heal.scan()")
     dsn(p)
+    p.add_argument("--orphans", action="store_true",
+                   help="instead, remove pgheal's jobs of every database that was dropped "
+                   "or no longer has pgheal")  # fmt: skip
     p = command("predictive", cmd_predictive, "turn healing of DDL from any client on or off")
     dsn(p)
     p.add_argument("state", choices=("on", "off"))
@@ -431,7 +446,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (

@@ -8,6 +8,7 @@ run on every install. Both run in file-name order.
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,8 @@ import psycopg
 
 from heal import PGLAST_VERSION, __version__
 from heal.reasons import KINDS
+
+from . import serverdeps
 
 MIN_SERVER_VERSION = 150000
 _HISTORY = """CREATE TABLE IF NOT EXISTS heal.installed_scripts (
@@ -36,6 +39,7 @@ class Report:
     extension_objects: int
     pglast: str
     upgraded_from: str | None
+    adopted: str | None = None
 
 
 def _sql_dir() -> Path:
@@ -139,6 +143,7 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
                 (name, hashlib.sha256(text.encode()).hexdigest()),
             )
             applied.append(name)
+        adopted = _adopt_history(conn)
         _write_reason_kinds(conn)
         conn.execute("DELETE FROM heal.modules")  # and their compiled code, made again below
         with conn.cursor() as cur:
@@ -162,7 +167,7 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
         objects = conn.execute("SELECT heal.refresh_extension_catalog(true)").fetchone()[0]
         if not conn.execute("SELECT count(*) FROM heal.log_intake").fetchone()[0]:
             conn.execute("SELECT heal.skip_log_backlog()")
-    return Report(__version__, applied, objects, info["pglast"], previous)
+    return Report(__version__, applied, objects, info["pglast"], previous, adopted)
 
 
 def _write_reason_kinds(conn: psycopg.Connection) -> None:
@@ -191,12 +196,121 @@ def _check_server_python(info: dict, python_path: str | Path) -> None:
         if found
         else info.get("error", "pglast is missing")
     )
+    here = Path(python_path)
+    if not info.get("path_readable") and (here / "pglast").is_dir():
+        # pglast is there, for this user: the server's OS user cannot get to it.
+        closed = [d for d in (here, *here.parents) if not d.stat().st_mode & 0o001]
+        fix = (
+            f"`chmod o+x {' '.join(shlex.quote(str(d)) for d in reversed(closed))}` (as their "
+            "owner), then run this command again"
+            if closed
+            else f"make {python_path} readable by it"
+        )
+        version = serverdeps.installed_version(here) or "?"
+        raise InstallError(
+            f"the server runs as OS user {info.get('os_user')}, which cannot read "
+            f"{python_path} (where pglast {version} is): {fix}; or install "
+            f"pglast where it can (as root): `pgheal server-deps --target "
+            f"{serverdeps.SYSTEM_PATH}`, and pass --python-path {serverdeps.SYSTEM_PATH}"
+        )
     raise InstallError(
         f"the server's Python ({info.get('python')}) cannot import pglast {PGLAST_VERSION} "
         f"from {python_path}: {problem}. On the database host, run "
         f"`pgheal server-deps --target {python_path}` (as a user who can write there), "
         "or pass --python-path with the directory that has it."
     )
+
+
+#: The history a reinstall needs: which migrations ran, and their scripts.
+HISTORY_TABLES = ("migrations", "migration_scripts")
+KEPT = "heal_history"
+
+
+def _keep_history(conn: psycopg.Connection) -> str:
+    """Move the migration history out of schema heal, into a schema only superusers
+    can write, for the next install to adopt."""
+    if conn.execute("SELECT to_regnamespace(%s)", (KEPT,)).fetchone()[0]:
+        raise InstallError(
+            f'schema "{KEPT}" exists already, so the history cannot be kept there: '
+            f"drop it (DROP SCHEMA {KEPT} CASCADE, after checking it), or uninstall with "
+            "--drop-history"
+        )
+    runs = conn.execute("SELECT count(*) FROM heal.migrations").fetchone()[0]
+    conn.execute(f"CREATE SCHEMA {KEPT}")
+    conn.execute(
+        f"COMMENT ON SCHEMA {KEPT} IS 'pgheal''s migration history, kept by pgheal uninstall: "
+        "the next pgheal install adopts it'"
+    )
+    conn.execute(f"REVOKE ALL ON SCHEMA {KEPT} FROM PUBLIC")
+    for table in HISTORY_TABLES:
+        conn.execute(f"REVOKE ALL ON heal.{table} FROM PUBLIC, heal_operator")
+        conn.execute(f"ALTER TABLE heal.{table} SET SCHEMA {KEPT}")
+    return (f"the migration history ({runs} runs) is kept in schema {KEPT}: the next pgheal "
+            f"install adopts it (uninstall --drop-history removes it)")  # fmt: skip
+
+
+def _adopt_history(conn: psycopg.Connection) -> str | None:
+    """Take the history an uninstall kept back into schema heal, if one is there and
+    only superusers could have written it."""
+    if not conn.execute("SELECT to_regnamespace(%s)", (KEPT,)).fetchone()[0]:
+        return None
+    untrusted = conn.execute(
+        """SELECT c.relname FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
+            WHERE c.relnamespace = %s::regnamespace
+              AND (c.relkind NOT IN ('r', 'S', 'i') OR NOT o.rolsuper
+                   OR EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a
+                               WHERE a.grantee <> c.relowner))
+            UNION ALL
+           SELECT 'schema' FROM pg_catalog.pg_namespace n
+             JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner
+            WHERE n.nspname = %s AND (NOT o.rolsuper OR EXISTS (
+                  SELECT FROM pg_catalog.aclexplode(n.nspacl) a
+                   WHERE a.grantee <> n.nspowner AND a.privilege_type = 'CREATE'))""",
+        (KEPT, KEPT),
+    ).fetchall()
+    triggers = conn.execute(
+        "SELECT count(*) FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c "
+        "ON c.oid = t.tgrelid WHERE c.relnamespace = %s::regnamespace AND NOT t.tgisinternal",
+        (KEPT,),
+    ).fetchone()[0]
+    if untrusted or triggers:
+        raise InstallError(
+            f'schema "{KEPT}" holds a kept migration history, but a role other than a '
+            "superuser could have written it (an owner, a privilege, a trigger or an object "
+            f"that an uninstall does not leave there): {', '.join(r[0] for r in untrusted)}. "
+            f"Check it, then drop it (DROP SCHEMA {KEPT} CASCADE) or fix its owner and grants."
+        )
+    if conn.execute("SELECT count(*) FROM heal.migrations").fetchone()[0]:
+        raise InstallError(
+            f'schema "{KEPT}" holds a kept migration history, and heal.migrations has runs '
+            f"of its own: pgheal adopts a kept history only into a new install. Drop one of "
+            f"them (DROP SCHEMA {KEPT} CASCADE drops the kept one)."
+        )
+    adopted = 0
+    for table in HISTORY_TABLES:
+        if not conn.execute("SELECT to_regclass(%s)", (f"{KEPT}.{table}",)).fetchone()[0]:
+            continue
+        columns = [r[0] for r in conn.execute(
+            """SELECT a.attname FROM pg_catalog.pg_attribute a
+                WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+                  AND EXISTS (SELECT FROM pg_catalog.pg_attribute b
+                               WHERE b.attrelid = %s::regclass AND b.attname = a.attname
+                                 AND NOT b.attisdropped)
+                ORDER BY a.attnum""",
+            (f"{KEPT}.{table}", f"heal.{table}"),
+        )]  # fmt: skip
+        names = ", ".join(f'"{c}"' for c in columns)
+        moved = conn.execute(
+            f"INSERT INTO heal.{table} ({names}) SELECT {names} FROM {KEPT}.{table}"
+        ).rowcount
+        adopted += moved if table == "migrations" else 0
+    conn.execute(
+        "SELECT setval(pg_get_serial_sequence('heal.migrations', 'id'), "
+        "greatest((SELECT max(id) FROM heal.migrations), 1))"
+    )
+    conn.execute(f"DROP SCHEMA {KEPT} CASCADE")
+    return f"adopted the migration history kept in schema {KEPT}: {adopted} runs"
 
 
 def dependents(conn: psycopg.Connection) -> list[str]:
@@ -231,11 +345,13 @@ def dependents(conn: psycopg.Connection) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
-def uninstall(conn: psycopg.Connection) -> list[str]:
+def uninstall(conn: psycopg.Connection, keep_history: bool = True) -> list[str]:
     """Remove pgheal's objects and nothing else; return what happened, line by line.
 
     Extensions and schemas pgheal created for migrations stay: they belong to the
-    user's schema now.
+    user's schema now. The migration history stays too, unless `keep_history` is
+    false: without it, every migration would run again after a reinstall. It is
+    moved to schema heal_history, which the next install adopts.
     """
     dbname = conn.info.dbname
     notes = [f"pgheal removed from database {dbname}"]
@@ -251,6 +367,8 @@ def uninstall(conn: psycopg.Connection) -> list[str]:
                 + ", ".join(users)
                 + ". Drop or change them first."
             )
+        if keep_history:
+            notes.append(_keep_history(conn))
         conn.execute("DROP SCHEMA heal CASCADE")
     try:
         with conn.transaction():

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from . import schedule
+
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
 EVENT_COLUMNS = ("id", "created_at", "source", "event_type", "statement", "sqlstate", "message",
                  "fix_sql")  # fmt: skip
@@ -68,21 +70,78 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def health(conn: psycopg.Connection) -> list[dict[str, Any]]:
+def health(conn: psycopg.Connection, dsn: str | None = None) -> list[dict[str, Any]]:
+    """heal.health's checks; with `dsn`, pg_cron's own view of the scan too, read in the
+    database pg_cron lives in (which heal.health cannot see from here)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT name, status, detail, remediation FROM heal.health").fetchall()
+        checks = cur.execute("SELECT name, status, detail, remediation FROM heal.health").fetchall()
+    state = schedule.cron_state(dsn, conn) if dsn is not None else None
+    if state is None:
+        return checks
+    mine = {row["name"]: row for row in cron_checks(state)}
+    merged = [mine.pop(c["name"], c) for c in checks]
+    return merged + list(mine.values())
+
+
+def _check(name: str, status: str, detail: str, remediation: str | None = None) -> dict:
+    return {"name": name, "status": status, "detail": detail, "remediation": remediation}
+
+
+def cron_checks(state: schedule.CronState) -> list[dict[str, Any]]:
+    """The scan's job and its last run as pg_cron has them, and pgheal's orphaned jobs."""
+    where = f"in database {state.database}"
+    if state.problem is not None:
+        return [_check("cron_runs", "warn", f"cannot read pg_cron's jobs {where}: "
+                       f"{state.problem}", "run pgheal doctor as a superuser")]  # fmt: skip
+    job, run = state.job, state.last_run
+    if job is None and not state.sees_all:
+        runs = _check("cron_runs", "ok", "pg_cron shows a role only its own jobs: run pgheal "
+                      "doctor as a superuser to see the scan's")  # fmt: skip
+    elif job is None:
+        runs = _check("cron_runs", "warn", f"the scan is not scheduled in pg_cron ({where})",
+                      "pgheal schedule")  # fmt: skip
+    elif not job["active"]:
+        runs = _check("cron_runs", "warn", f"pg_cron job {job['jobname']} is inactive ({where})",
+                      f"psql -d {state.database} -c 'SELECT cron.alter_job({job['jobid']}, "
+                      "active => true)'")  # fmt: skip
+    elif run is None:
+        runs = _check("cron_runs", "ok", f"pg_cron job {job['jobname']} ('{job['schedule']}' "
+                      "GMT) has not run yet")  # fmt: skip
+    elif run["status"] == "failed":
+        message = (run["return_message"] or "").strip()
+        runs = _check(
+            "cron_runs", "error",
+            f"the last run of pg_cron job {job['jobname']} failed at {run['start_time']}: "
+            f"{message}",
+            f"see cron.job_run_details {where} (jobid {job['jobid']}); if pg_cron could not "
+            f"connect, set cron.host and pg_hba.conf so that it can log in as "
+            f"{job['username']}",
+        )  # fmt: skip
+    else:
+        runs = _check("cron_runs", "ok", f"pg_cron job {job['jobname']}: last run "
+                      f"{run['start_time']}, {run['status']}")  # fmt: skip
+    if state.orphans:
+        listed = "; ".join(f"{o.job} ({o.why})" for o in state.orphans)
+        jobs = _check("cron_jobs", "warn", f"{len(state.orphans)} pgheal jobs {where} have no "
+                      f"database to scan: {listed}", "pgheal unschedule --orphans")  # fmt: skip
+    else:
+        jobs = _check("cron_jobs", "ok", f"no orphaned pgheal job {where}")
+    return [runs, jobs]
 
 
 def last_day(conn: psycopg.Connection) -> dict[str, Any]:
+    """The last 24 hours, counted from the rows the views count (heal.recent_heals,
+    heal.unhealed)."""
     with conn.cursor(row_factory=dict_row) as cur:
         day = cur.execute(
             """SELECT
-                 (SELECT count(*) FROM heal.build_events WHERE event_type = 'auto_heal_success'
-                     AND created_at > now() - interval '24 hours') AS heals,
-                 (SELECT count(*) FROM heal.build_events WHERE event_type = 'auto_heal_failed'
-                     AND created_at > now() - interval '24 hours') AS failures,
+                 (SELECT count(*) FROM heal.recent_heals
+                   WHERE created_at > now() - interval '24 hours') AS heals,
+                 (SELECT count(*) FROM heal.unhealed
+                   WHERE occurred_at > now() - interval '24 hours') AS failures,
                  (SELECT count(*) FROM heal.migrations
-                   WHERE finished_at > now() - interval '24 hours') AS migrations,
+                   WHERE finished_at > now() - interval '24 hours'
+                     AND status <> 'dry_run') AS migrations,
                  (SELECT count(*) FROM heal.migrations WHERE status = 'failed'
                      AND finished_at > now() - interval '24 hours') AS failed_migrations,
                  (SELECT count(*) FROM heal.error_events
@@ -91,11 +150,12 @@ def last_day(conn: psycopg.Connection) -> dict[str, Any]:
         return {**day, "estimated_minutes_saved": day["heals"] * MINUTES_PER_HEAL}
 
 
-def print_status(conn: psycopg.Connection, out: TextIO, as_json: bool) -> int:
-    checks, day = health(conn), last_day(conn)
+def print_status(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool) -> int:
+    checks, day = health(conn, dsn), last_day(conn)
     worst = _worst(checks)
     if as_json:
-        out.write(json.dumps({"status": worst, "checks": checks, "last_24h": day}) + "\n")
+        out.write(json.dumps(jsonable({"status": worst, "checks": checks, "last_24h": day}))
+                  + "\n")  # fmt: skip
         return 1 if worst == "error" else 0
     con = console(out)
     con.print(Text.assemble((f"pgheal: {worst}", f"bold {STATUS_STYLE[worst]}"),
@@ -112,11 +172,11 @@ def print_status(conn: psycopg.Connection, out: TextIO, as_json: bool) -> int:
     return 1 if worst == "error" else 0
 
 
-def print_doctor(conn: psycopg.Connection, out: TextIO, as_json: bool) -> int:
-    checks = health(conn)
+def print_doctor(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool) -> int:
+    checks = health(conn, dsn)
     problems = [c for c in checks if c["status"] != "ok"]
     if as_json:
-        out.write(json.dumps({"checks": checks}) + "\n")
+        out.write(json.dumps(jsonable({"checks": checks})) + "\n")
         return 1 if problems else 0
     con = console(out)
     table = Table(title="pgheal doctor")

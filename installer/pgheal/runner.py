@@ -11,6 +11,7 @@ migration its tool runs outside a transaction.
 from __future__ import annotations
 
 import hashlib
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,11 +126,19 @@ def parts(migration: Migration, force: bool = False) -> list[Part]:
     return result
 
 
+#: How heal.migrate refuses a migration that changed since it was applied.
+CHANGED = "was applied with another checksum"
+
+
 class Runner:
     """Applies migrations on one autocommit connection, so that each CALL is top level."""
 
-    def __init__(self, conn: psycopg.Connection, out: TextIO) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, out: TextIO, rerun: list[str] | None = None
+    ) -> None:
         self.conn = conn
+        #: The command line that ran these migrations, for advice that works as written.
+        self.rerun = rerun or ["pgheal", "migrate", "..."]
         self.console = Console(file=out, highlight=False, soft_wrap=True)
         if not self.console.is_terminal:
             self.console.width = 200  # logs and pipes: keep table rows on one line
@@ -215,6 +224,9 @@ class Runner:
             outcome.heals += heals
             outcome.duration_ms += ms
             if error:
+                if CHANGED in error and not part.force:
+                    again = shlex.join([*self.rerun, "--force", migration.name])
+                    error += f"\nto run it again anyway: {again}"
                 outcome.status, outcome.error = "failed", error
                 self.console.print(f"  FAILED {error}".replace("\n", "\n  "), markup=False)
                 return outcome

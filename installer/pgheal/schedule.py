@@ -1,26 +1,46 @@
 """Schedule ``heal.scan()`` with pg_cron, from the database pg_cron lives in.
 
 pg_cron runs in one database (``cron.database_name``); a scan for another database
-is scheduled there with ``cron.schedule_in_database``. pg_cron 1.4 never purges
-``cron.job_run_details``, so a daily job purges the rows of pgheal's own jobs.
+is scheduled there with ``cron.schedule_in_database``. Two jobs of pgheal's own go
+with the first scan and leave with the last: pg_cron 1.4 never purges
+``cron.job_run_details``, so one purges the rows of pgheal's jobs daily; and pg_cron
+keeps a job whose database was dropped (it then fails at every run, and would scan
+a new database of that name), so another removes such jobs every minute.
+DROP DATABASE fires no event trigger: that minute is as soon as anything can know.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
 
 JOB = "heal-autonomous-scan"
 PURGE_JOB = "heal-purge-run-details"
+JANITOR_JOB = "heal-drop-orphaned-jobs"
+#: Jobs that belong to one database: its scan, and the retries the scan schedules
+#: there (heal.scanner.RETRY_JOB).
+DATABASE_JOBS = (f"{JOB}%", "heal-retry:%")
 COMMAND = "CALL heal.scan()"
+#: pgheal's jobs whose database no longer exists (run by the janitor, and by
+#: ``pgheal unschedule --orphans``); then pgheal's own two, once no scan is left.
+JANITOR_COMMAND = f"""SELECT cron.unschedule(j.jobid) FROM cron.job j
+ WHERE (j.jobname LIKE '{DATABASE_JOBS[0]}' OR j.jobname LIKE '{DATABASE_JOBS[1]}')
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname = j.database);
+SELECT cron.unschedule(j.jobid) FROM cron.job j
+ WHERE j.jobname IN ('{PURGE_JOB}', '{JANITOR_JOB}')
+   AND NOT EXISTS (SELECT FROM cron.job s WHERE s.jobname LIKE '{DATABASE_JOBS[0]}')"""
 
 
 @dataclass(frozen=True)
 class Scheduled:
     ok: bool
     message: str
+    removed: list[str] = field(default_factory=list)
 
 
 def job_name(database: str, cron_database: str) -> str:
@@ -28,7 +48,8 @@ def job_name(database: str, cron_database: str) -> str:
     return JOB if database == cron_database else f"{JOB}:{database}"
 
 
-def _cron_database(conn: psycopg.Connection) -> str | None:
+def cron_database(conn: psycopg.Connection) -> str | None:
+    """The database pg_cron lives in, if the server preloads it."""
     row = conn.execute(
         "SELECT current_setting('cron.database_name', true), "
         "current_setting('shared_preload_libraries')"
@@ -36,6 +57,13 @@ def _cron_database(conn: psycopg.Connection) -> str | None:
     if row[0] is None or "pg_cron" not in row[1]:
         return None
     return row[0]
+
+
+@contextmanager
+def cron_connection(dsn: str, cron_db: str) -> Iterator[psycopg.Connection]:
+    """A connection to pg_cron's database, as the same user."""
+    with psycopg.connect(make_conninfo(dsn, dbname=cron_db), autocommit=True) as cron:
+        yield cron
 
 
 def _not_preloaded(database: str) -> Scheduled:
@@ -51,7 +79,7 @@ def _not_preloaded(database: str) -> Scheduled:
 def schedule(dsn: str, conn: psycopg.Connection, every: str | None = None) -> Scheduled:
     """Schedule the scan of `conn`'s database; `every` defaults to heal.settings scan_schedule."""
     database = conn.info.dbname
-    cron_db = _cron_database(conn)
+    cron_db = cron_database(conn)
     if cron_db is None:
         return _not_preloaded(database)
     if every is None:
@@ -64,7 +92,7 @@ def schedule(dsn: str, conn: psycopg.Connection, every: str | None = None) -> Sc
         "SELECT value::int FROM heal.settings WHERE name = 'retention_cron_days'"
     ).fetchone()[0]
     name = job_name(database, cron_db)
-    with psycopg.connect(make_conninfo(dsn, dbname=cron_db), autocommit=True) as cron:
+    with cron_connection(dsn, cron_db) as cron:
         cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         if database == cron_db:
             cron.execute("SELECT cron.schedule(%s, %s, %s)", (name, every, COMMAND))
@@ -78,34 +106,166 @@ def schedule(dsn: str, conn: psycopg.Connection, every: str | None = None) -> Sc
             (
                 PURGE_JOB,
                 "DELETE FROM cron.job_run_details WHERE jobid IN (SELECT jobid FROM cron.job "
-                f"WHERE jobname LIKE '{JOB}%') AND end_time < now() - interval '{retention} days'",
+                f"WHERE jobname LIKE 'heal-%') AND end_time < now() - interval '{retention} days'",
             ),
         )
+        cron.execute("SELECT cron.schedule(%s, '* * * * *', %s)", (JANITOR_JOB, JANITOR_COMMAND))
     where = "" if database == cron_db else f" (from database {cron_db})"
     return Scheduled(True, f"heal.scan() scheduled as pg_cron job {name}: '{every}' GMT{where}")
 
 
 def unschedule(dsn: str, conn: psycopg.Connection) -> Scheduled:
-    """Remove the scan of `conn`'s database from pg_cron (and the purge job with the last one)."""
+    """Remove the jobs of `conn`'s database from pg_cron (its scan and its retries), and
+    pgheal's own two with the last scan."""
     database = conn.info.dbname
-    cron_db = _cron_database(conn)
+
+    def work(cron: psycopg.Connection, cron_db: str) -> Scheduled:
+        removed = _unschedule(
+            cron,
+            """SELECT jobid, jobname FROM cron.job
+                WHERE jobname = %s OR jobname LIKE %s ORDER BY jobname""",
+            (job_name(database, cron_db), f"heal-retry:{_like(database)}:%"),
+        )
+        removed += _unschedule_own(cron)
+        if not removed:
+            return Scheduled(True, f"no pg_cron job of database {database}: nothing to unschedule")
+        return Scheduled(True, f"pg_cron jobs removed: {', '.join(removed)}", removed)
+
+    return _in_cron(dsn, conn, work)
+
+
+def unschedule_orphans(dsn: str, conn: psycopg.Connection) -> Scheduled:
+    """Remove pgheal's jobs whose database is gone, or has no pgheal any more."""
+
+    def work(cron: psycopg.Connection, _cron_db: str) -> Scheduled:
+        found = orphans(dsn, cron)
+        removed = _unschedule(
+            cron, "SELECT jobid, jobname FROM cron.job WHERE jobname = ANY(%s) ORDER BY jobname",
+            ([o.job for o in found],),
+        )  # fmt: skip
+        removed += _unschedule_own(cron)
+        if not removed:
+            return Scheduled(True, "no orphaned pgheal job in pg_cron")
+        why = "; ".join(f"{o.job} ({o.why})" for o in found)
+        return Scheduled(True, f"orphaned pg_cron jobs removed: {why}", removed)
+
+    return _in_cron(dsn, conn, work)
+
+
+def _in_cron(
+    dsn: str, conn: psycopg.Connection, work: Callable[[psycopg.Connection, str], Scheduled]
+) -> Scheduled:
+    """Run `work` in pg_cron's database; say so where pg_cron is not there to change."""
+    cron_db = cron_database(conn)
     if cron_db is None:
         return Scheduled(True, "pg_cron is not loaded: nothing to unschedule")
-    name = job_name(database, cron_db)
-    with psycopg.connect(make_conninfo(dsn, dbname=cron_db), autocommit=True) as cron:
+    with cron_connection(dsn, cron_db) as cron:
         if not cron.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
             return Scheduled(True, "pg_cron is not installed: nothing to unschedule")
-        found = cron.execute("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,))
-        if found.fetchone()[0]:
-            cron.execute("SELECT cron.unschedule(%s)", (name,))
-        others = cron.execute(
-            "SELECT count(*) FROM cron.job WHERE jobname LIKE %s", (f"{JOB}%",)
-        ).fetchone()[0]
-        if (
-            not others
-            and cron.execute(
-                "SELECT count(*) FROM cron.job WHERE jobname = %s", (PURGE_JOB,)
-            ).fetchone()[0]
-        ):
-            cron.execute("SELECT cron.unschedule(%s)", (PURGE_JOB,))
-    return Scheduled(True, f"pg_cron job {name} removed")
+        return work(cron, cron_db)
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _unschedule(cron: psycopg.Connection, query: str, params: tuple) -> list[str]:
+    jobs = cron.execute(query, params).fetchall()
+    for jobid, _ in jobs:
+        cron.execute("SELECT cron.unschedule(%s)", (jobid,))
+    return [name for _, name in jobs]
+
+
+def _unschedule_own(cron: psycopg.Connection) -> list[str]:
+    """pgheal's purge and janitor jobs, once no scan is scheduled."""
+    return _unschedule(
+        cron,
+        """SELECT jobid, jobname FROM cron.job WHERE jobname IN (%s, %s)
+              AND NOT EXISTS (SELECT FROM cron.job WHERE jobname LIKE %s) ORDER BY jobname""",
+        (PURGE_JOB, JANITOR_JOB, DATABASE_JOBS[0]),
+    )
+
+
+@dataclass(frozen=True)
+class Orphan:
+    job: str
+    database: str
+    why: str
+
+
+def orphans(dsn: str, cron: psycopg.Connection) -> list[Orphan]:
+    """pgheal's jobs (scans, retries) whose database was dropped, or no longer has pgheal
+    (checked by connecting there; a database this user cannot connect to is left alone)."""
+    with cron.cursor(row_factory=dict_row) as cur:
+        jobs = cur.execute(
+            """SELECT j.jobname, j.database,
+                      EXISTS (SELECT FROM pg_catalog.pg_database d
+                               WHERE d.datname = j.database) AS exists
+                 FROM cron.job j WHERE j.jobname LIKE %s OR j.jobname LIKE %s
+                ORDER BY j.jobname""",
+            DATABASE_JOBS,
+        ).fetchall()
+    found, installed = [], {}
+    for job in jobs:
+        if not job["exists"]:
+            found.append(Orphan(job["jobname"], job["database"], "its database was dropped"))
+            continue
+        if job["database"] not in installed:
+            installed[job["database"]] = _has_pgheal(dsn, job["database"])
+        if installed[job["database"]] is False:
+            why = f"pgheal is not installed in database {job['database']}"
+            found.append(Orphan(job["jobname"], job["database"], why))
+    return found
+
+
+def _has_pgheal(dsn: str, database: str) -> bool | None:
+    try:
+        with psycopg.connect(make_conninfo(dsn, dbname=database), autocommit=True) as other:
+            return bool(other.execute("SELECT to_regproc('heal.scan') IS NOT NULL").fetchone()[0])
+    except psycopg.Error:
+        return None  # not ours to judge
+
+
+@dataclass
+class CronState:
+    """What pg_cron knows of this database's scan, read where pg_cron lives."""
+
+    database: str
+    job: dict | None = None
+    last_run: dict | None = None
+    orphans: list[Orphan] = field(default_factory=list)
+    problem: str | None = None
+    #: Whether this user sees every job (pg_cron shows a role only its own).
+    sees_all: bool = True
+
+
+def cron_state(dsn: str, conn: psycopg.Connection) -> CronState | None:
+    """pg_cron's jobs and run details for `conn`'s database; None without pg_cron."""
+    cron_db = cron_database(conn)
+    if cron_db is None:
+        return None
+    state = CronState(cron_db)
+    try:
+        with cron_connection(dsn, cron_db) as cron:
+            if not cron.execute("SELECT to_regclass('cron.job')").fetchone()[0]:
+                return state
+            state.sees_all = bool(cron.execute(
+                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user"
+            ).fetchone()[0])  # fmt: skip
+            with cron.cursor(row_factory=dict_row) as cur:
+                state.job = cur.execute(
+                    "SELECT jobid, jobname, schedule, database, username, active FROM cron.job "
+                    "WHERE jobname = %s",
+                    (job_name(conn.info.dbname, cron_db),),
+                ).fetchone()
+                if state.job is not None:
+                    state.last_run = cur.execute(
+                        """SELECT status, return_message, start_time, end_time
+                             FROM cron.job_run_details WHERE jobid = %s
+                            ORDER BY runid DESC LIMIT 1""",
+                        (state.job["jobid"],),
+                    ).fetchone()
+            state.orphans = orphans(dsn, cron)
+    except psycopg.Error as exc:
+        state.problem = str(exc).strip().splitlines()[0]
+    return state

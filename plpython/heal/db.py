@@ -6,6 +6,7 @@ Everything else that talks to the server goes through these few functions.
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 from types import ModuleType
 from typing import Any
@@ -81,6 +82,11 @@ def server_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "pglast_wanted": PGLAST_VERSION,
     }
+    site = fetch_value("SELECT python_path FROM heal.installation")
+    # Who the server runs as, and whether it can reach the directory: a directory the
+    # installer sees may be closed to that OS user (a home directory, say).
+    info["os_user"] = pwd.getpwuid(os.geteuid()).pw_name
+    info["path_readable"] = bool(site) and os.access(site, os.R_OK | os.X_OK)
     try:
         pglast = load_parser()
         info["pglast"] = pglast.__version__.lstrip("v")

@@ -87,6 +87,13 @@ def scan() -> Row:
     )
     every = _interval_minutes(settings().get("scan_schedule", "*/5 * * * *"))
     if not last:
+        installed = fetch_value(
+            "SELECT extract(epoch FROM now() - installed_at) / 60 FROM heal.installation"
+        )
+        if installed is not None and installed <= 3 * every + 1:
+            # Just installed: the first scheduled run is not due yet.
+            return _row("scan", "ok", f"no scan yet: pgheal was installed {installed:.0f} min "
+                        f"ago, and the scan runs every {every} min once scheduled")  # fmt: skip
         return _row("scan", "warn", "the scan has never run",
                     "pgheal schedule  (or CALL heal.scan(); by hand)")  # fmt: skip
     row = last[0]
@@ -104,14 +111,26 @@ def scan() -> Row:
 def cron_runs() -> Row:
     """The scan job's last run as pg_cron saw it, where pg_cron lives in this database."""
     if not fetch_value("SELECT to_regclass('cron.job_run_details') IS NOT NULL"):
-        return _row("cron_runs", "ok", "pg_cron's run details are in another database")
+        where = fetch_value("SELECT current_setting('cron.database_name', true)")
+        return _row("cron_runs", "ok", f"pg_cron's jobs are in database {where}: pgheal "
+                    "doctor reads them there")  # fmt: skip
+    database = fetch_value("SELECT current_database()")
+    job = fetch(
+        """SELECT jobid, jobname, schedule FROM cron.job
+            WHERE jobname = 'heal-autonomous-scan' AND database = $1""",
+        database,
+    )
+    if not job:
+        return _row("cron_runs", "warn", "the scan is not scheduled in pg_cron", "pgheal schedule")
     runs = fetch(
-        """SELECT d.status, d.return_message, d.start_time::text AS started
-             FROM cron.job_run_details d JOIN cron.job j ON j.jobid = d.jobid
-            WHERE j.jobname LIKE 'heal-autonomous-scan%' ORDER BY d.runid DESC LIMIT 1"""
+        """SELECT status, return_message, start_time::text AS started
+             FROM cron.job_run_details WHERE jobid = $1 ORDER BY runid DESC LIMIT 1""",
+        job[0]["jobid"],
+        types=("int8",),
     )
     if not runs:
-        return _row("cron_runs", "warn", "pg_cron has not run the scan yet", "pgheal schedule")
+        return _row("cron_runs", "ok", f"pg_cron job {job[0]['jobname']} "
+                    f"('{job[0]['schedule']}' GMT) has not run yet")  # fmt: skip
     run = runs[0]
     if run["status"] == "failed":
         return _row("cron_runs", "error", f"the last run failed: {run['return_message']}",

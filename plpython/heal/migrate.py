@@ -352,8 +352,9 @@ def _history_check(run: Run, policy: Policy) -> dict[str, str] | bool | None:
         "P0001",
         f'heal.migrate: migration "{run.name}" was applied with another checksum',
         f"Applied: {applied['checksum']} at {applied['finished_at']}; this script: {run.checksum}.",
-        "A migration that ran should not change: add a new migration instead, or run this "
-        f'one again: force => true, or pgheal migrate --force "{run.name}".',
+        "A migration that ran should not change: add a new migration instead. To run this "
+        f"one again anyway, call heal.migrate with force => true and name => "
+        f"{plpy.quote_literal(run.name)}.",
     )
 
 

@@ -52,6 +52,8 @@ def load(site: str | None = None) -> ModuleType:
                 "Debian's python3-pglast from PL/Python's path) or reconnect."
             )
         return sys.modules["pglast"]
+    # A directory that was unreadable or empty at an earlier try may have it now.
+    importlib.invalidate_caches()
     old = sys.getdlopenflags()
     sys.setdlopenflags(os.RTLD_NOW | os.RTLD_LOCAL | os.RTLD_DEEPBIND)
     try:

@@ -245,17 +245,25 @@ def _choose(
     if len(names) == 1:
         return names[0], None, None
     if names:
-        return None, (
-            f"{missing.describe()} is provided by several extensions "
-            f"({', '.join(names)}): install the one you mean"
-        ), None
+        return (
+            None,
+            (
+                f"{missing.describe()} is provided by several extensions "
+                f"({', '.join(names)}): install the one you mean"
+            ),
+            None,
+        )
     known = catalog.known(missing)
     if known:
         which = " or ".join(f"extension {ext} (OS package {package})" for ext, package in known)
-        return None, (
-            f"{missing.describe()} is provided by {which}, which this server does not have: "
-            "install it on the database host, then run the migration again"
-        ), reasons.UNAVAILABLE
+        return (
+            None,
+            (
+                f"{missing.describe()} is provided by {which}, which this server does not have: "
+                "install it on the database host, then run the migration again"
+            ),
+            reasons.UNAVAILABLE,
+        )
     if candidates:
         return None, f"no available extension provides {missing.describe()} with these types", None
     return None, f"no available extension provides {missing.describe()}", None
@@ -280,8 +288,9 @@ def install_extension(
     requires, and make it visible: on the search path, and the database's."""
     ext = catalog.extension(name)
     if ext is None:
-        return Plan(reason=f"extension {name} is not available on this server",
-                    kind=reasons.UNAVAILABLE)
+        return Plan(
+            reason=f"extension {name} is not available on this server", kind=reasons.UNAVAILABLE
+        )
     if ext.installed_schema is not None:
         return Plan(
             reason=f"extension {name} is installed (schema {ext.installed_schema}) but does not "

@@ -531,10 +531,13 @@ def _heal_error(
     reason, why = planned.refused or planned.reason, planned.why
     if not reason and not fixes:
         reason, why = (
-            f"{fp.missing.describe() if fp.missing else 'it'} exists in a schema that is not "
-            "on the application's search_path, and only the extension schema is ever added "
-            "to the database's: add the schema to the role's search_path"
-        ), reasons.REFUSED
+            (
+                f"{fp.missing.describe() if fp.missing else 'it'} exists in a schema that is not "
+                "on the application's search_path, and only the extension schema is ever added "
+                "to the database's: add the schema to the role's search_path"
+            ),
+            reasons.REFUSED,
+        )
     attempt = {"fingerprint": fp.id, "source": source, "role": who.role}
     _write(records.event("auto_heal_attempt", sqlstate=error["sqlstate"],
                          message=error["message"], fingerprint=fp.id, detail=attempt))  # fmt: skip

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -50,12 +54,17 @@ def test_uninstall_removes_pgheal_and_keeps_what_it_healed(conn):
     assert scalar(conn, "SELECT to_regnamespace('heal')") is None
     assert "citext" in extensions(conn)
     assert scalar(conn, "SELECT to_regclass('t')::text") == "t"
-    # The template database still has pgheal: the shared role stays, and says why.
+    # The history is kept; the template database still has pgheal: the shared role
+    # stays, and says why.
     assert notes[1:] == [
-        "role heal_operator was kept: pgheal is still installed in another database"
+        "the migration history (1 runs) is kept in schema heal_history: the next pgheal "
+        "install adopts it (uninstall --drop-history removes it)",
+        "role heal_operator was kept: pgheal is still installed in another database",
     ]
     assert deploy.uninstall(conn)[0].endswith("nothing to remove")
-    deploy.install(conn, serverdeps.default_path())  # and it comes back cleanly
+    report = deploy.install(conn, serverdeps.default_path())  # and it comes back cleanly
+    assert report.adopted == "adopted the migration history kept in schema heal_history: 1 runs"
+    assert scalar(conn, "SELECT count(*) FROM heal.migrations") == 1
 
 
 def test_uninstall_refuses_to_drop_user_objects(conn):
@@ -73,6 +82,24 @@ def test_install_stops_when_the_server_python_lacks_pglast(conn, tmp_path):
     assert scalar(conn, "SELECT python_path FROM heal.installation") == str(
         serverdeps.default_path()
     )  # the failed upgrade left the installation as it was
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server runs as this user: it reads what we do")
+def test_a_python_path_the_server_cannot_read_is_told_the_command_that_opens_it(conn):
+    closed = Path(tempfile.mkdtemp())  # mode 0700, root's: the server's OS user cannot enter
+    try:
+        site = closed / "site"
+        shutil.copytree(serverdeps.default_path(), site)
+        with pytest.raises(deploy.InstallError) as info:
+            deploy.install(conn, site)
+        message = str(info.value)
+        assert f"the server runs as OS user postgres, which cannot read {site}" in message
+        command = message.split("`")[1]
+        assert command == f"chmod o+x {closed}"
+        subprocess.run(shlex.split(command), check=True)  # as written
+        assert deploy.install(conn, site).pglast == serverdeps.PGLAST_VERSION
+    finally:
+        shutil.rmtree(closed)
 
 
 def test_install_needs_a_superuser(conn, dsn):

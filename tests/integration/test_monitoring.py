@@ -81,7 +81,9 @@ def test_health_reports_each_part_broken_on_purpose(conn, dsn):
     conn.execute("SELECT heal.skip_log_backlog()")  # nor errors other tests logged
     checks = health(conn)
     assert checks["plpython"][0] == "ok" and checks["pglast"][0] == "ok"
-    assert checks["scan"] == ("warn", "pgheal schedule  (or CALL heal.scan(); by hand)")
+    assert checks["scan"][0] == "ok"  # just installed: no scan is due yet
+    conn.execute("UPDATE heal.installation SET installed_at = now() - interval '1 hour'")
+    assert health(conn)["scan"] == ("warn", "pgheal schedule  (or CALL heal.scan(); by hand)")
     conn.execute("CALL heal.scan()")
     assert health(conn)["scan"][0] == "ok"
     # The scan stopped running (unscheduled): overdue.
@@ -110,7 +112,8 @@ def test_status_and_doctor_commands(conn, dsn):
     human = pgheal("status", "--dsn", dsn)
     assert "pgheal: warn" in human.stdout and "last 24 h: 0 heals" in human.stdout
     doctor = pgheal("doctor", "--dsn", dsn)
-    assert doctor.returncode == 1  # the scan has never run
+    assert doctor.returncode == 1  # the scan is not scheduled in pg_cron
+    assert "the scan is not scheduled in pg_cron (in database postgres)" in doctor.stdout
     assert "pgheal schedule" in doctor.stdout
     conn.execute("UPDATE heal.installation SET python_path = '/nonexistent'")
     broken = pgheal("status", "--json", "--dsn", dsn)

@@ -115,7 +115,7 @@ def test_changed_migration_is_refused_unless_forced(conn):
     with pytest.raises(psycopg.errors.RaiseException) as info:
         migrate_with(conn, "CREATE TABLE t (a int, b int);", name="0001_init")
     assert "was applied with another checksum" in str(info.value)
-    assert "force => true" in info.value.diag.message_hint
+    assert "force => true and name => '0001_init'" in info.value.diag.message_hint
     migrate_with(conn, "ALTER TABLE t ADD COLUMN b int;", name="0001_init", force=True)
     rows = conn.execute(
         "SELECT forced FROM heal.migrations WHERE name = '0001_init' ORDER BY id"
