@@ -309,7 +309,7 @@ def cmd_server_deps(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return demo.run(keep=args.keep)
+    return demo.run(keep=args.keep, as_json=args.json)
 
 
 def _connection(p: argparse.ArgumentParser, before: bool) -> None:
@@ -347,14 +347,14 @@ def parser() -> argparse.ArgumentParser:
     _connection(top, before=True)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func, help: str, json: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, epilog=EPILOG, add_help=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.add_argument("-?", "--help", action="help", help="show this help and exit")
         p.set_defaults(func=func)
-        if json:  # given before the command or after it
-            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                           help="JSON for machines")  # fmt: skip
+        # Every command speaks JSON, asked for before the command or after it.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="JSON for machines")  # fmt: skip
         return p
 
     def dsn(p: argparse.ArgumentParser) -> None:
@@ -439,8 +439,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=Path, default=serverdeps.default_path(),
                    help="directory to install into (default: %(default)s)")  # fmt: skip
     p.add_argument("--python-version", help="the server's Python, e.g. 3.11 (default: probed)")
-    p = command("demo", cmd_demo, "heal a migration in a throwaway cluster, then remove it",
-                json=False)  # fmt: skip
+    p = command("demo", cmd_demo, "heal a migration in a throwaway cluster, then remove it")
     p.add_argument("--keep", action="store_true", help="leave the cluster running")
     return top
 

@@ -19,6 +19,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
+from heal import advice
+
 JOB = "heal-autonomous-scan"
 PURGE_JOB = "heal-purge-run-details"
 JANITOR_JOB = "heal-drop-orphaned-jobs"
@@ -66,12 +68,12 @@ def cron_connection(dsn: str, cron_db: str) -> Iterator[psycopg.Connection]:
         yield cron
 
 
-def _not_preloaded(database: str) -> Scheduled:
+def _not_preloaded(conn: psycopg.Connection) -> Scheduled:
+    preloaded = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()[0]
     return Scheduled(
         False,
-        "the scan is not scheduled: pg_cron is not loaded (shared_preload_libraries). Add "
-        f"shared_preload_libraries = 'pg_cron' and cron.database_name = '{database}' to "
-        "postgresql.conf, restart, then run `pgheal schedule`. Until then, run "
+        "the scan is not scheduled: pg_cron is not loaded (shared_preload_libraries). "
+        f"{advice.preload_pg_cron(preloaded, conn.info.dbname)}. Until then, run "
         "CALL heal.scan() by hand.",
     )
 
@@ -81,7 +83,7 @@ def schedule(dsn: str, conn: psycopg.Connection, every: str | None = None) -> Sc
     database = conn.info.dbname
     cron_db = cron_database(conn)
     if cron_db is None:
-        return _not_preloaded(database)
+        return _not_preloaded(conn)
     if every is None:
         every = conn.execute(
             "SELECT value FROM heal.settings WHERE name = 'scan_schedule'"

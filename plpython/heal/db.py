@@ -128,7 +128,7 @@ def session_search_path(value: str | None = None, user: str | None = None) -> li
 def caller(role: str | None = None) -> Caller:
     """What `role` (the current user by default) could do by hand in this database."""
     rows = fetch(
-        """SELECT r.rolname, r.rolsuper,
+        """SELECT r.rolname, r.rolsuper, d.datname,
                   pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(),
                                                     'CREATE') AS can_create,
                   pg_catalog.pg_has_role(r.oid, d.datdba, 'USAGE') AS owns_database,
@@ -146,7 +146,7 @@ def caller(role: str | None = None) -> Caller:
         plpy.error(f'role "{role}" does not exist', sqlstate="42704")
     row = rows[0]
     return Caller(row["rolname"], row["rolsuper"], row["can_create"], row["owns_database"],
-                  bool(row["logged_in"]))  # fmt: skip
+                  bool(row["logged_in"]), row["datname"])  # fmt: skip
 
 
 # -- the extension catalog ---------------------------------------------------------------

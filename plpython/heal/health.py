@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from . import PGLAST_VERSION
+from . import PGLAST_VERSION, advice
 from .db import cancelled, database_search_path, fetch, fetch_value, server_info, settings
 from .logs import reading_order
 from .policy import Policy
@@ -64,11 +64,9 @@ def pg_cron() -> Row:
     if "pg_cron" in preload:
         database = fetch_value("SELECT current_setting('cron.database_name', true)")
         return _row("pg_cron", "ok", f"pg_cron is preloaded (cron.database_name = {database})")
-    return _row(
-        "pg_cron", "warn", "pg_cron is not preloaded: the scan cannot be scheduled",
-        "add shared_preload_libraries = 'pg_cron' to postgresql.conf, restart, then run "
-        "pgheal schedule",
-    )  # fmt: skip
+    database = fetch_value("SELECT current_database()")
+    return _row("pg_cron", "warn", "pg_cron is not preloaded: the scan cannot be scheduled",
+                advice.preload_pg_cron(preload, database))  # fmt: skip
 
 
 def _interval_minutes(schedule: str) -> int:
@@ -101,7 +99,8 @@ def scan() -> Row:
     if row["note"]:
         detail += f" ({row['note']})"
     if row["status"] == "failed":
-        return _row("scan", "error", detail, "see heal.scans and the server log")
+        recent = "SELECT started_at, status, note FROM heal.scans ORDER BY id DESC LIMIT 5;"
+        return _row("scan", "error", detail, recent)
     if row["minutes_ago"] > 3 * every + 1:
         return _row("scan", "warn", detail + "; it is overdue: is it scheduled?",
                     "pgheal schedule")  # fmt: skip
@@ -134,7 +133,9 @@ def cron_runs() -> Row:
     run = runs[0]
     if run["status"] == "failed":
         return _row("cron_runs", "error", f"the last run failed: {run['return_message']}",
-                    "check cron.host and the job's owner in cron.job")  # fmt: skip
+                    f"SELECT * FROM cron.job_run_details WHERE jobid = {job[0]['jobid']} "
+                    "ORDER BY runid DESC LIMIT 5; if pg_cron could not connect, set cron.host "
+                    "and pg_hba.conf so that it can log in as the job's user")  # fmt: skip
     return _row("cron_runs", "ok", f"last run {run['started']}: {run['status']}")
 
 
@@ -260,13 +261,14 @@ def policy() -> Row:
              JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE n.nspname = $1""",
         schema,
     )
-    if used and schema not in database_search_path():
+    path = database_search_path()
+    if used and schema not in path:
         database = fetch_value("SELECT current_database()")
         return _row(
             "policy", "warn",
             f"{used} extensions live in schema {schema}, which is not on the database's "
             "search_path: sessions that do not set it cannot see them",
-            f'ALTER DATABASE {database} SET search_path = "$user", public, {schema};',
+            advice.database_search_path(database, [*path, schema]),
         )  # fmt: skip
     return _row("policy", "ok", f"extensions go to schema {schema}")
 

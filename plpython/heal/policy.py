@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .advice import identifier, literal
+
 #: Extensions that reach files, the network, server internals, or are untrusted languages.
 DEFAULT_DENY = frozenset(
     {
@@ -134,7 +136,7 @@ class Policy:
         if kind in self.disabled_fixes:
             return (
                 f"fixes of kind {kind} are turned off (heal.settings disabled_fixes). "
-                f"To allow them, remove {kind} from disabled_fixes"
+                f"To allow them, as a superuser: {_remove_from('disabled_fixes', kind)}"
             )
         return None
 
@@ -182,6 +184,8 @@ class Caller:
     #: AUTHORIZATION), the session can go back to the role it logged in as, keeping its
     #: search_path: a schema goes on it only when it is safe for every role.
     logged_in: bool = True
+    #: The database it runs in, for advice that names it.
+    database: str = ""
 
     @property
     def path_trust(self) -> str | None:
@@ -207,9 +211,20 @@ class Extension:
 
 def _allow_statement(extension: str) -> str:
     """The statement that adds `extension` to the allow-list, as a refusal names it."""
-    literal = "'" + extension.replace("'", "''") + "'"
+    return _add_to("allow_extensions", extension)
+
+
+def _add_to(setting: str, item: str) -> str:
+    """The statement that adds `item` to list setting `setting`."""
     return ("UPDATE heal.settings SET value = concat_ws(',', nullif(value, ''), "
-            f"{literal}) WHERE name = 'allow_extensions'")  # fmt: skip
+            f"{literal(item)}) WHERE name = {literal(setting)}")  # fmt: skip
+
+
+def _remove_from(setting: str, item: str) -> str:
+    """The statement that takes `item` out of list setting `setting`."""
+    return ("UPDATE heal.settings SET value = array_to_string(array_remove("
+            f"regexp_split_to_array(value, '\\s*,\\s*'), {literal(item)}), ',') "
+            f"WHERE name = {literal(setting)}")  # fmt: skip
 
 
 def refuse_extension(ext: Extension, policy: Policy, caller: Caller) -> str | None:
@@ -234,8 +249,8 @@ def refuse_extension(ext: Extension, policy: Policy, caller: Caller) -> str | No
     if not caller.create_on_database:
         return (
             f'role "{caller.role}" has no CREATE privilege on this database, so it could not '
-            f'install "{ext.name}" by hand. Grant it (GRANT CREATE ON DATABASE <this database> '
-            f"TO {caller.role}), or, as a superuser: {_allow_statement(ext.name)}"
+            f'install "{ext.name}" by hand. Grant it ({_grant_create(caller)}), or, as a '
+            f"superuser: {_allow_statement(ext.name)}"
         )
     return None
 
@@ -247,14 +262,15 @@ def refuse_schema(name: str, policy: Policy, caller: Caller) -> str | None:
     if not policy.create_schemas:
         return (
             f'creating schema "{name}" is turned off (heal.settings create_schemas = off). '
-            f"To allow it, set create_schemas to on"
+            "To allow it, as a superuser: UPDATE heal.settings SET value = 'on' "
+            "WHERE name = 'create_schemas'"
         )
     if caller.superuser or caller.create_on_database or caller.role in policy.schema_roles:
         return None
     return (
         f'role "{caller.role}" has no CREATE privilege on this database, so it could not create '
-        f'schema "{name}" by hand. Grant it (GRANT CREATE ON DATABASE ... TO "{caller.role}"), '
-        f"or add the role to heal.settings schema_roles"
+        f'schema "{name}" by hand. Grant it ({_grant_create(caller)}), or, as a superuser: '
+        f"{_add_to('schema_roles', caller.role)}"
     )
 
 
@@ -266,7 +282,7 @@ def refuse_role(name: str, policy: Policy) -> str | None:
         return None
     return (
         f'role "{name}" is not in heal.settings grant_roles, so pgheal does not create it. '
-        f"To allow it, add it to grant_roles (it is created NOLOGIN)"
+        f"To allow it (it is created NOLOGIN), as a superuser: {_add_to('grant_roles', name)}"
     )
 
 
@@ -304,6 +320,18 @@ SCHEMA_TRUST_RULE = (
 )
 
 
+def _grant_create(caller: Caller) -> str:
+    database = identifier(caller.database) if caller.database else "CURRENT_DATABASE"
+    return f"GRANT CREATE ON DATABASE {database} TO {identifier(caller.role)}"
+
+
+def _revoke_creators(info: SchemaInfo, creators: list[str]) -> list[str]:
+    if not creators:
+        return []
+    names = ", ".join(r if r == "PUBLIC" else identifier(r) for r in creators)
+    return [f"REVOKE CREATE ON SCHEMA {identifier(info.name)} FROM {names}"]
+
+
 def refuse_untrusted_schema(info: SchemaInfo, role: str | None) -> str | None:
     """Why schema `info` must not serve `role`, or None when it may.
 
@@ -325,12 +353,15 @@ def refuse_untrusted_schema(info: SchemaInfo, role: str | None) -> str | None:
     if not (info.owner_superuser or info.of_extension or info.owner == role):
         who = f'role "{role}"' if role else "every role"
         why = f'it is owned by role "{info.owner}", which is not a superuser'
-        fix = f"ALTER SCHEMA {info.name} OWNER TO a superuser"
+        fix = f"as a superuser: ALTER SCHEMA {identifier(info.name)} OWNER TO CURRENT_USER"
     elif others:
         who = f'role "{role}"' if role else "every role"
         names = ", ".join(r if r == "PUBLIC" else f'"{r}"' for r in others)
         why = f"{names} can create objects in it"
-        fix = f"REVOKE CREATE ON SCHEMA {info.name} FROM {others[0]}"
+        creators = [r for r in others if r in info.creators]
+        members = [r for r in others if r in info.members and r not in info.creators]
+        fix = "; ".join(_revoke_creators(info, creators) + [
+            f"REVOKE {identifier(info.owner)} FROM {identifier(r)}" for r in members])  # fmt: skip
     else:
         return None
     return (

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgheal import deploy, serverdeps
+from pgheal import cli, deploy, serverdeps
 
 from .conftest import connect, extensions, migrate, scalar
 
@@ -175,15 +175,53 @@ def test_demo_keep_prints_uri_and_stop_command():
     subprocess.run(stop, shell=True, check=True, capture_output=True)
 
 
-def test_every_command_speaks_json(conn, dsn):
-    installed = pgheal("install", "--json", "--no-schedule", "--dsn", dsn)
-    assert installed.returncode == 0, installed.stderr
-    report = json.loads(installed.stdout)
-    assert report["version"] == "0.1.0" and report["extension_objects"] > 1000
-    assert report["database"] == conn.info.dbname and report["scheduled"] is None
+def test_every_command_speaks_json(conn, dsn, tmp_path):
+    """Each of the CLI's commands, with --json: stdout is JSON (one document, or one per
+    line for events), whatever else the command shows goes to stderr."""
+    (tmp_path / "0001_t.sql").write_text("CREATE TABLE t (e citext);")
+    folder, patterns = str(tmp_path), tmp_path / "patterns.json"
+    calls = {
+        "install": ["install", "--no-schedule"],
+        "schedule": ["schedule"],
+        "unschedule": ["unschedule"],
+        "predictive": ["predictive", "on"],
+        "patterns": ["patterns", "export", "--file", str(patterns)],
+        "plan": ["plan", folder],
+        "migrate": ["migrate", folder],
+        "info": ["info", folder],
+        "baseline": ["baseline", folder],
+        "run": ["run", "--", "true"],
+        "status": ["status"],
+        "doctor": ["doctor"],
+        "events": ["events", "--since", "10m"],
+        "server-deps": ["server-deps"],
+        "demo": ["demo"],
+        "uninstall": ["uninstall", "--yes"],
+    }
+    commands = set(cli.parser()._subparsers._group_actions[0].choices)
+    assert set(calls) == commands  # a new command needs its --json here
+    for command, args in calls.items():
+        result = pgheal("--json", "--dsn", dsn, *args)  # before the command: any command
+        assert result.returncode in (0, 1), (command, result.stderr)
+        # pgheal run leaves stdout to the tool it runs: its own report is on stderr.
+        out = result.stderr if command == "run" else result.stdout
+        lines = [line for line in out.splitlines() if line.strip()]
+        documents = [json.loads(line) for line in lines] if command == "events" else [
+            json.loads(out)]  # fmt: skip
+        assert documents, command
+    installed = json.loads(pgheal("install", "--json", "--no-schedule", "--dsn", dsn).stdout)
+    assert installed["version"] == "0.1.0" and installed["extension_objects"] > 1000
+    assert installed["database"] == conn.info.dbname and installed["scheduled"] is None
     switched = json.loads(pgheal("predictive", "off", "--json", "--dsn", dsn).stdout)
     assert switched["state"] == "off"
-    listed = json.loads(pgheal("patterns", "list", "--json", "--dsn", dsn).stdout)
-    assert listed == []
+    assert json.loads(pgheal("patterns", "list", "--json", "--dsn", dsn).stdout) == []
+    for action in ("import", "enable", "disable"):  # --json for every action, errors too
+        extra = ["--file", str(patterns)] if action == "import" else ["1"]
+        said = pgheal("patterns", action, *extra, "--json", "--dsn", dsn)
+        assert said.returncode in (0, 2), said.stderr
+        if said.returncode == 0:
+            assert json.loads(said.stdout)
+    demo = json.loads(pgheal("demo", "--json").stdout)
+    assert demo["ok"] is True and demo["outcomes"][0]["heals"] >= 3
     removed = json.loads(pgheal("uninstall", "--yes", "--json", "--dsn", dsn).stdout)
     assert removed["message"] == f"pgheal removed from database {conn.info.dbname}"

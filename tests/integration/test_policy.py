@@ -160,3 +160,67 @@ def test_an_error_that_survives_its_fix_stops_the_run(conn, dsn, app_role):
     detail = info.value.diag.message_detail
     assert info.value.diag.message_primary == 'type "mood" does not exist'
     assert "the error survived its own fix; tried: SET LOCAL search_path" in detail
+
+
+def _advice(exc: psycopg.Error, after: str) -> str:
+    """The statement a refusal names after `after`, up to its closing parenthesis or end."""
+    detail = exc.diag.message_detail or ""
+    statement = detail.split(after, 1)[1].split("\n")[0]
+    return statement.split("), or")[0].strip()
+
+
+def test_a_disabled_fix_kind_names_the_update_that_enables_it(conn):
+    conn.execute("UPDATE heal.settings SET value = 'create_role, create_extension' "
+                 "WHERE name = 'disabled_fixes'")  # fmt: skip
+    with pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(conn, "SELECT uuid_generate_v4()")
+    conn.execute(_advice(info.value, "as a superuser: "))
+    assert scalar(conn, "SELECT value FROM heal.settings WHERE name = 'disabled_fixes'") == (
+        "create_role"
+    )
+    migrate(conn, "SELECT uuid_generate_v4()")
+
+
+def test_schema_refusals_name_statements_that_work_as_written(conn, dsn, app_role):
+    conn.execute("UPDATE heal.settings SET value = 'off' WHERE name = 'create_schemas'")
+    with pytest.raises(psycopg.errors.InvalidSchemaName) as info:
+        migrate(conn, "CREATE TABLE app.t (a int);")
+    conn.execute(_advice(info.value, "as a superuser: "))
+    migrate(conn, "CREATE TABLE app.t (a int);")
+    conn.execute(f"REVOKE CREATE ON DATABASE {conn.info.dbname} FROM PUBLIC")
+    with as_role(dsn, app_role) as app, pytest.raises(psycopg.errors.InvalidSchemaName) as info:
+        migrate(app, "CREATE TABLE billing.t (a int);")
+    grant = _advice(info.value, "Grant it (")
+    assert grant == f'GRANT CREATE ON DATABASE "{conn.info.dbname}" TO "{app_role}"'
+    conn.execute(grant)
+    with as_role(dsn, app_role) as app:
+        migrate(app, "CREATE TABLE billing.t (a int);")
+
+
+def test_a_role_refusal_names_the_update_that_allows_it(conn):
+    conn.execute("CREATE TABLE t (a int)")
+    with pytest.raises(psycopg.errors.UndefinedObject) as info:
+        migrate(conn, "GRANT SELECT ON t TO reporting")
+    conn.execute(_advice(info.value, "as a superuser: "))
+    migrate(conn, "GRANT SELECT ON t TO reporting")
+    assert scalar(conn, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'reporting'") is False
+
+
+def test_an_untrusted_schema_names_the_statements_that_make_it_safe(conn, dsn, app_role):
+    other = f"other_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {other}")
+    conn.execute("CREATE SCHEMA tools")
+    conn.execute("CREATE FUNCTION tools.answer() RETURNS int LANGUAGE sql AS 'SELECT 42'")
+    conn.execute(f"GRANT CREATE ON SCHEMA tools TO PUBLIC, {other}")
+    with pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(conn, "SELECT answer()")
+    fix = info.value.diag.message_detail.split("make the schema safe (")[1].rsplit(")", 1)[0]
+    assert fix == f'REVOKE CREATE ON SCHEMA "tools" FROM PUBLIC, "{other}"'
+    conn.execute(fix)
+    migrate(conn, "SELECT answer()")
+    conn.execute(f"ALTER SCHEMA tools OWNER TO {other}")
+    with pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(conn, "SELECT answer()")
+    fix = info.value.diag.message_detail.split("make the schema safe (as a superuser: ")[1]
+    conn.execute(fix.rsplit(")", 1)[0])
+    migrate(conn, "SELECT answer()")
