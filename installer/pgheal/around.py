@@ -30,7 +30,7 @@ import psycopg
 
 from heal.errors import HEALABLE_SQLSTATES, PATTERNS, classify
 
-from . import history
+from . import history, session
 
 #: How long the server's logging collector is given to write the tool's errors.
 LOG_WAIT_SECONDS = 3.0
@@ -97,10 +97,11 @@ def run(
         fixed = False
         for error in errors:
             tried.add((error.sqlstate, error.message))
-            row = conn.execute(
-                "SELECT fixed, fix, reason FROM heal.heal_error(%s, %s, %s, %s)",
-                (error.sqlstate, error.message, error.role, tool),
-            ).fetchone()
+            with session.users_path(conn):  # planned for the path the tool's session has
+                row = conn.execute(
+                    "SELECT fixed, fix, reason FROM heal.heal_error(%s, %s, %s, %s)",
+                    (error.sqlstate, error.message, error.role, tool),
+                ).fetchone()
             outcome.heals.append(Heal(error, *row))
             fixed = fixed or row[0]
         if not fixed:

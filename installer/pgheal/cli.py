@@ -30,6 +30,7 @@ from . import (
     runner,
     schedule,
     serverdeps,
+    session,
 )
 
 EPILOG = """\
@@ -73,13 +74,14 @@ def _connect(args: argparse.Namespace) -> psycopg.Connection:
     if getattr(args, "password", False) and not getattr(args, "password_given", None):
         args.password_given = getpass.getpass("Password: ")
     try:
-        return psycopg.connect(_dsn(args), autocommit=True)
+        conn = psycopg.connect(_dsn(args), autocommit=True)
     except psycopg.OperationalError as exc:
         wants = "no password supplied" in str(exc)
         if not wants or getattr(args, "no_password", False) or not sys.stdin.isatty():
             raise
         args.password_given = getpass.getpass("Password: ")
-        return psycopg.connect(_dsn(args), autocommit=True)
+        conn = psycopg.connect(_dsn(args), autocommit=True)
+    return session.take(conn)  # pgheal's own queries on its own path
 
 
 def _say(args: argparse.Namespace, text: str, **fields: object) -> None:

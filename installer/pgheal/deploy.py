@@ -143,7 +143,7 @@ def install(conn: psycopg.Connection, python_path: str | Path) -> Report:
                 (name, hashlib.sha256(text.encode()).hexdigest()),
             )
             applied.append(name)
-        adopted = _adopt_history(conn)
+        adopted = _adopt_history(conn) if previous is None else None  # new installs only
         _write_reason_kinds(conn)
         conn.execute("DELETE FROM heal.modules")  # and their compiled code, made again below
         with conn.cursor() as cur:
@@ -252,15 +252,24 @@ def _keep_history(conn: psycopg.Connection) -> str:
 def _adopt_history(conn: psycopg.Connection) -> str | None:
     """Take the history an uninstall kept back into schema heal, if one is there and
     only superusers could have written it."""
-    if not conn.execute("SELECT to_regnamespace(%s)", (KEPT,)).fetchone()[0]:
+    owner = conn.execute(
+        "SELECT r.rolname, r.rolsuper FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r "
+        "ON r.oid = n.nspowner WHERE n.nspname = %s", (KEPT,)).fetchone()  # fmt: skip
+    if owner is None:
         return None
+    if not owner[1]:  # an uninstall makes it as a superuser: this one is somebody else's
+        return (f'schema "{KEPT}" belongs to role "{owner[0]}", not to a superuser: it is not '
+                "a history pgheal kept, and was left alone")  # fmt: skip
     untrusted = conn.execute(
         """SELECT c.relname FROM pg_catalog.pg_class c
              JOIN pg_catalog.pg_roles o ON o.oid = c.relowner
             WHERE c.relnamespace = %s::regnamespace
               AND (c.relkind NOT IN ('r', 'S', 'i') OR NOT o.rolsuper
                    OR EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a
-                               WHERE a.grantee <> c.relowner))
+                               WHERE a.grantee <> c.relowner)
+                   OR EXISTS (SELECT FROM pg_catalog.pg_attribute t,
+                                          pg_catalog.aclexplode(t.attacl) a
+                               WHERE t.attrelid = c.oid AND a.grantee <> c.relowner))
             UNION ALL
            SELECT 'schema' FROM pg_catalog.pg_namespace n
              JOIN pg_catalog.pg_roles o ON o.oid = n.nspowner
@@ -300,6 +309,11 @@ def _adopt_history(conn: psycopg.Connection) -> str | None:
                 ORDER BY a.attnum""",
             (f"{KEPT}.{table}", f"heal.{table}"),
         )]  # fmt: skip
+        if not columns:
+            raise InstallError(
+                f"{KEPT}.{table} has none of heal.{table}'s columns: it is not a history "
+                f"pgheal kept. Check it, then drop it (DROP SCHEMA {KEPT} CASCADE)"
+            )
         names = ", ".join(f'"{c}"' for c in columns)
         moved = conn.execute(
             f"INSERT INTO heal.{table} ({names}) SELECT {names} FROM {KEPT}.{table}"

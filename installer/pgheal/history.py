@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from . import session
 from .layouts import Migration, SqitchChange, flyway_version
 
 #: (applied, record): whether the tool's table lists a migration; write it there.
@@ -120,10 +121,11 @@ SELECT t.relkind = 'r' AND NOT t.relhassubclass,
 def resolve(conn: psycopg.Connection, name: str) -> str | None:
     """The qualified name of the table `name` means on the session's path (where the
     tool itself looks), checked; None when there is none."""
-    with conn.transaction():
-        # Only the name is looked up on the session's path, never an operator.
+    # Only the name is looked up on the session's path, never an operator.
+    with session.users_path(conn):
         oid = conn.execute("SELECT pg_catalog.to_regclass(%s)::pg_catalog.oid", (name,)
                            ).fetchone()[0]  # fmt: skip
+    with conn.transaction():
         conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
         if oid is None:
             return None

@@ -42,6 +42,9 @@ def database_error(exc: psycopg.Error, user: str | None, dbname: str | None) -> 
     if diag.sqlstate in ("42P01", "3F000", "42883") and _HEAL_OBJECT.search(primary):
         return Problem(f"pgheal is not installed in {where} ({primary}): run `pgheal install`")
     if diag.sqlstate == "42501":
+        if "cron" in primary or "superuser" in primary:
+            return Problem(f"{primary}: scheduling with pg_cron is a superuser's; connect as "
+                           "one with -U")  # fmt: skip
         if "heal.settings" in primary or "table settings" in primary:
             return Problem(f"{primary}: pgheal's settings are changed by a superuser (or the "
                            "role that installed pgheal); connect as one with -U")  # fmt: skip

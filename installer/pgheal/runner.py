@@ -25,7 +25,7 @@ from rich.table import Table
 
 from heal.script import ScriptError, split, without_concurrently
 
-from . import history
+from . import history, session
 from .layouts import Found, LayoutError, Migration, read_file, read_folder
 from .monitor import data_row
 
@@ -238,17 +238,19 @@ class Runner:
     def _run_part(self, part: Part) -> str | None:
         if part.outside is None:
             try:
-                self.conn.execute(
-                    "CALL heal.migrate(%s, name => %s, force => %s)",
-                    (part.sql, part.name, part.force),
-                )
+                with session.users_path(self.conn):
+                    self.conn.execute(
+                        "CALL heal.migrate(%s, name => %s, force => %s)",
+                        (part.sql, part.name, part.force),
+                    )
             except psycopg.Error as exc:
                 return _describe(exc)
             return None
         started = time.monotonic()
         error = None
         try:
-            self.conn.execute(part.sql)
+            with session.users_path(self.conn):
+                self.conn.execute(part.sql)
         except psycopg.Error as exc:
             error = _describe(exc)
         self._record(part, started, error)
@@ -284,7 +286,8 @@ class Runner:
                                 continue
                         self.console.print(f"{migration.name} (dry run)", markup=False)
                         try:
-                            with self.conn.transaction():
+                            # A savepoint: a failure takes the user's path back with it.
+                            with self.conn.transaction(), session.users_path(self.conn):
                                 self.conn.execute(
                                     "CALL heal.migrate(%s, name => %s, force => %s)",
                                     (sql, part.name, part.force),
@@ -328,9 +331,10 @@ class Runner:
             text += m.text.rstrip() + "\n;\n"
         if not text:
             return []
-        rows = self.conn.execute(
-            "SELECT statement, line, missing, fix, allowed, reason FROM heal.plan(%s)", (text,)
-        ).fetchall()
+        with session.users_path(self.conn):  # planned for the path the migrations run on
+            rows = self.conn.execute(
+                "SELECT statement, line, missing, fix, allowed, reason FROM heal.plan(%s)", (text,)
+            ).fetchall()
         mapped = []
         for _statement, line, missing, fix, allowed, reason in rows:
             first, name = max((s for s in starts if s[0] <= line), key=lambda s: s[0])

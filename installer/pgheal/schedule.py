@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from heal import advice
+
+from . import session
 
 JOB = "heal-autonomous-scan"
 PURGE_JOB = "heal-purge-run-details"
@@ -28,14 +29,36 @@ JANITOR_JOB = "heal-drop-orphaned-jobs"
 #: there (heal.scanner.RETRY_JOB).
 DATABASE_JOBS = (f"{JOB}%", "heal-retry:%")
 COMMAND = "CALL heal.scan()"
-#: pgheal's jobs whose database no longer exists (run by the janitor, and by
-#: ``pgheal unschedule --orphans``); then pgheal's own two, once no scan is left.
-JANITOR_COMMAND = f"""SELECT cron.unschedule(j.jobid) FROM cron.job j
+#: Where a scan job names the database it was scheduled for: pg_cron knows a
+#: database by name only, and a database dropped and made again under that name (by
+#: its owner, say) must not get a superuser's scan.
+OID_MARK = "/* pgheal database oid {oid} */"
+_SCAN = """DO $$BEGIN
+IF (SELECT d.oid FROM pg_catalog.pg_database d
+     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+   OPERATOR(pg_catalog.<>) {oid}::pg_catalog.oid THEN
+    RAISE EXCEPTION 'pgheal: database % is not the one this scan was scheduled for (it was '
+        'dropped, and this one has its name): run pgheal unschedule --orphans',
+        pg_catalog.current_database();
+END IF;
+END$$; CALL heal.scan() {mark}"""
+#: pgheal's jobs whose database no longer exists, or exists under a new oid (run by
+#: the janitor, and by ``pgheal unschedule --orphans``); then pgheal's own two, once
+#: no scan is left. On pgheal's own path: pg_cron's database may be anybody's.
+JANITOR_COMMAND = f"""SET search_path = pg_catalog, pg_temp;
+SELECT cron.unschedule(j.jobid) FROM cron.job j
  WHERE (j.jobname LIKE '{DATABASE_JOBS[0]}' OR j.jobname LIKE '{DATABASE_JOBS[1]}')
-   AND NOT EXISTS (SELECT FROM pg_catalog.pg_database d WHERE d.datname = j.database);
+   AND NOT EXISTS (SELECT FROM pg_database d WHERE d.datname = j.database
+                      AND (j.command NOT LIKE '%pgheal database oid%'
+                           OR j.command LIKE '%pgheal database oid ' || d.oid || ' */%'));
 SELECT cron.unschedule(j.jobid) FROM cron.job j
  WHERE j.jobname IN ('{PURGE_JOB}', '{JANITOR_JOB}')
    AND NOT EXISTS (SELECT FROM cron.job s WHERE s.jobname LIKE '{DATABASE_JOBS[0]}')"""
+
+
+def scan_command(oid: int) -> str:
+    """The scan's job command for the database of oid `oid`: it refuses to run anywhere else."""
+    return _SCAN.format(oid=int(oid), mark=OID_MARK.format(oid=int(oid)))
 
 
 @dataclass(frozen=True)
@@ -64,7 +87,7 @@ def cron_database(conn: psycopg.Connection) -> str | None:
 @contextmanager
 def cron_connection(dsn: str, cron_db: str) -> Iterator[psycopg.Connection]:
     """A connection to pg_cron's database, as the same user."""
-    with psycopg.connect(make_conninfo(dsn, dbname=cron_db), autocommit=True) as cron:
+    with psycopg.connect(session.own_conninfo(dsn, dbname=cron_db), autocommit=True) as cron:
         yield cron
 
 
@@ -94,14 +117,16 @@ def schedule(dsn: str, conn: psycopg.Connection, every: str | None = None) -> Sc
         "SELECT value::int FROM heal.settings WHERE name = 'retention_cron_days'"
     ).fetchone()[0]
     name = job_name(database, cron_db)
+    oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+    command = scan_command(oid.fetchone()[0])
     with cron_connection(dsn, cron_db) as cron:
         cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
         if database == cron_db:
-            cron.execute("SELECT cron.schedule(%s, %s, %s)", (name, every, COMMAND))
+            cron.execute("SELECT cron.schedule(%s, %s, %s)", (name, every, command))
         else:
             cron.execute(
                 "SELECT cron.schedule_in_database(%s, %s, %s, %s)",
-                (name, every, COMMAND, database),
+                (name, every, command, database),
             )
         cron.execute(
             "SELECT cron.schedule(%s, '17 3 * * *', %s)",
@@ -200,17 +225,21 @@ def orphans(dsn: str, cron: psycopg.Connection) -> list[Orphan]:
     (checked by connecting there; a database this user cannot connect to is left alone)."""
     with cron.cursor(row_factory=dict_row) as cur:
         jobs = cur.execute(
-            """SELECT j.jobname, j.database,
-                      EXISTS (SELECT FROM pg_catalog.pg_database d
-                               WHERE d.datname = j.database) AS exists
-                 FROM cron.job j WHERE j.jobname LIKE %s OR j.jobname LIKE %s
+            """SELECT j.jobname, j.database, d.oid IS NOT NULL AS exists,
+                      j.command NOT LIKE '%%pgheal database oid%%'
+                      OR j.command LIKE '%%pgheal database oid ' || d.oid || ' */%%' AS same
+                 FROM cron.job j LEFT JOIN pg_database d ON d.datname = j.database
+                WHERE j.jobname LIKE %s OR j.jobname LIKE %s
                 ORDER BY j.jobname""",
             DATABASE_JOBS,
         ).fetchall()
     found, installed = [], {}
     for job in jobs:
-        if not job["exists"]:
-            found.append(Orphan(job["jobname"], job["database"], "its database was dropped"))
+        if not job["exists"] or not job["same"]:
+            why = "its database was dropped" + (
+                "" if not job["exists"] else " (the one of that name now is another)"
+            )
+            found.append(Orphan(job["jobname"], job["database"], why))  # fmt: skip
             continue
         if job["database"] not in installed:
             installed[job["database"]] = _has_pgheal(dsn, job["database"])
@@ -222,8 +251,9 @@ def orphans(dsn: str, cron: psycopg.Connection) -> list[Orphan]:
 
 def _has_pgheal(dsn: str, database: str) -> bool | None:
     try:
-        with psycopg.connect(make_conninfo(dsn, dbname=database), autocommit=True) as other:
-            return bool(other.execute("SELECT to_regproc('heal.scan') IS NOT NULL").fetchone()[0])
+        with psycopg.connect(session.own_conninfo(dsn, dbname=database), autocommit=True) as other:
+            return bool(other.execute(
+                "SELECT pg_catalog.to_regproc('heal.scan') IS NOT NULL").fetchone()[0])  # fmt: skip
     except psycopg.Error:
         return None  # not ours to judge
 
@@ -239,11 +269,16 @@ class CronState:
     problem: str | None = None
     #: Whether this user sees every job (pg_cron shows a role only its own).
     sees_all: bool = True
+    #: pg_cron's settings are a superuser's (and pg_read_all_settings') to read.
+    hidden: bool = False
 
 
 def cron_state(dsn: str, conn: psycopg.Connection) -> CronState | None:
     """pg_cron's jobs and run details for `conn`'s database; None without pg_cron."""
-    cron_db = cron_database(conn)
+    try:
+        cron_db = cron_database(conn)
+    except psycopg.errors.InsufficientPrivilege:
+        return CronState("(not visible to this role)", hidden=True)
     if cron_db is None:
         return None
     state = CronState(cron_db)

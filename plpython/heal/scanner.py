@@ -406,8 +406,8 @@ def learn(stats: Stats) -> None:
             if str(change["created_at"]) < str(error["last_seen"]):
                 continue
             fix = _lesson(fp.missing, change, catalog)
-            if fix is None:
-                continue
+            if fix is None or not _in_effect(fix, catalog):
+                continue  # a change undone since (or never made) teaches nothing
             _remember(error, fix, f"{change['command_tag']} by {change['role_name']}")
             # A person fixed it: the error is closed, and not by pgheal (whose learned
             # pattern is for the next time, here or in another database).
@@ -435,6 +435,16 @@ def _lesson(missing: Missing, change: dict, catalog: DatabaseCatalog) -> Fix | N
         if schemas:
             return Fix("persist_search_path", schemas[0])
     return None
+
+
+def _in_effect(fix: Fix, catalog: DatabaseCatalog) -> bool:
+    """Whether what a person did is still there: the schema, the extension, the path."""
+    if fix.kind == "create_schema":
+        return catalog.schema_exists(fix.target)
+    if fix.kind == "create_extension":
+        ext = catalog.extension(fix.target)
+        return ext is not None and ext.installed_schema is not None
+    return fix.target in database_search_path()
 
 
 def _now_in_extension(missing: Missing, extension: str) -> bool:

@@ -242,7 +242,8 @@ def test_scheduled_with_pg_cron_from_the_cron_database(conn, dsn):
             job = cron.execute(
                 "SELECT schedule, command, database FROM cron.job WHERE jobname = %s", (name,)
             ).fetchone()
-            assert job == ("* * * * *", "CALL heal.scan()", conn.info.dbname)
+            oid = scalar(conn, "SELECT oid FROM pg_database WHERE datname = current_database()")
+            assert job == ("* * * * *", schedule.scan_command(oid), conn.info.dbname)
             assert scalar(cron, "SELECT count(*) FROM cron.job "
                                 "WHERE jobname = 'heal-purge-run-details'") == 1  # fmt: skip
         # pg_cron runs it within the minute.
