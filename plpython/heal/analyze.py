@@ -65,6 +65,20 @@ def trees(tree_json: str) -> list[dict]:
     return [raw["stmt"] for raw in json.loads(tree_json)["stmts"]]
 
 
+def with_texts(tree_json: str, sql: str) -> Iterator[tuple[dict, str | None]]:
+    """Each statement's tree, with its own text where a PL/pgSQL body needs it."""
+    raw = None
+    for stmt in json.loads(tree_json)["stmts"]:
+        ((kind, _),) = stmt["stmt"].items()
+        if kind not in ("CreateFunctionStmt", "DoStmt"):
+            yield stmt["stmt"], None
+            continue
+        raw = raw if raw is not None else sql.encode()  # the parser's positions count bytes
+        start = stmt.get("stmt_location", 0)
+        end = start + stmt["stmt_len"] if stmt.get("stmt_len") else len(raw)
+        yield stmt["stmt"], raw[start:end].decode(errors="replace")
+
+
 #: Fields that hold a TypeName directly (the JSON wraps only generic nodes in their type).
 _TYPE_FIELDS = frozenset({"typeName", "returnType", "argType", "ofTypename"})
 
@@ -105,6 +119,9 @@ class Statement:
     """What one statement needs and what it creates."""
 
     refs: list[Missing] = field(default_factory=list)
+    #: What a PL/pgSQL function's body names: needed when it is called, so looked up
+    #: against everything the script creates, and healed only where an extension can.
+    deferred: list[Missing] = field(default_factory=list)
     creates: set[tuple[str, str]] = field(default_factory=set)
     extensions: list[str] = field(default_factory=list)
     search_path: list[str] | None = None
@@ -181,22 +198,30 @@ def sql_body(body: dict) -> str | None:
     return items[0]["String"]["sval"]
 
 
-def statement(tree: dict, pglast: ModuleType | None = None) -> Statement:
+def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = None) -> Statement:
     """The references, creations and search_path changes of one parsed statement.
 
-    With `pglast`, the string body of a SQL function is looked into too.
+    With `pglast`, the string body of a SQL function is looked into too; with the
+    statement's `text` as well, the static SQL of a PL/pgSQL body (a function's, whose
+    needs wait for its first call; a DO block's, which runs now).
     """
     ((kind, body),) = tree.items()
     result = Statement(creates=_creates(kind, body))
     if kind == "CreateFunctionStmt" and pglast is not None:
-        text = sql_body(body)
-        if text:
+        sql_text = sql_body(body)
+        if sql_text:
             try:
-                inner = parse(text, pglast)
+                inner = parse(sql_text, pglast)
             except pglast.parser.ParseError:
                 inner = []  # the server reports it
             for node in inner:
                 result.refs += statement(node, pglast).refs
+    if kind in ("CreateFunctionStmt", "DoStmt") and pglast is not None and text is not None:
+        found = plpgsql_refs(kind, body, text, pglast)
+        if kind == "DoStmt":
+            result.refs += found
+        else:
+            result.deferred += found
     schema = _created_schema(kind, body)
     if schema:
         result.refs.append(Missing("schema", schema))
@@ -226,6 +251,93 @@ def statement(tree: dict, pglast: ModuleType | None = None) -> Statement:
                         p.strip().strip('"') for p in value.split(",") if p.strip()
                     ]
     return result
+
+
+#: Larger or deeper PL/pgSQL bodies are left to the server's own errors: libpg_query
+#: compiles and prints a body recursively, once per nested block.
+_PLPGSQL_BYTES = 1 << 20
+_PLPGSQL_DEPTH = 64
+_OPENS = frozenset({"BEGIN_P", "IF_P", "LOOP", "CASE"})
+
+
+def _options(body: dict) -> dict:
+    return {o["DefElem"]["defname"]: o["DefElem"].get("arg") for o in
+            (body.get("options") or body.get("args") or ()) if "DefElem" in o}  # fmt: skip
+
+
+def _plpgsql_body(kind: str, body: dict) -> str | None:
+    """The source of a PL/pgSQL function's or DO block's body, if that is what it is."""
+    options = _options(body)
+    language = ((options.get("language") or {}).get("String") or {}).get("sval", "plpgsql")
+    if kind == "CreateFunctionStmt":
+        language = ((options.get("language") or {}).get("String") or {}).get("sval")
+        items = ((options.get("as") or {}).get("List") or {}).get("items") or []
+        source = items[0].get("String", {}).get("sval") if len(items) == 1 else None
+    else:
+        source = ((options.get("as") or {}).get("String") or {}).get("sval")
+    return source if language == "plpgsql" else None
+
+
+def _depth(source: str, pglast: ModuleType) -> int:
+    """How deeply the blocks of a PL/pgSQL body nest, from its tokens (flat, cheap):
+    BEGIN, IF, CASE and LOOP open a level, END closes one (END IF and the like)."""
+    depth = deepest = 0
+    after_end = False
+    raw = source.encode()  # the scanner's positions count bytes
+    for token in pglast.parser.scan(source):
+        word = token.name
+        if word == "IDENT" and raw[token.start : token.end + 1].lower() == b"loop":
+            word = "LOOP"
+        if not after_end and word in _OPENS:
+            depth += 1
+            deepest = max(deepest, depth)
+        after_end = word == "END_P"
+        if after_end:
+            depth -= 1
+    return deepest
+
+
+def plpgsql_refs(kind: str, body: dict, text: str, pglast: ModuleType) -> list[Missing]:
+    """What the static SQL of a PL/pgSQL body names (its expressions and statements;
+    never EXECUTE's strings, which are known only when they run)."""
+    source = _plpgsql_body(kind, body)
+    if source is None or len(source) > _PLPGSQL_BYTES:
+        return []
+    try:
+        if _depth(source, pglast) > _PLPGSQL_DEPTH:
+            return []
+        compiled = json.loads(pglast.parser.parse_plpgsql_json(text))
+    except (pglast.parser.ParseError, RecursionError, ValueError):
+        return []  # the server says what is wrong with it, when it is created or run
+    refs: list[Missing] = []
+    for query, mode in _expressions(compiled):
+        try:
+            trees = parse(_as_sql(query, mode), pglast)
+        except (pglast.parser.ParseError, RecursionError):
+            continue
+        for tree in trees:
+            refs += statement(tree, pglast).refs
+    return refs
+
+
+def _expressions(compiled: object) -> Iterator[tuple[str, int]]:
+    """(query, parseMode) of every PLpgSQL_expr in a compiled body."""
+    for node_type, node in _walk(compiled):
+        if node_type == "PLpgSQL_expr" and isinstance(node.get("query"), str):
+            yield node["query"], int(node.get("parseMode", 0))
+
+
+def _as_sql(query: str, mode: int) -> str:
+    """A PL/pgSQL expression as a statement to parse: a whole statement as it is (mode
+    0), an expression as a SELECT (2), an assignment's value as a SELECT (3 to 5)."""
+    if mode == 0:
+        return query
+    if mode >= 3:
+        for sign in (":=", "="):
+            if sign in query:
+                query = query.split(sign, 1)[1]
+                break
+    return "SELECT " + query
 
 
 def _reference(node_type: str, node: dict, access_method: str | None = None) -> Missing | None:
@@ -280,6 +392,9 @@ _STRING_BODY = re.compile(
 _DECODER = json.JSONDecoder()
 
 
+_PLPGSQL_LANGUAGE = '"sval":"plpgsql"'
+
+
 def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
     """What :func:`statement` reads to find the refs of the one statement in `tree_json`.
 
@@ -290,6 +405,8 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
     """
     if tree_json.count('{"stmt":{') != 1 or _NOT_LONE.search(tree_json):
         return None
+    if _PLPGSQL_LANGUAGE in tree_json:
+        return None  # a body's needs are in its text, which a signature leaves out
     kind = _KIND.search(tree_json)
     if kind is None:
         return None
@@ -328,7 +445,7 @@ def names(statements: list[Statement]) -> Names:
     wanted = Names()
     for stmt in statements:
         wanted.extensions.update(stmt.extensions)
-        for ref in stmt.refs:
+        for ref in (*stmt.refs, *stmt.deferred):
             if ref.schema:
                 wanted.schemas.add(ref.schema)
                 wanted.qualified.add(ref.name)
@@ -344,20 +461,41 @@ def names(statements: list[Statement]) -> Names:
     return wanted
 
 
-def predict(
-    statements: list[Statement], snapshot: Snapshot, search_path: list[str]
-) -> dict[int, list[Missing]]:
+class Found(dict[int, list[Missing]]):
+    """What each statement (by index) will miss; `deferred` are those only a PL/pgSQL
+    body names: worth healing where an extension provides them, and nothing to say
+    when none does (the function may never be called, or be created later)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deferred: set[Missing] = set()
+
+
+def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[str]) -> Found:
     """What each statement (by index) will miss, each dependency reported once."""
     path: list[str] | None = list(search_path)
     created: set[tuple[str, str]] = set()
     reported: set[Missing] = set()
-    found: dict[int, list[Missing]] = {}
+    found = Found()
+    everything: set[tuple[str, str]] = set()  # what the whole script creates
+    if any(stmt.deferred for stmt in statements):
+        for stmt in statements:
+            everything |= stmt.creates
+            for ext in stmt.extensions:
+                everything |= snapshot.extension_objects.get(ext, set())
     for index, stmt in enumerate(statements):
         for ref in stmt.refs:
             if ref in reported or path is None:
                 continue
             if not _exists(ref, snapshot, path, created):
                 reported.add(ref)
+                found.setdefault(index, []).append(ref)
+        for ref in stmt.deferred:
+            if ref in reported or path is None or ref.kind == "schema":
+                continue
+            if not _exists(ref, snapshot, path, everything):
+                reported.add(ref)
+                found.deferred.add(ref)
                 found.setdefault(index, []).append(ref)
         created |= stmt.creates
         for ext in stmt.extensions:

@@ -49,6 +49,17 @@ _LOCATE: dict[str, tuple[str, tuple[str, ...]]] = {
             WHERE c.opcname = $1 AND a.amname = $2""",
         ("name", "name"),
     ),
+    # Only relations that belong to an extension: a user's table of that name in another
+    # schema is not the one a statement meant.
+    "relation": (
+        """SELECT n.nspname, true AS fits FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relname = $1 AND EXISTS (
+                  SELECT FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                     AND d.objid = c.oid AND d.deptype = 'e')""",
+        ("name",),
+    ),
     "tablesample": (
         """SELECT n.nspname, true AS fits FROM pg_catalog.pg_proc p
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -360,7 +371,8 @@ def predict(
     analysed = []
     for stmt in script.statements:
         try:
-            analysed.append(analyze.statement(statement_tree(stmt, pglast), pglast).kept())
+            tree = statement_tree(stmt, pglast)
+            analysed.append(analyze.statement(tree, pglast, stmt.text).kept())
         except RecursionError:  # a body nested too deeply to look into
             raise too_deep(stmt) from None
     path = path if path is not None else session_search_path()

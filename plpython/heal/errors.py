@@ -18,7 +18,10 @@ INVALID_SCHEMA_NAME = "3F000"
 DUPLICATE_OBJECT = "42710"
 
 #: SQLSTATEs whose message may name a missing dependency.
-HEALABLE_SQLSTATES = frozenset({UNDEFINED_FUNCTION, UNDEFINED_OBJECT, INVALID_SCHEMA_NAME})
+UNDEFINED_TABLE = "42P01"
+HEALABLE_SQLSTATES = frozenset(
+    {UNDEFINED_FUNCTION, UNDEFINED_OBJECT, INVALID_SCHEMA_NAME, UNDEFINED_TABLE}
+)
 
 #: Failures that go away by themselves: retried with backoff.
 TRANSIENT_SQLSTATES = {
@@ -118,6 +121,10 @@ PATTERNS: dict[str, tuple[str, str, str]] = {
          rf"^text search configuration {_QUOTED} does not exist$"),
         ("role", UNDEFINED_OBJECT, 'role "%" does not exist',
          r'^role "(?P<name>.+)" does not exist$'),
+        # A table or view an extension provides (pg_stat_statements); never a table of
+        # the user's found elsewhere (the planner looks for extensions' relations only).
+        ("relation", UNDEFINED_TABLE, 'relation "%" does not exist',
+         rf"^relation {_QUOTED} does not exist$"),
     ]
 }  # fmt: skip
 

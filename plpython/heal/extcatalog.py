@@ -107,6 +107,11 @@ def objects_in(sql: str, pglast: ModuleType) -> Iterator[ProvidedObject]:
         yield from _objects(kind, node)
 
 
+#: Statements that create a relation: the field naming it.
+_RELATIONS = {"CreateStmt": "relation", "ViewStmt": "view", "CreateTableAsStmt": "into",
+              "CreateSeqStmt": "sequence"}  # fmt: skip
+
+
 def _objects(kind: str, node: dict) -> Iterator[ProvidedObject]:
     if kind == "CreateFunctionStmt":
         yield from _function(node)
@@ -127,6 +132,11 @@ def _objects(kind: str, node: dict) -> Iterator[ProvidedObject]:
         yield ProvidedObject("opfamily", _name(node["opfamilyname"]), (node["amname"],))
     elif kind == "CreateAmStmt":
         yield ProvidedObject("access_method", node["amname"])
+    elif kind in _RELATIONS:  # tables, views, materialized views, sequences
+        relation = node.get(_RELATIONS[kind]) or {}
+        relation = relation.get("rel", relation)  # CREATE ... AS: the target's RangeVar
+        if relation.get("relname"):
+            yield ProvidedObject("relation", relation["relname"])
     elif kind == "CreateCastStmt":
         yield ProvidedObject(
             "cast", "cast", (_type_name(node["sourcetype"]), _type_name(node["targettype"]))

@@ -30,8 +30,16 @@ def apply_fix(role: str, kind: str, target: str, schema: str | None) -> str:
     Whatever route asked (heal.migrate, the trigger, the scan, a learned pattern), this
     is where the rule "no more than the role could do by hand" is enforced.
     """
+    # The session user, or the user the session logged in as: after a superuser's SET
+    # SESSION AUTHORIZATION, the session can still go back to that one.
     if not fetch_value(
-        "SELECT pg_catalog.pg_has_role(session_user, $1, 'MEMBER')", role, types=("name",)
+        """SELECT pg_catalog.pg_has_role(session_user, $1, 'MEMBER')
+                  OR pg_catalog.pg_has_role(
+                      (SELECT a.usesysid FROM pg_catalog.pg_stat_activity a
+                        WHERE a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()),
+                      $1, 'MEMBER')""",
+        role,
+        types=("name",),
     ):
         plpy.error(
             f'heal.apply_fix: session user is not a member of role "{role}"', sqlstate="42501"

@@ -6,6 +6,7 @@ through ``heal.apply_fix``. A failure's record is committed when the CALL may co
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -221,6 +222,7 @@ def _checked(
         commit=source != "scan", run_by=who.role,
     )  # fmt: skip
     fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'on', true)")
+    roles = _Roles()
     try:
         return _migrate(run, policy, who, own)
     except plpy.SPIError as exc:
@@ -232,7 +234,29 @@ def _checked(
         return _failure(exc.sqlstate or "XX000", f"heal.migrate: {spi_message(exc)}",
                         "The migration was rolled back.", ROLLED_BACK_HINT)  # fmt: skip
     finally:
+        with contextlib.suppress(plpy.SPIError):  # an aborted call reverts them anyway
+            roles.restore()
         fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'off', true)")
+
+
+class _Roles:
+    """The session's role as the call found it: a script's SET ROLE or SET SESSION
+    AUTHORIZATION ends with the script, as a function's SET clause would."""
+
+    def __init__(self) -> None:
+        row = fetch(
+            "SELECT pg_catalog.current_setting('session_authorization') AS session, "
+            "pg_catalog.current_setting('role') AS role"
+        )[0]
+        self.session, self.role = row["session"], row["role"]
+
+    def restore(self) -> None:
+        now = _Roles()
+        if now.session != self.session:  # resets the role too
+            fetch_value("SELECT pg_catalog.set_config('session_authorization', $1, false)",
+                        self.session)  # fmt: skip
+        if (now.session, now.role) != (self.session, self.role):
+            fetch_value("SELECT pg_catalog.set_config('role', $1, false)", self.role)
 
 
 def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, str] | None:

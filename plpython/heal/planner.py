@@ -28,7 +28,7 @@ from .typenames import POLYMORPHIC, normalize_type
 #: Kinds of object that live in a schema, so can be found by putting it on the path.
 SCHEMA_OBJECTS = frozenset(
     {"function", "procedure", "type", "operator", "opclass", "tablesample", "tstemplate",
-     "tsparser", "tsdictionary", "tsconfig"}
+     "tsparser", "tsdictionary", "tsconfig", "relation"}
 )  # fmt: skip
 
 

@@ -42,7 +42,7 @@ _SUSPECT = re.compile(
       | (?:create|drop) \s+ (?:database|tablespace|subscription)
       | alter \s+ (?:system|database|subscription)
       | begin | start | commit | end | rollback | abort | savepoint | release | prepare
-      | (?:create|drop) \b [^;]*? \b concurrently
+      | (?:create|drop|alter) \b [^;]*? \b concurrently
     )\b""",
 )
 
@@ -387,7 +387,6 @@ _NEVER_IN_TRANSACTION = {
     "AlterSystemStmt": "ALTER SYSTEM",
     "CreateTableSpaceStmt": "CREATE TABLESPACE",
     "DropTableSpaceStmt": "DROP TABLESPACE",
-    "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",
     "DropSubscriptionStmt": "DROP SUBSCRIPTION",
 }
 #: Transaction control the one-transaction run makes moot: dropped with a notice.
@@ -399,6 +398,35 @@ def _defnames(items: list | None) -> set[str]:
     return {i["DefElem"].get("defname", "") for i in items or () if "DefElem" in i}
 
 
+def _off(items: list | None, name: str) -> bool:
+    """Whether boolean option `name` of a DefElem list is given as false, as the server
+    reads a boolean (``false``, ``off``, ``0``, ``no``; no value at all is true). The
+    JSON tree leaves false and zero values out."""
+    for item in items or ():
+        elem = item.get("DefElem", {})
+        if elem.get("defname") != name:
+            continue
+        arg = elem.get("arg")
+        if arg is None:
+            return False
+        ((kind, value),) = arg.items()
+        if kind == "Boolean":
+            return not value.get("boolval", False)
+        if kind == "Integer":
+            return value.get("ival", 0) == 0
+        if kind == "TypeName":  # a bare word: off, false, no
+            value = (value.get("names") or [{}])[-1].get("String", {})
+        text = str(value.get("sval", "")).lower()
+        return text in ("false", "off", "0", "no", "of", "f", "fa", "fal", "fals", "n")
+    return False
+
+
+#: ALTER SUBSCRIPTION kinds that refresh the publications unless told not to.
+_REFRESHING = frozenset({"ALTER_SUBSCRIPTION_SET_PUBLICATION",
+                         "ALTER_SUBSCRIPTION_ADD_PUBLICATION",
+                         "ALTER_SUBSCRIPTION_DROP_PUBLICATION"})  # fmt: skip
+
+
 def classify_node(tree: dict) -> str | None:
     """``"skip"`` for BEGIN/COMMIT, a statement name when it cannot run in a procedure.
 
@@ -408,6 +436,10 @@ def classify_node(tree: dict) -> str | None:
     ((kind, node),) = tree.items()
     if kind in _NEVER_IN_TRANSACTION:
         return _NEVER_IN_TRANSACTION[kind]
+    if kind == "CreateSubscriptionStmt":  # unless it makes no replication slot
+        options = node.get("options")
+        no_slot = _off(options, "create_slot") or _off(options, "connect")
+        return None if no_slot else "CREATE SUBSCRIPTION"
     if kind == "VacuumStmt":
         return "VACUUM" if node.get("is_vacuumcmd") else None
     if kind == "IndexStmt" and node.get("concurrent"):
@@ -418,8 +450,20 @@ def classify_node(tree: dict) -> str | None:
         if "concurrently" in _defnames(node.get("params")):
             return "REINDEX CONCURRENTLY"
         target = node.get("kind", "")
-        if target in ("REINDEX_OBJECT_SYSTEM", "REINDEX_OBJECT_DATABASE"):
+        if target in ("REINDEX_OBJECT_SCHEMA", "REINDEX_OBJECT_SYSTEM", "REINDEX_OBJECT_DATABASE"):
             return f"REINDEX {target.rsplit('_', 1)[1]}"
+    if kind == "AlterTableStmt":
+        for cmd in node.get("cmds") or ():
+            command = cmd.get("AlterTableCmd", {})
+            partition = (command.get("def") or {}).get("PartitionCmd", {})
+            if command.get("subtype") == "AT_DetachPartition" and partition.get("concurrent"):
+                return "ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY"
+    if kind == "AlterSubscriptionStmt":
+        sub = node.get("kind", "")
+        if sub == "ALTER_SUBSCRIPTION_REFRESH":
+            return "ALTER SUBSCRIPTION ... REFRESH PUBLICATION"
+        if sub in _REFRESHING and not _off(node.get("options"), "refresh"):
+            return "ALTER SUBSCRIPTION ... PUBLICATION with refresh"
     if kind == "AlterDatabaseStmt" and "tablespace" in _defnames(node.get("options")):
         return "ALTER DATABASE ... SET TABLESPACE"
     if kind == "ClusterStmt" and "relation" not in node:

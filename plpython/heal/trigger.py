@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 import plpy
 
-from . import analyze
+from . import analyze, reasons
 from .db import caller, cancelled, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
 from .searchpath import appended
@@ -40,7 +40,8 @@ def heal_ddl(query: str, role: str, search_path: str) -> str | None:
     shape = analyze.signature(tree_json, pglast)
     found = None
     if shape not in _BUILTIN_ONLY:
-        analysed = [analyze.statement(tree, pglast) for tree in analyze.trees(tree_json)]
+        analysed = [analyze.statement(tree, pglast, text)
+                    for tree, text in analyze.with_texts(tree_json, query)]  # fmt: skip
         if shape is not None and _only_builtins(analysed[0]):
             _remember(_BUILTIN_ONLY, shape)
         else:
@@ -52,7 +53,7 @@ def heal_ddl(query: str, role: str, search_path: str) -> str | None:
     return _heal(found, role, search_path)
 
 
-def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str | None:
+def _heal(found: analyze.Found, role: str, search_path: str) -> str | None:
     """Apply what the policy allows for `role`; return the search_path, if changed."""
     # Imported here, not above: most DDL needs nothing, and a connection's first DDL
     # should not pay for the planner and the fix code.
@@ -70,6 +71,8 @@ def _heal(found: dict[int, list[Missing]], role: str, search_path: str) -> str |
         number = index + 1
         for missing in refs:
             planned = plan(missing, catalog, policy, who)
+            if not planned.ok and missing in found.deferred and planned.why == reasons.NO_FIX:
+                continue  # only a body names it, and nothing provides it: maybe later
             detail = {"missing": missing.describe(), "pattern": missing.pattern,
                       "fixes": ", ".join(f.describe() for f in planned.fixes),
                       "way": "predicted", "role": role}  # fmt: skip
@@ -143,7 +146,7 @@ def _event(
     detail: dict,
     why: str | None = None,
 ) -> None:
-    from . import reasons, records
+    from . import records
     from .fingerprint import of_missing
 
     sqlstate = PATTERNS[missing.kind][0]

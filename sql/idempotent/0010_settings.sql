@@ -91,6 +91,9 @@ VALUES
     ('text search configuration "%" does not exist', '42704', 'auto_heal', true,
      'put its schema on the search path, or install the extension that provides it', 'builtin'),
     ('role "%" does not exist', '42704', 'auto_heal', true,
-     'create the role NOLOGIN, only if heal.settings grant_roles names it', 'builtin')
+     'create the role NOLOGIN, only if heal.settings grant_roles names it', 'builtin'),
+    ('relation "%" does not exist', '42P01', 'auto_heal', true,
+     'install the extension that provides the table or view, or put the schema where an '
+     'extension has it on the search path', 'builtin')
 ON CONFLICT (pattern) DO UPDATE
     SET sqlstate = EXCLUDED.sqlstate, fix_description = EXCLUDED.fix_description;

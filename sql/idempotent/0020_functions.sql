@@ -325,17 +325,22 @@ BEGIN
     SELECT m.name, m.checksum, coalesce(m.forced, false), m.status,
            coalesce(m.source, 'migration'), m.started_at,
            m.statements, m.attempts, m.heals, m.duration_ms, m.error,
-           CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
+           CASE WHEN m.run_by IS NOT NULL AND (pg_has_role(session_user, m.run_by, 'MEMBER')
+                     OR pg_has_role(login.id, m.run_by, 'MEMBER'))
                 THEN m.run_by ELSE session_user END,
            m.sqlstate, m.retry_of,
            (SELECT r.oid FROM pg_roles r WHERE r.rolname =
-                CASE WHEN m.run_by IS NOT NULL AND pg_has_role(session_user, m.run_by, 'MEMBER')
+                CASE WHEN m.run_by IS NOT NULL AND (pg_has_role(session_user, m.run_by, 'MEMBER')
+                          OR pg_has_role(login.id, m.run_by, 'MEMBER'))
                      THEN m.run_by ELSE session_user END)
       FROM jsonb_to_record(migration) AS m(
            name text, checksum text, forced boolean, status text, source text,
            started_at timestamptz,
            statements integer, attempts integer, heals integer, duration_ms numeric,
-           error text, run_by name, sqlstate text, retry_of bigint)
+           error text, run_by name, sqlstate text, retry_of bigint),
+           -- The user the session logged in as: a superuser's SET SESSION AUTHORIZATION
+           -- (in the script) does not change whose run it is.
+           (SELECT a.usesysid AS id FROM pg_stat_activity a WHERE a.pid = pg_backend_pid()) login
     RETURNING id INTO migration_id;
 
     PERFORM heal.write_events(

@@ -181,3 +181,23 @@ def test_wrong_argument_types_install_nothing(conn):
     with pytest.raises(psycopg.errors.UndefinedFunction):
         migrate(conn, "SELECT replace(1, 2, 3);")
     assert extensions(conn) == before
+
+
+def test_a_relation_an_extension_provides(conn):
+    conn.execute(
+        "UPDATE heal.settings SET value = 'pg_buffercache' WHERE name = 'allow_extensions'"
+    )
+    migrate(conn, "CREATE VIEW buffers AS SELECT count(*) AS n FROM pg_buffercache;")
+    assert "pg_buffercache" in extensions(conn)
+    assert scalar(conn, "SELECT n > 0 FROM buffers")
+    # Found where the extension is, in a schema not on the path.
+    migrate(conn, "SET search_path = public; SELECT count(*) FROM pg_buffercache;")
+
+
+def test_a_user_s_table_elsewhere_is_never_taken_for_a_missing_one(conn):
+    conn.execute("CREATE SCHEMA archive")
+    conn.execute("CREATE TABLE archive.users (id int)")
+    with pytest.raises(psycopg.errors.UndefinedTable) as info:
+        migrate(conn, "DELETE FROM users;")
+    assert "no available extension provides relation users" in info.value.diag.message_detail
+    assert scalar(conn, "SELECT count(*) FROM pg_extension") == 2  # nothing installed

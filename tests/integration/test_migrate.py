@@ -284,3 +284,22 @@ def test_each_fix_kind_through_psql(conn, dsn, setup, sql, check):
     assert result.returncode == 0, result.stderr
     assert "healed in" in result.stderr
     assert scalar(conn, check) is True
+
+
+@pytest.mark.parametrize("switch", ["SET ROLE {role}", "SET SESSION AUTHORIZATION {role}"])
+def test_a_script_that_changes_role_is_recorded_and_its_role_ends_with_it(conn, app_role,
+                                                                           switch):  # fmt: skip
+    conn.execute(f"GRANT heal_operator TO {app_role}")
+    conn.execute("SET ROLE NONE")
+    migrate(conn, switch.format(role=app_role) + "; CREATE TABLE t (id uuid DEFAULT "
+            "uuid_generate_v4())")  # fmt: skip
+    assert conn.execute("SELECT current_user, session_user").fetchone() == ("postgres",
+                                                                            "postgres")  # fmt: skip
+    assert scalar(conn, "SELECT tableowner FROM pg_tables WHERE tablename = 't'") == app_role
+    assert conn.execute("SELECT status, run_by FROM heal.migrations").fetchall() == [
+        ("succeeded", "postgres")
+    ]
+    # A role set before the call stays set after it.
+    conn.execute(f"SET ROLE {app_role}")
+    migrate(conn, "RESET ROLE; SELECT 1")
+    assert scalar(conn, "SELECT current_user") == app_role

@@ -8,7 +8,7 @@ import pytest
 
 from pgheal import deploy, serverdeps
 
-from .conftest import connect, extensions, psql, role_dsn, scalar
+from .conftest import connect, extensions, migrate, psql, role_dsn, scalar
 from .test_installer import pgheal
 
 
@@ -189,3 +189,27 @@ def test_triggers_survive_upgrade_and_go_with_uninstall(conn):
     assert scalar(conn, "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'heal%'") == 0
     with pytest.raises(psycopg.errors.UndefinedObject):
         conn.execute("CREATE TABLE t (e citext)")
+
+
+PLPGSQL_UUID = ("CREATE FUNCTION mk() RETURNS uuid LANGUAGE plpgsql AS "
+                "'BEGIN RETURN extensions.uuid_generate_v4(); END'")  # fmt: skip
+
+
+def test_a_plpgsql_body_is_healed_before_its_first_call_through_heal_migrate(conn):
+    migrate(conn, PLPGSQL_UUID)
+    assert "uuid-ossp" in extensions(conn)
+    assert scalar(conn, "SELECT mk() IS NOT NULL")
+
+
+def test_a_plpgsql_body_is_healed_before_its_first_call_through_psql(conn, dsn):
+    made = psql(dsn, "-c", PLPGSQL_UUID)
+    assert made.returncode == 0, made.stderr
+    called = psql(dsn, "-c", "SELECT mk() IS NOT NULL")
+    assert called.returncode == 0 and "t" in called.stdout, called.stderr
+
+
+def test_a_body_naming_what_nothing_provides_says_nothing(conn, dsn):
+    made = psql(dsn, "-c", "CREATE FUNCTION later() RETURNS int LANGUAGE plpgsql AS "
+                "'BEGIN RETURN defined_afterwards(); END'")  # fmt: skip
+    assert made.returncode == 0 and "pgheal" not in made.stderr, made.stderr
+    assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pgheal.runner import Migration, RunnerError, discover, parts
@@ -99,3 +100,23 @@ def test_discover_and_parts(tmp_path):
         ("m.3", None),
     ]
     assert split_up[2].sql == "SELECT 2;\nSELECT 3;\n"
+
+
+def test_detach_partition_concurrently_runs_at_top_level(conn, dsn, tmp_path):
+    """Found from the parse tree, like every statement PostgreSQL refuses in a
+    transaction block: heal.migrate says so, pgheal migrate runs it on its own."""
+    folder = write(tmp_path / "m", {
+        "0001_parts.sql": "CREATE TABLE events (at date) PARTITION BY RANGE (at);\n"
+                          "CREATE TABLE events_2025 PARTITION OF events\n"
+                          "    FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');\n",
+        "0002_detach.sql": "ALTER TABLE events DETACH PARTITION events_2025 CONCURRENTLY;\n",
+    })  # fmt: skip
+    with pytest.raises(psycopg.errors.ActiveSqlTransaction) as info:
+        conn.execute("CALL heal.migrate('ALTER TABLE t DETACH PARTITION c CONCURRENTLY')")
+    assert "ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY cannot run inside heal.migrate" in (
+        str(info.value)
+    )
+    result = pgheal("migrate", "--dsn", dsn, str(folder))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert scalar(conn, "SELECT count(*) FROM pg_inherits") == 0  # detached
+    assert scalar(conn, "SELECT source FROM heal.migrations WHERE name = '0002_detach'") == "cli"

@@ -52,6 +52,11 @@ STATEMENTS: dict[str, Callable[[str], str]] = {
     "function_begin_atomic": lambda e: (
         f"CREATE FUNCTION fuzz_g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT {e}; END"
     ),
+    "function_plpgsql": lambda e: (
+        f"CREATE FUNCTION fuzz_h() RETURNS int LANGUAGE plpgsql AS $body$"
+        f"DECLARE v int; BEGIN v := {e}; IF ({e}) IS NULL THEN RETURN {e}; END IF; RETURN 1;"
+        " END$body$"
+    ),
     "policy": lambda e: f"CREATE POLICY fuzz_pol ON fuzz USING (({e}) IS NOT NULL)",
     "do": lambda e: f"DO $body$BEGIN PERFORM {e}; END$body$",
     "cluster_junk": lambda e: f"CLUSTER fuzz {e}",
@@ -109,7 +114,8 @@ def try_sql(conn: psycopg.Connection, query: str, params: tuple | None = None) -
 #: What the DDL trigger sees (see sql/idempotent/0030_event_triggers.sql); the other
 #: statements never reach it.
 TRIGGER_DDL = frozenset({"table_default", "index_concurrently", "view", "function_sql_body",
-                         "function_begin_atomic", "policy", "word_concurrently"})  # fmt: skip
+                         "function_begin_atomic", "function_plpgsql", "policy",
+                         "word_concurrently"})  # fmt: skip
 CASES = [
     (statement, entry)
     for statement in STATEMENTS
@@ -127,6 +133,23 @@ def test_deep_sql_does_not_crash_the_server(alive, statement, entry):
         else:
             try_sql(alive.conn, sql)
         alive.check(f"{statement} with {depth} through {entry}")
+
+
+#: PL/pgSQL blocks nested past pgheal's own limit, and past the grammar's.
+BLOCKS = {depth: "BEGIN " + "IF true THEN " * depth + "PERFORM gen_random_uuid(); "
+          + "END IF; " * depth + "END" for depth in (60, 65, 5_000, 20_000)}  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_deeply_nested_plpgsql_blocks_do_not_crash_the_server(alive, entry):
+    for depth, body in BLOCKS.items():
+        for sql in (f"CREATE OR REPLACE FUNCTION fuzz_b() RETURNS void LANGUAGE plpgsql AS "
+                    f"$body${body}$body$", f"DO $body${body}$body$"):  # fmt: skip
+            if ENTRIES[entry]:
+                try_sql(alive.conn, ENTRIES[entry], (sql,))
+            else:
+                try_sql(alive.conn, sql)
+            alive.check(f"PL/pgSQL nested {depth} deep through {entry}")
 
 
 def test_whole_scripts_of_deep_statements(alive):

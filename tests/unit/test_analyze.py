@@ -7,6 +7,7 @@ from pathlib import Path
 import pglast
 import pytest
 
+from heal import analyze
 from heal.analyze import Snapshot, names, parse, predict, signature, statement
 from heal.errors import Missing
 
@@ -230,3 +231,48 @@ def test_what_the_signature_leaves_to_the_full_analysis():
         "CREATE FUNCTION k() RETURNS int LANGUAGE sql AS 'SELECT 1; SELECT f()'",
     ):
         assert signature_of(sql) is None, sql
+
+
+def _analysed(sql: str) -> list:
+    """Each statement of `sql`, analysed with its own text."""
+    tree_json = pglast.parser.parse_sql_json(sql)
+    return [
+        analyze.statement(tree, pglast, text) for tree, text in analyze.with_texts(tree_json, sql)
+    ]
+
+
+def test_a_plpgsql_body_s_static_sql_is_looked_into():
+    (fn,) = _analysed(
+        "CREATE FUNCTION mk(a int) RETURNS uuid LANGUAGE plpgsql AS $$"
+        "DECLARE v text; BEGIN v := lower(levenshtein('a', 'b')::text); PERFORM hstore(v, v);"
+        " INSERT INTO t SELECT similarity(v, v); RETURN extensions.uuid_generate_v4();"
+        " EXECUTE 'SELECT never_looked_at()'; END$$"
+    )
+    assert {(r.kind, r.name, r.schema) for r in fn.deferred} == {
+        ("function", "lower", None), ("type", "text", None),  # pg_catalog's, looked up later
+        ("function", "levenshtein", None), ("function", "hstore", None),
+        ("function", "similarity", None), ("function", "uuid_generate_v4", "extensions"),
+    }  # fmt: skip
+    assert fn.refs == [Missing("type", "uuid")]  # its return type; the body waits for a call
+    (block,) = _analysed("DO $$BEGIN PERFORM gen_salt('bf'); END$$")
+    assert [(r.kind, r.name) for r in block.refs] == [("function", "gen_salt")]
+
+
+def test_a_body_too_deep_or_broken_is_left_to_the_server():
+    deep = "BEGIN " + "IF x THEN " * 100 + "PERFORM f(); " + "END IF; " * 100 + "END"
+    (fn,) = _analysed(f"CREATE FUNCTION d() RETURNS void LANGUAGE plpgsql AS $${deep}$$")
+    assert fn.deferred == []
+    (broken,) = _analysed(
+        "CREATE FUNCTION b() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN 1 +; END$$"
+    )
+    assert broken.deferred == []
+
+
+def test_body_refs_wait_for_what_the_whole_script_creates():
+    statements = _analysed(
+        "CREATE FUNCTION a() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN b() + c(); END$$;"
+        "CREATE FUNCTION b() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+    )
+    found = analyze.predict(statements, analyze.Snapshot(), ["public"])
+    assert [r.name for r in found[0] if r.kind == "function"] == ["c"]
+    assert found.deferred == set(found[0])

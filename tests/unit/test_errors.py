@@ -36,6 +36,9 @@ from heal.errors import classify, split_args
         ("42704", 'text search dictionary "public.unaccent" does not exist', "tsdictionary",
          "unaccent", "public", ()),
         ("42704", 'role "app_reader" does not exist', "role", "app_reader", None, ()),
+        ("42P01", 'relation "pg_stat_statements" does not exist', "relation",
+         "pg_stat_statements", None, ()),
+        ("42P01", 'relation "ext.t" does not exist', "relation", "t", "ext", ()),
     ],
 )  # fmt: skip
 def test_classify(sqlstate, message, kind, name, schema, args):
@@ -47,7 +50,7 @@ def test_classify(sqlstate, message, kind, name, schema, args):
 @pytest.mark.parametrize(
     ("sqlstate", "message"),
     [
-        ("42P01", 'relation "t" does not exist'),
+        ("42P01", "relation t does not exist"),  # not the server's spelling
         ("42883", "could not identify an equality operator for type json"),
         ("3F000", "no schema has been selected to create in"),
         ("22012", "division by zero"),
