@@ -149,9 +149,10 @@ def unschedule(dsn: str, conn: psycopg.Connection) -> Scheduled:
     def work(cron: psycopg.Connection, cron_db: str) -> Scheduled:
         removed = _unschedule(
             cron,
-            """SELECT jobid, jobname FROM cron.job
-                WHERE jobname = %s OR jobname LIKE %s ORDER BY jobname""",
-            (job_name(database, cron_db), f"heal-retry:{_like(database)}:%"),
+            f"""SELECT jobid, jobname FROM cron.job j
+                 WHERE j.database = %s AND (j.jobname LIKE %s
+                       OR (j.jobname = %s AND {_BY_SUPERUSER})) ORDER BY jobname""",
+            (database, f"heal-retry:{_like(database)}:%", job_name(database, cron_db)),
         )
         removed += _unschedule_own(cron)
         if not removed:
@@ -167,8 +168,8 @@ def unschedule_orphans(dsn: str, conn: psycopg.Connection) -> Scheduled:
     def work(cron: psycopg.Connection, _cron_db: str) -> Scheduled:
         found = orphans(dsn, cron)
         removed = _unschedule(
-            cron, "SELECT jobid, jobname FROM cron.job WHERE jobname = ANY(%s) ORDER BY jobname",
-            ([o.job for o in found],),
+            cron, "SELECT jobid, jobname FROM cron.job WHERE jobid = ANY(%s) ORDER BY jobname",
+            ([o.jobid for o in found],),
         )  # fmt: skip
         removed += _unschedule_own(cron)
         if not removed:
@@ -207,10 +208,16 @@ def _unschedule_own(cron: psycopg.Connection) -> list[str]:
     """pgheal's purge and janitor jobs, once no scan is scheduled."""
     return _unschedule(
         cron,
-        """SELECT jobid, jobname FROM cron.job WHERE jobname IN (%s, %s)
+        f"""SELECT jobid, jobname FROM cron.job j WHERE jobname IN (%s, %s) AND {_BY_SUPERUSER}
               AND NOT EXISTS (SELECT FROM cron.job WHERE jobname LIKE %s) ORDER BY jobname""",
         (PURGE_JOB, JANITOR_JOB, DATABASE_JOBS[0]),
     )
+
+
+#: pgheal's scans are scheduled by a superuser: a job of that name any other role made
+#: (pg_cron's names are unique per user only) is not pgheal's to remove.
+_BY_SUPERUSER = """EXISTS (SELECT FROM pg_catalog.pg_roles r
+                            WHERE r.rolname = j.username AND r.rolsuper)"""
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,7 @@ class Orphan:
     job: str
     database: str
     why: str
+    jobid: int = 0
 
 
 def orphans(dsn: str, cron: psycopg.Connection) -> list[Orphan]:
@@ -225,13 +233,14 @@ def orphans(dsn: str, cron: psycopg.Connection) -> list[Orphan]:
     (checked by connecting there; a database this user cannot connect to is left alone)."""
     with cron.cursor(row_factory=dict_row) as cur:
         jobs = cur.execute(
-            """SELECT j.jobname, j.database, d.oid IS NOT NULL AS exists,
-                      j.command NOT LIKE '%%pgheal database oid%%'
-                      OR j.command LIKE '%%pgheal database oid ' || d.oid || ' */%%' AS same
-                 FROM cron.job j LEFT JOIN pg_database d ON d.datname = j.database
-                WHERE j.jobname LIKE %s OR j.jobname LIKE %s
-                ORDER BY j.jobname""",
-            DATABASE_JOBS,
+            f"""SELECT j.jobid, j.jobname, j.database, d.oid IS NOT NULL AS exists,
+                       j.command NOT LIKE '%%pgheal database oid%%'
+                       OR j.command LIKE '%%pgheal database oid ' || d.oid || ' */%%' AS same,
+                       j.jobname LIKE %s AS retry
+                  FROM cron.job j LEFT JOIN pg_database d ON d.datname = j.database
+                 WHERE (j.jobname LIKE %s AND {_BY_SUPERUSER}) OR j.jobname LIKE %s
+                 ORDER BY j.jobname""",
+            (DATABASE_JOBS[1], *DATABASE_JOBS),
         ).fetchall()
     found, installed = [], {}
     for job in jobs:
@@ -239,13 +248,15 @@ def orphans(dsn: str, cron: psycopg.Connection) -> list[Orphan]:
             why = "its database was dropped" + (
                 "" if not job["exists"] else " (the one of that name now is another)"
             )
-            found.append(Orphan(job["jobname"], job["database"], why))  # fmt: skip
+            found.append(Orphan(job["jobname"], job["database"], why, job["jobid"]))
             continue
+        if job["retry"]:
+            continue  # a retry is its role's job: removed only with its database
         if job["database"] not in installed:
             installed[job["database"]] = _has_pgheal(dsn, job["database"])
         if installed[job["database"]] is False:
             why = f"pgheal is not installed in database {job['database']}"
-            found.append(Orphan(job["jobname"], job["database"], why))
+            found.append(Orphan(job["jobname"], job["database"], why, job["jobid"]))
     return found
 
 

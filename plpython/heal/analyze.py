@@ -124,6 +124,8 @@ class Statement:
     deferred: list[Missing] = field(default_factory=list)
     creates: set[tuple[str, str]] = field(default_factory=set)
     extensions: list[str] = field(default_factory=list)
+    #: extension -> schema, of a CREATE EXTENSION ... SCHEMA
+    homes: dict[str, str] = field(default_factory=dict)
     search_path: list[str] | None = None
     path_unknown: bool = False
 
@@ -227,6 +229,9 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
         result.refs.append(Missing("schema", schema))
     if kind == "CreateExtensionStmt":
         result.extensions.append(body.get("extname", ""))
+        schema = (((_options(body).get("schema") or {}).get("String")) or {}).get("sval")
+        if schema:
+            result.homes[body.get("extname", "")] = schema
     if kind == "VariableSetStmt" and body.get("name") == "search_path":
         values = [_const_string(a) for a in body.get("args") or ()]
         if body.get("kind") == "VAR_SET_VALUE" and None not in values:
@@ -469,6 +474,10 @@ class Found(dict[int, list[Missing]]):
     def __init__(self) -> None:
         super().__init__()
         self.deferred: set[Missing] = set()
+        #: extension -> the schema the script's own CREATE EXTENSION ... SCHEMA names
+        self.homes: dict[str, str] = {}
+        #: what the script names with a schema: where it expects those objects
+        self.qualified: list[Missing] = []
 
 
 def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[str]) -> Found:
@@ -483,6 +492,14 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
             everything |= stmt.creates
             for ext in stmt.extensions:
                 everything |= snapshot.extension_objects.get(ext, set())
+    qualified: dict[Missing, None] = {}
+    for stmt in statements:
+        for ext, schema in stmt.homes.items():
+            found.homes.setdefault(ext, schema)
+        for ref in (*stmt.refs, *stmt.deferred):
+            if ref.schema and ref.kind != "schema":
+                qualified[ref] = None
+    found.qualified = list(qualified)
     for index, stmt in enumerate(statements):
         for ref in stmt.refs:
             if ref in reported or path is None:

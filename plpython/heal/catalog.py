@@ -13,7 +13,7 @@ from typing import Any
 
 import plpy
 
-from . import analyze
+from . import analyze, reasons
 from .db import (
     OwnPath,
     caller,
@@ -137,6 +137,23 @@ class DatabaseCatalog:
         self._found: dict[Missing, list[dict]] = {}
         self._schemas: dict[str, SchemaInfo | None] = {}
         self._fresh = False
+        #: What the script being healed says of schemas: see :meth:`expect`.
+        self._homes: dict[str, str] = {}
+        self._qualified: list[Missing] = []
+
+    def expect(self, found: analyze.Found) -> None:
+        """Take from a script's analysis where it expects extensions: the schemas its
+        own CREATE EXTENSION ... SCHEMA names, and those it qualifies their objects with."""
+        self._homes = dict(found.homes)
+        self._qualified = list(found.qualified)
+
+    def home(self, extension: str) -> str | None:
+        if extension in self._homes:
+            return self._homes[extension]
+        for ref in self._qualified:
+            if extension in self.providers(Missing(ref.kind, ref.name, None, ref.args)):
+                return ref.schema
+        return None
 
     def _ensure_fresh(self) -> None:
         """Check the extension catalog once per migration: the check reads every control file."""
@@ -194,7 +211,7 @@ class DatabaseCatalog:
         self._ensure_fresh()
         query = "SELECT extension, args FROM heal.extension_objects WHERE kind = $1 AND name = $2"
         args: list[Any] = [missing.kind, missing.name]
-        types = ["text", "text"]
+        types = ["pg_catalog.text", "pg_catalog.text"]
         if missing.kind in ("function", "procedure"):
             query += " AND $3 >= min_args AND (max_args IS NULL OR $3 <= max_args)"
             args.append(len(missing.args))
@@ -330,7 +347,14 @@ def rebuild_extension_catalog(fingerprint: str) -> int:
     insert = plpy.prepare(
         """INSERT INTO heal.extension_objects (extension, kind, name, args, min_args, max_args)
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING""",
-        ["text", "text", "text", "text[]", "int4", "int4"],
+        [
+            "pg_catalog.text",
+            "pg_catalog.text",
+            "pg_catalog.text",
+            "pg_catalog.text[]",
+            "pg_catalog.int4",
+            "pg_catalog.int4",
+        ],
     )
     count, problems = 0, []
     for ext in available:
@@ -377,7 +401,12 @@ def predict(
             raise too_deep(stmt) from None
     path = path if path is not None else session_search_path()
     found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
-    return {stmt.number: found[i] for i, stmt in enumerate(script.statements) if i in found}
+    numbered = analyze.Found()
+    numbered.update({stmt.number: found[i] for i, stmt in enumerate(script.statements)
+                     if i in found})  # fmt: skip
+    numbered.deferred, numbered.homes, numbered.qualified = (
+        found.deferred, found.homes, found.qualified)  # fmt: skip
+    return numbered
 
 
 def plan_script(sql: str | None) -> list[dict]:
@@ -399,11 +428,14 @@ def _plan_script(sql: str, path: str) -> list[dict]:
     policy = Policy.from_settings(settings())
     who = caller()
     catalog = DatabaseCatalog(lambda: path)
+    catalog.expect(found)
     where = {number: start for number, start, _ in script.statements.bounds() if number in found}
     rows = []
     for number, refs in sorted(found.items()):
         for missing in refs:
             planned = plan(missing, catalog, policy, who)
+            if not planned.ok and missing in found.deferred and planned.why == reasons.NO_FIX:
+                continue  # only a PL/pgSQL body names it, and nothing provides it
             rows.append(
                 {
                     "statement": number,

@@ -42,7 +42,7 @@ class OwnPath:
     def __enter__(self) -> OwnPath:
         self.saved = fetch_value("SELECT pg_catalog.current_setting('search_path')")
         if self.saved != OWN_PATH:
-            fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", OWN_PATH)
+            take_own_path()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -50,10 +50,22 @@ class OwnPath:
             fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", self.saved)
 
 
+def take_own_path() -> None:
+    """Switch to :data:`OWN_PATH` for the rest of the transaction. No parameter: a
+    parameter's type would be looked up by name on the path being left."""
+    plpy.execute(f"SELECT pg_catalog.set_config('search_path', '{OWN_PATH}', true)")
+
+
+def _qualified_type(name: str) -> str:
+    """A parameter type as pg_catalog's: plpy.prepare looks type names up on the
+    session's path, where a role's domain ``public.text`` could come first."""
+    return name if "." in name else f"pg_catalog.{name}"
+
+
 def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
     if not args:
         return list(plpy.execute(query))
-    plan_ = plpy.prepare(query, list(types or ("text",) * len(args)))
+    plan_ = plpy.prepare(query, [_qualified_type(t) for t in types or ("text",) * len(args)])
     return list(plpy.execute(plan_, list(args)))
 
 

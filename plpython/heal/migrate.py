@@ -18,6 +18,7 @@ from typing import Any
 import plpy
 
 from . import parser, reasons, records
+from .analyze import Found
 from .catalog import DatabaseCatalog, predict
 from .db import (
     OWN_PATH,
@@ -29,6 +30,7 @@ from .db import (
     load_parser,
     session_search_path,
     settings,
+    take_own_path,
 )
 from .errors import (
     DUPLICATE_OBJECT,
@@ -281,7 +283,7 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
         plpy.notice("heal.migrate: the script has no statements; nothing was run")
         return None
     run.statements = len(script.statements)
-    predicted: dict[int, list[Missing]] = {}
+    predicted = Found()
     if policy.predict:
         try:
             predicted = predict(script, pglast, session_search_path(own.saved))
@@ -290,6 +292,7 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
                 raise
             plpy.notice(f"heal.migrate: static analysis skipped ({exc}); healing reactively")
     healer = Healer(run, policy, who)
+    healer.catalog.expect(predicted)  # where the whole script expects extensions
     try:
         with plpy.subtransaction(), _SessionPath(own):
             for stmt in script.statements:
@@ -391,6 +394,8 @@ def _finish_failed(run: Run, error: str, sqlstate: str | None) -> None:
         except plpy.SPIError as exc:  # inside a transaction block: the caller's decides
             if cancelled(exc):
                 raise
+        else:
+            take_own_path()  # the commit ended the transaction that had it
 
 
 _POLICY_EXISTS = re.compile(r'^policy "(?P<name>.+)" for table "(?P<table>.+)" already exists$')

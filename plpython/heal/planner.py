@@ -123,6 +123,10 @@ class Catalog(Protocol):
         """Who owns schema `name` and who else can create in it; None if it does not exist."""
         ...
 
+    def home(self, extension: str) -> str | None:
+        """The schema the script being healed expects `extension` in, if it says."""
+        ...
+
 
 def plan(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> Plan:
     """The fixes for `missing`, checked against `policy` for `caller`."""
@@ -296,7 +300,9 @@ def install_extension(
             reason=f"extension {name} is installed (schema {ext.installed_schema}) but does not "
             f"provide {wanted or 'what is missing'}: check the name and argument types"
         )
-    target = schema or policy.extension_schema
+    # Where the statement names it, else where the whole script expects it (a
+    # qualified name, its own CREATE EXTENSION ... SCHEMA), else the extension schema.
+    target = schema or catalog.home(name) or policy.extension_schema
     result = Plan()
     for dep in _with_requirements(ext, catalog):
         if dep.installed_schema is not None:

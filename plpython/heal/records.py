@@ -48,7 +48,9 @@ def failure(reason: str, why: str, fingerprint: str | None, **fields: object) ->
 def write_events(events: list[dict], source: str) -> None:
     """Write events of a route that records no migration row (the scan, the trigger),
     through the one writer, ``heal.write_events``."""
-    plan = plpy.prepare("SELECT heal.write_events($1::jsonb, $2, NULL)", ["text", "text"])
+    plan = plpy.prepare(
+        "SELECT heal.write_events($1::jsonb, $2, NULL)", ["pg_catalog.text", "pg_catalog.text"]
+    )
     plpy.execute(plan, [json.dumps(events), source])
 
 
@@ -68,12 +70,13 @@ def write_pending() -> int | None:
     migration, events = _PENDING.pop()
     sql = migration.pop("sql")
     plan = plpy.prepare(
-        "SELECT heal.record_migration($1::jsonb, $2::jsonb) AS id", ["text", "text"]
+        "SELECT heal.record_migration($1::jsonb, $2::jsonb) AS id",
+        ["pg_catalog.text", "pg_catalog.text"],
     )
     migration_id = int(plpy.execute(plan, [json.dumps(migration), json.dumps(events)])[0]["id"])
     plan = plpy.prepare(
         "INSERT INTO heal.migration_scripts (migration_id, part, sql) VALUES ($1, $2, $3)",
-        ["int8", "int4", "text"],
+        ["pg_catalog.int8", "pg_catalog.int4", "pg_catalog.text"],
     )
     for part, start in enumerate(range(0, len(sql), SCRIPT_PART), 1):
         plpy.execute(plan, [migration_id, part, sql[start : start + SCRIPT_PART]])

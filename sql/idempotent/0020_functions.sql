@@ -112,7 +112,7 @@ CREATE OR REPLACE PROCEDURE heal.migrate(
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    failure jsonb;
+    failure pg_catalog.jsonb;  -- qualified: this runs on the caller's search_path
 BEGIN
     CALL heal.run_migration(sql, name, dry_run, force, failure);
     PERFORM heal.raise_failure(failure);
@@ -175,7 +175,7 @@ CREATE OR REPLACE PROCEDURE heal.retry_migration(id bigint)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    failure jsonb;
+    failure pg_catalog.jsonb;  -- qualified: this runs on the caller's search_path
 BEGIN
     CALL heal.run_retry(id, failure);
     PERFORM heal.raise_failure(failure);

@@ -303,3 +303,24 @@ def test_a_script_that_changes_role_is_recorded_and_its_role_ends_with_it(conn, 
     conn.execute(f"SET ROLE {app_role}")
     migrate(conn, "RESET ROLE; SELECT 1")
     assert scalar(conn, "SELECT current_user") == app_role
+
+
+def test_the_whole_script_decides_where_an_extension_goes(conn):
+    """A schema the script names anywhere (a qualified reference, its own CREATE
+    EXTENSION ... SCHEMA) is where the first use's heal installs the extension."""
+    migrate(
+        conn,
+        """CREATE TABLE users (email citext);
+        CREATE FUNCTION is_admin(email public.citext) RETURNS boolean LANGUAGE sql
+            AS 'SELECT false';
+        COMMENT ON FUNCTION is_admin(email public.citext) IS 'who may do everything';""",
+    )
+    assert extensions(conn)["citext"] == "public"
+    migrate(
+        conn,
+        """CREATE TABLE tags (h hstore);
+        CREATE EXTENSION IF NOT EXISTS hstore SCHEMA public;""",
+    )
+    assert extensions(conn)["hstore"] == "public"
+    migrate(conn, "CREATE TABLE ids (id uuid DEFAULT uuid_generate_v4());")  # says nothing
+    assert extensions(conn)["uuid-ossp"] == "extensions"

@@ -35,7 +35,13 @@ CREATE FUNCTION public.trap_eq(text, text) RETURNS boolean LANGUAGE sql
     AS $$ INSERT INTO public.trap VALUES (current_user, '=');
           SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
 CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.trap_eq);
-"""
+CREATE FUNCTION public.trap_check(what text) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO public.trap VALUES (current_user, what); SELECT true $$;
+""" + "".join(
+    # Types pgheal's own queries name: a value passed through the domain runs its CHECK.
+    f"CREATE DOMAIN public.{t} AS pg_catalog.{t} CHECK (public.trap_check('{t}'));\n"
+    for t in ("text", "jsonb", "name", "int4", "int8", "oid", "bool", "float8", "numeric")
+)
 
 
 def _dsn(conn, dbname: str) -> str:
@@ -68,12 +74,14 @@ def test_the_owner_s_search_path_never_reaches_pgheal_s_queries(conn, owned, tmp
         mine.execute(f"ALTER DATABASE {name} SET search_path = public, pg_catalog")
     (tmp_path / "0001_t.sql").write_text("CREATE TABLE t (e citext);")
     folder = str(tmp_path)
+    tool_error = "echo 'ERROR:  type \"citext\" does not exist' >&2; exit 1"
     commands = (["doctor"], ["status"], ["events", "--since", "1h"], ["patterns", "list"],
-                ["info", folder], ["plan", folder], ["migrate", folder],
+                ["info", folder], ["plan", folder], ["migrate", "--dry-run", folder],
+                ["migrate", folder], ["run", "--attempts", "1", "--", "sh", "-c", tool_error],
                 ["unschedule", "--orphans"], ["schedule"],
                 ["install", "--no-schedule"])  # fmt: skip
     for args in commands:
-        result = pgheal(*args, "--json", "--dsn", dsn)
+        result = pgheal("--json", "--dsn", dsn, *args)
         assert result.returncode in (0, 1), (args, result.stderr)
     with connect(dsn) as db:
         assert scalar(db, "SELECT count(*) FROM public.trap") == 0
@@ -159,3 +167,23 @@ def test_an_operator_s_doctor_says_pg_cron_is_a_superuser_s_to_check(conn, dsn):
     assert "visible to superusers only" in checks["cron_runs"]["detail"]
     scheduled = pgheal("schedule", "--dsn", make_conninfo(dsn, user=role))
     assert scheduled.returncode == 2 and "a superuser's" in scheduled.stderr, scheduled.stderr
+
+
+def test_a_job_another_role_names_like_a_scan_leaves_the_real_one_alone(conn, owned):
+    name, owner = owned
+    cron_dsn = _dsn(conn, "postgres")
+    job = f"heal-autonomous-scan:{name}"
+    with connect(cron_dsn) as cron:
+        cron.execute(f"GRANT USAGE ON SCHEMA cron TO {owner}")
+        try:
+            with connect(make_conninfo(cron_dsn, user=owner)) as mine:  # pg_cron: per user
+                mine.execute("SELECT cron.schedule(%s, '0 0 1 1 *', 'SELECT 1')", (job,))
+            removed = pgheal("unschedule", "--orphans", "--json", "--dsn", _dsn(conn, name))
+            assert removed.returncode == 0, removed.stderr
+            assert json.loads(removed.stdout)["removed"] == []
+            assert scalar(cron, "SELECT count(*) FROM cron.job j JOIN pg_roles r ON "
+                                "r.rolname = j.username WHERE jobname = %s AND r.rolsuper",
+                          (job,)) == 1  # fmt: skip
+        finally:
+            cron.execute("DELETE FROM cron.job WHERE username = %s", (owner,))
+            cron.execute(f"REVOKE USAGE ON SCHEMA cron FROM {owner}")

@@ -35,6 +35,8 @@ class FakeCatalog:
     casts: set[tuple[str, str]] = field(default_factory=lambda: {("varchar", "text")})
     #: Schemas that exist, with who owns them (by default a superuser, nobody else creates).
     owners: dict[str, SchemaInfo] = field(default_factory=dict)
+    #: Where the script expects an extension.
+    homes: dict[str, str] = field(default_factory=dict)
 
     def schema_info(self, name):
         if name not in self.schemas and name not in self.owners:
@@ -67,6 +69,9 @@ class FakeCatalog:
 
     def castable(self, source, target):
         return (source, target) in self.casts
+
+    def home(self, extension):
+        return self.homes.get(extension)
 
 
 def uuid_catalog(**kw) -> FakeCatalog:
