@@ -45,6 +45,10 @@ def users_path(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
         yield conn
     finally:
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            # The path as the user's SQL left it (a migration's SET, or its heal) is
+            # the one the next migration runs on, as in one psql session.
+            _given[conn] = conn.execute(
+                "SELECT pg_catalog.current_setting('search_path')").fetchone()[0]  # fmt: skip
             conn.execute(_SET, (OWN_PATH,))
 
 

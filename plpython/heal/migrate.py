@@ -330,6 +330,10 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
         return _failure(err.sqlstate, err.message, detail, err.hint or ROLLED_BACK_HINT)
     run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail=run.summary())
     run.record("succeeded")
+    if healer.path_healed:
+        # For the session, as the DDL trigger does: what the session runs next (the
+        # next migration, a query, an operator on a healed type) needs the schema too.
+        fetch_value("SELECT pg_catalog.set_config('search_path', $1, false)", own.saved)
     if run.heals:
         plpy.notice(
             f"heal.migrate: {run.statements} statements run, {run.heals} healed "
@@ -412,6 +416,8 @@ class Healer:
         #: what the planner plans for, as the script has left it.
         self.own: OwnPath | None = None
         self.catalog = DatabaseCatalog(lambda: self.own.saved if self.own else "")
+        #: Whether a fix put a schema on the session's path.
+        self.path_healed = False
 
     def run_statement(self, stmt: Statement) -> PgError | None:
         try:  # plpy.execute runs in a subtransaction of its own: a failure undoes just it
@@ -635,8 +641,10 @@ class Healer:
     def apply(self, fix: Fix) -> str:
         if fix.kind == "search_path":
             assert self.own is not None, "fixes are applied on pgheal's own path"
-            # The session's path, set when pgheal's work is done (SET LOCAL).
+            # The session's path, set when pgheal's work is done (SET LOCAL), and kept
+            # for the session once the migration succeeded.
             self.own.saved = appended(self.own.saved or "", fix.target)
+            self.path_healed = True
             return f"SET LOCAL search_path = {self.own.saved}"
         return apply_fix_as(self.caller.role, fix)
 

@@ -6,6 +6,7 @@ import psycopg
 import pytest
 
 from .conftest import connect, events, extensions, migrate, psql, scalar
+from .test_installer import pgheal
 
 
 def test_missing_schema_is_created(conn):
@@ -324,3 +325,25 @@ def test_the_whole_script_decides_where_an_extension_goes(conn):
     assert extensions(conn)["hstore"] == "public"
     migrate(conn, "CREATE TABLE ids (id uuid DEFAULT uuid_generate_v4());")  # says nothing
     assert extensions(conn)["uuid-ossp"] == "extensions"
+
+
+@pytest.mark.parametrize(
+    ("create", "use"),
+    [
+        ("CREATE TABLE t (c cube)", "SELECT * FROM t WHERE c <@ '(1,1),(0,0)'"),
+        ("CREATE TABLE t (p ltree)", "SELECT * FROM t WHERE p <@ 'top.science'"),
+    ],
+)
+def test_the_same_session_after_a_heal_finds_the_extension_s_operators(conn, dsn, tmp_path,
+                                                                       create, use):  # fmt: skip
+    conn.execute(f"ALTER DATABASE {conn.info.dbname} RESET search_path")
+    conn.execute("UPDATE heal.settings SET value = 'off' WHERE name = 'persist_search_path'")
+    migrate(conn, create)
+    migrate(conn, use)  # the same session: the schema stayed on its path
+    conn.execute(use)
+    # pgheal migrate, across two files, on one connection.
+    conn.execute("DROP TABLE t")
+    (tmp_path / "0001_create.sql").write_text(create.replace(" t ", " t2 ") + ";")
+    (tmp_path / "0002_use.sql").write_text(use.replace(" t ", " t2 ") + ";")
+    result = pgheal("migrate", "--dsn", dsn, str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr

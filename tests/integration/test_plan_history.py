@@ -73,10 +73,12 @@ def test_predicted_heals_need_no_failed_attempt(conn):
 
 
 def test_runtime_errors_still_heal_reactively(conn):
+    """Dynamic SQL is known only when it runs: its error heals then."""
     migrate(
         conn,
         """CREATE FUNCTION make_id() RETURNS uuid LANGUAGE plpgsql AS
-           $$ BEGIN RETURN uuid_generate_v4(); END $$;
+           $$ DECLARE id uuid; BEGIN EXECUTE 'SELECT uuid_generate_v4()' INTO id;
+              RETURN id; END $$;
            DO $$ BEGIN PERFORM make_id(); END $$;""",
     )
     ways = [r[0] for r in conn.execute(

@@ -167,7 +167,9 @@ def test_the_scan_reads_deep_failed_statements(alive, dsn):
     conn.execute("SELECT heal.skip_log_backlog()")
     failed = 0
     for depth in ("sum", "subselects_300", "in_list"):
-        for make in STATEMENTS.values():
+        for name, make in STATEMENTS.items():
+            if name == "function_plpgsql":
+                continue  # a PL/pgSQL body is checked when it runs: creating it succeeds
             # no_such_fuzz_function() makes each fail, if its depth did not already
             app_error(dsn, make(f"no_such_fuzz_function() + ({DEPTHS[depth]})"))
             failed += 1
