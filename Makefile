@@ -9,7 +9,7 @@ VENV       := .venv
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
 
-.PHONY: demo test bench lint deps server-deps clean
+.PHONY: demo test bench conformance lint deps server-deps clean
 
 demo: server-deps
 	$(BIN)/pgheal demo
@@ -20,6 +20,11 @@ test: server-deps
 
 bench: server-deps
 	$(BIN)/python bench/bench.py
+
+# PostgreSQL's contrib regression scripts, healed (outside make test: it fetches the
+# server's Debian source package once, into .cache/).
+conformance: server-deps
+	$(BIN)/python -m tests.conformance.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check installer plpython tests bench
@@ -48,4 +53,4 @@ server-deps: deps $(STAMP)
 	$(BIN)/pgheal server-deps
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .cache

@@ -25,6 +25,7 @@ from .db import (
     OwnPath,
     caller,
     cancelled,
+    database_search_path,
     fetch,
     fetch_value,
     load_parser,
@@ -46,7 +47,7 @@ from .fixes import apply_fix_as, fix_error_kind, learned_plan, spi_message
 from .planner import Fix, plan
 from .policy import Caller, Policy, SettingError
 from .script import Lines, ScriptError, Statement, policy_probe, split
-from .searchpath import appended
+from .searchpath import appended, join_path, split_path
 
 
 @dataclass
@@ -330,10 +331,14 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
         return _failure(err.sqlstate, err.message, detail, err.hint or ROLLED_BACK_HINT)
     run.event("migration_succeeded", duration_ms=run.elapsed_ms(), detail=run.summary())
     run.record("succeeded")
-    if healer.path_healed:
+    if healer.path_kept:
         # For the session, as the DDL trigger does: what the session runs next (the
         # next migration, a query, an operator on a healed type) needs the schema too.
-        fetch_value("SELECT pg_catalog.set_config('search_path', $1, false)", own.saved)
+        # Only a schema every new session has (the database's path), or the shared
+        # extension schema: one trusted for this migration alone stays with it.
+        dropped = set(healer.path_added) - set(healer.path_kept)
+        kept = join_path([n for n in split_path(own.saved) if n not in dropped])
+        fetch_value("SELECT pg_catalog.set_config('search_path', $1, false)", kept)
     if run.heals:
         plpy.notice(
             f"heal.migrate: {run.statements} statements run, {run.heals} healed "
@@ -416,8 +421,9 @@ class Healer:
         #: what the planner plans for, as the script has left it.
         self.own: OwnPath | None = None
         self.catalog = DatabaseCatalog(lambda: self.own.saved if self.own else "")
-        #: Whether a fix put a schema on the session's path.
-        self.path_healed = False
+        #: Schemas fixes put on the session's path, and those it keeps after the run.
+        self.path_added: list[str] = []
+        self.path_kept: list[str] = []
 
     def run_statement(self, stmt: Statement) -> PgError | None:
         try:  # plpy.execute runs in a subtransaction of its own: a failure undoes just it
@@ -644,7 +650,9 @@ class Healer:
             # The session's path, set when pgheal's work is done (SET LOCAL), and kept
             # for the session once the migration succeeded.
             self.own.saved = appended(self.own.saved or "", fix.target)
-            self.path_healed = True
+            self.path_added.append(fix.target)
+            if fix.target == self.policy.extension_schema or fix.target in (database_search_path()):
+                self.path_kept.append(fix.target)
             return f"SET LOCAL search_path = {self.own.saved}"
         return apply_fix_as(self.caller.role, fix)
 

@@ -167,11 +167,15 @@ def test_a_schema_another_role_controls_never_goes_on_the_path(conn, dsn, route)
         return
     assert not _superuser(conn, mallory)
     assert {"uuid-ossp", "citext"} <= set(extensions(conn))
+    conn.execute("SET search_path = pg_catalog")  # names shown with the schema they are in
     default = scalar(
-        conn, "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 't'::regclass"
+        conn,
+        "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'public.t'::regclass",
     )
     assert default == "extensions.uuid_generate_v4()"
-    column = "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 't'::regclass"
+    column = (
+        "SELECT atttypid::regtype::text FROM pg_attribute WHERE attrelid = 'public.t'::regclass"
+    )
     assert scalar(conn, column + " AND attname = 'e'") == "extensions.citext"
 
 
