@@ -288,10 +288,9 @@ def _depth(source: str, pglast: ModuleType) -> int:
     BEGIN, IF, CASE and LOOP open a level, END closes one (END IF and the like)."""
     depth = deepest = 0
     after_end = False
-    raw = source.encode()  # the scanner's positions count bytes
-    for token in pglast.parser.scan(source):
+    for token in pglast.parser.scan(source):  # its positions count characters
         word = token.name
-        if word == "IDENT" and raw[token.start : token.end + 1].lower() == b"loop":
+        if word == "IDENT" and source[token.start : token.end + 1].lower() == "loop":
             word = "LOOP"
         if not after_end and word in _OPENS:
             depth += 1

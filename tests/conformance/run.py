@@ -57,11 +57,9 @@ SKIPPED = {
     "postgres_fdw": "needs a server to connect to (its own, by loopback)",
     "dblink": "needs a server to connect to (its own, by loopback)",
 }
-_CREATE_EXTENSION = re.compile(r"^\s*CREATE\s+EXTENSION\b", re.I)
 _COPY_IN = re.compile(
     r"^\s*COPY\b[^;]*?\bFROM\s+stdin\b[^;]*;[^\n]*\n.*?^\\\.[ \t]*$", re.I | re.M | re.S
 )
-_COPY_STDIO = re.compile(r"^\s*COPY\b.*\b(?:FROM\s+stdin|TO\s+stdout)\b", re.I | re.S)
 _REGRESS = re.compile(r"^REGRESS\s*[:+]?=\s*((?:.*\\\n)*.*)$", re.M)
 
 
@@ -138,7 +136,7 @@ def modules(tarball: Path, available: set[str]) -> tuple[list[Module], dict[str,
             texts = [read(f"contrib/{name}/sql/{test}.sql") for test in order]
             script = "\n".join(t for t in texts if t)
             statements = split(script)
-            extensions = sorted({_extension(s) for s in statements if _CREATE_EXTENSION.match(s)}
+            extensions = sorted({_extension(s) for s in statements if creates_extension(s)}
                                 - {None})  # fmt: skip
             missing = [e for e in extensions if e not in available]
             if missing or not extensions:
@@ -166,8 +164,7 @@ def split(script: str) -> list[str]:
     script = _COPY_IN.sub("", script)
     text = "\n".join("" if line.lstrip().startswith("\\") else line
                      for line in script.splitlines())  # fmt: skip
-    raw = text.encode()
-    statements, start, atomic = [], 0, False
+    statements, start, atomic = [], 0, False  # the scanner's positions count characters
     try:
         tokens = list(pglast.parser.scan(text))
     except Exception:
@@ -179,24 +176,53 @@ def split(script: str) -> list[str]:
         elif token.name == "END_P" and atomic:
             atomic = False
         elif token.name == "ASCII_59" and not atomic:
-            statement = raw[start : token.start].decode(errors="replace").strip()
+            statement = text[start : token.start].strip()
             if statement:
                 statements.append(statement)
             start = token.end + 1
         if token.name not in ("SQL_COMMENT", "C_COMMENT"):
             previous = token.name
-    tail = raw[start:].decode(errors="replace").strip()
+    tail = text[start:].strip()
     if tail and pglast.parser.scan(tail):
         statements.append(tail)
-    return [s for s in statements if not _COPY_STDIO.match(s)]
+    return [s for s in statements if not _copy_stdio(s)]
+
+
+def tree(statement: str) -> tuple[str, dict] | None:
+    """The statement's node type and fields; None when it does not parse alone."""
+    try:
+        ((node_type, node),) = json.loads(pglast.parser.parse_sql_json(statement))["stmts"][
+            0]["stmt"].items()  # fmt: skip
+    except Exception:
+        return None
+    return node_type, node
 
 
 def kind(statement: str) -> str | None:
-    try:
-        return next(iter(json.loads(pglast.parser.parse_sql_json(statement))["stmts"][0][
-            "stmt"]))  # fmt: skip
-    except Exception:
-        return None
+    parsed = tree(statement)
+    return parsed[0] if parsed else None
+
+
+def creates_extension(statement: str) -> bool:
+    return kind(statement) == "CreateExtensionStmt"
+
+
+def _copy_stdio(statement: str) -> bool:
+    """COPY ... FROM stdin / TO stdout: psql's protocol work, not a statement to send."""
+    parsed = tree(statement)
+    return parsed is not None and parsed[0] == "CopyStmt" and "filename" not in parsed[1]
+
+
+def session_state(statement: str) -> bool:
+    """Transaction control and role changes: the session's, not a migration's (a
+    client keeps its transaction block around heal.migrate, and its role)."""
+    parsed = tree(statement)
+    if parsed is None:
+        return False
+    node_type, node = parsed
+    return node_type == "TransactionStmt" or (
+        node_type == "VariableSetStmt" and node.get("name") in ("role", "session_authorization")
+    )
 
 
 # -- running -----------------------------------------------------------------------------
@@ -215,6 +241,8 @@ def run_statements(dsn: str, statements: list[str], through: str | None) -> list
 
 
 def _run_one(conn: psycopg.Connection, statement: str, through: str | None) -> bool:
+    if through is not None and session_state(statement):
+        through = None
     try:
         if through is None:
             conn.execute(statement)
@@ -235,7 +263,7 @@ def _run_one(conn: psycopg.Connection, statement: str, through: str | None) -> b
 
 
 def measure(cluster: Cluster, module: Module, template: str) -> None:
-    stripped = [s for s in module.statements if not _CREATE_EXTENSION.match(s)]
+    stripped = [s for s in module.statements if not creates_extension(s)]
     with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
         for mode in ("baseline", "migrate", "psql"):
             admin.execute(f'DROP DATABASE IF EXISTS "c_{mode}" WITH (FORCE)')
@@ -249,7 +277,7 @@ def measure(cluster: Cluster, module: Module, template: str) -> None:
             if mode == "baseline":
                 full = run_statements(dsn, module.statements, None)
                 module.results[mode] = [ok for s, ok in zip(module.statements, full, strict=True)
-                                        if not _CREATE_EXTENSION.match(s)]  # fmt: skip
+                                        if not creates_extension(s)]  # fmt: skip
             else:
                 through = "CALL heal.migrate(%s)" if mode == "migrate" else None
                 module.results[mode] = run_statements(dsn, stripped, through)
