@@ -128,6 +128,8 @@ class Statement:
     homes: dict[str, str] = field(default_factory=dict)
     search_path: list[str] | None = None
     path_unknown: bool = False
+    #: It creates an object without naming a schema: in the first one on the path.
+    creates_on_path: bool = False
 
     def kept(self) -> Statement:
         """This analysis, or the one shared :data:`NOTHING` when it found nothing: most
@@ -159,6 +161,22 @@ def _created_schema(kind: str, body: dict) -> str | None:
     if kind == "AlterObjectSchemaStmt":
         return body.get("newschema")
     return None
+
+
+#: CREATEs whose object goes into the first schema of the search_path when unqualified.
+CREATES_ON_PATH = frozenset({"CreateStmt", "CreateSeqStmt", "ViewStmt", "CreateTableAsStmt",
+                              "CompositeTypeStmt", "CreateFunctionStmt", "DefineStmt",
+                              "CreateEnumStmt", "CreateDomainStmt", "CreateRangeStmt"})  # fmt: skip
+
+
+def _on_path(kind: str, body: dict) -> bool:
+    """Whether this CREATE puts its object in the path's first schema (not in one it
+    names, nor in the session's temporary one)."""
+    if kind not in CREATES_ON_PATH or _created_schema(kind, body) is not None:
+        return False
+    relation = body.get("relation") or body.get("sequence") or body.get("view") or (
+        (body.get("into") or {}).get("rel")) or {}  # fmt: skip
+    return relation.get("relpersistence") != "t"
 
 
 def _creates(kind: str, body: dict) -> set[tuple[str, str]]:
@@ -208,7 +226,7 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
     needs wait for its first call; a DO block's, which runs now).
     """
     ((kind, body),) = tree.items()
-    result = Statement(creates=_creates(kind, body))
+    result = Statement(creates=_creates(kind, body), creates_on_path=_on_path(kind, body))
     if kind == "CreateFunctionStmt" and pglast is not None:
         sql_text = sql_body(body)
         if sql_text:
@@ -444,9 +462,14 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
     return (*head, *nodes)
 
 
-def names(statements: list[Statement]) -> Names:
-    """Everything to look up in the catalogs for these statements."""
+def names(statements: list[Statement], path: list[str] | None = None) -> Names:
+    """Everything to look up in the catalogs for these statements (on `path`: the
+    schemas an unqualified CREATE may land in, too)."""
     wanted = Names()
+    if path and any(stmt.creates_on_path or stmt.search_path for stmt in statements):
+        wanted.schemas.update(path)
+        for stmt in statements:
+            wanted.schemas.update(stmt.search_path or ())
     for stmt in statements:
         wanted.extensions.update(stmt.extensions)
         for ref in (*stmt.refs, *stmt.deferred):
@@ -500,6 +523,11 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
                 qualified[ref] = None
     found.qualified = list(qualified)
     for index, stmt in enumerate(statements):
+        if stmt.creates_on_path and path is not None:
+            target = _no_schema_to_create_in(path, snapshot, created)
+            if target is not None and target not in reported:
+                reported.add(target)
+                found.setdefault(index, []).append(target)
         for ref in stmt.refs:
             if ref in reported or path is None:
                 continue
@@ -521,6 +549,16 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
         elif stmt.search_path is not None and path is not None:
             path = stmt.search_path
     return found
+
+
+def _no_schema_to_create_in(path: list[str], snapshot: Snapshot, created: set) -> Missing | None:
+    """The schema to create when none on the path exists (PostgreSQL: "no schema has
+    been selected to create in"): the first one it names, as pg_dump's
+    ``set_config('search_path', 'app', false)`` leaves it."""
+    named = [s for s in path if s not in _ALWAYS]
+    if not named or any(s in snapshot.schemas or ("schema", s) in created for s in named):
+        return None
+    return Missing("schema", named[0])
 
 
 def _visible(schemas: set[str] | list[str], path: list[str]) -> bool:

@@ -216,7 +216,7 @@ class DatabaseCatalog:
             query += " AND $3 >= min_args AND (max_args IS NULL OR $3 <= max_args)"
             args.append(len(missing.args))
             types.append("int4")
-        elif missing.kind in ("opclass", "default_opclass"):
+        elif missing.kind in ("opclass", "default_opclass", "transform"):
             query += " AND args[1] = $3"
             args.append(missing.args[0])
             types.append("text")
@@ -400,7 +400,7 @@ def predict(
         except RecursionError:  # a body nested too deeply to look into
             raise too_deep(stmt) from None
     path = path if path is not None else session_search_path()
-    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
+    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)), path)
     numbered = analyze.Found()
     numbered.update({stmt.number: found[i] for i, stmt in enumerate(script.statements)
                      if i in found})  # fmt: skip

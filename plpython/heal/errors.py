@@ -69,10 +69,13 @@ class Missing:
             return f"default operator class for type {self.name} and access method {self.args[0]}"
         if self.kind == "opclass":
             return f"operator class {qualified} for access method {self.args[0]}"
+        if self.kind == "transform":
+            return f"transform for type {self.name} language {self.args[0]}"
         return f"{LABELS.get(self.kind, self.kind)} {qualified}"
 
 
 LABELS = {
+    "fdw": "foreign-data wrapper",
     "access_method": "access method",
     "tablesample": "tablesample method",
     "tstemplate": "text search template",
@@ -121,6 +124,10 @@ PATTERNS: dict[str, tuple[str, str, str]] = {
          rf"^text search configuration {_QUOTED} does not exist$"),
         ("role", UNDEFINED_OBJECT, 'role "%" does not exist',
          r'^role "(?P<name>.+)" does not exist$'),
+        ("transform", UNDEFINED_OBJECT, 'transform for type % language "%" does not exist',
+         r'^transform for type (?P<name>.+) language "(?P<lang>.+)" does not exist$'),
+        ("fdw", UNDEFINED_OBJECT, 'foreign-data wrapper "%" does not exist',
+         r'^foreign-data wrapper "(?P<name>.+)" does not exist$'),
         # A table or view an extension provides (pg_stat_statements); never a table of
         # the user's found elsewhere (the planner looks for extensions' relations only).
         ("relation", UNDEFINED_TABLE, 'relation "%" does not exist',
@@ -205,4 +212,7 @@ def _missing(kind: str, groups: dict[str, str | None]) -> Missing:
         return Missing(kind, name, schema, (groups["am"] or "",))
     if kind == "default_opclass":
         return Missing(kind, normalize_type(name), None, (groups["am"] or "",))
+    if kind == "transform":  # the type as format_type prints it: maybe qualified
+        return Missing(kind, normalize_type(split_qualified(name)[1]), None,
+                       (groups["lang"] or "",))  # fmt: skip
     return Missing(kind, name, schema)

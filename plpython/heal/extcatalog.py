@@ -137,6 +137,11 @@ def _objects(kind: str, node: dict) -> Iterator[ProvidedObject]:
         relation = relation.get("rel", relation)  # CREATE ... AS: the target's RangeVar
         if relation.get("relname"):
             yield ProvidedObject("relation", relation["relname"])
+    elif kind == "CreateTransformStmt":
+        for_type = normalize_type(_type_name(node["type_name"]))
+        yield ProvidedObject("transform", for_type, (node["lang"],))
+    elif kind == "CreateFdwStmt":
+        yield ProvidedObject("fdw", node["fdwname"])
     elif kind == "CreateCastStmt":
         yield ProvidedObject(
             "cast", "cast", (_type_name(node["sourcetype"]), _type_name(node["targettype"]))

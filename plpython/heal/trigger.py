@@ -38,15 +38,21 @@ def heal_ddl(query: str, role: str, search_path: str) -> str | None:
     pglast = load_parser()
     tree_json = pglast.parser.parse_sql_json(query)
     shape = analyze.signature(tree_json, pglast)
+    on_path = shape is not None and shape[0] in analyze.CREATES_ON_PATH
+    if on_path:  # where an unqualified CREATE lands depends on the path: one verdict each
+        shape = (shape, role, search_path)
     found = None
     if shape not in _BUILTIN_ONLY:
         analysed = [analyze.statement(tree, pglast, text)
                     for tree, text in analyze.with_texts(tree_json, query)]  # fmt: skip
-        if shape is not None and _only_builtins(analysed[0]):
+        if shape is not None and not on_path and _only_builtins(analysed[0]):
             _remember(_BUILTIN_ONLY, shape)
         else:
             path = session_search_path(search_path, role)
-            found = analyze.predict(analysed, take_snapshot(analyze.names(analysed)), path)
+            found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)),
+                                    path)  # fmt: skip
+            if not found and on_path and _only_builtins(analysed[0]):
+                _remember(_BUILTIN_ONLY, shape)
     if not found:
         _remember(_MET, key)
         return None

@@ -92,6 +92,11 @@ VALUES
      'put its schema on the search path, or install the extension that provides it', 'builtin'),
     ('role "%" does not exist', '42704', 'auto_heal', true,
      'create the role NOLOGIN, only if heal.settings grant_roles names it', 'builtin'),
+    ('transform for type % language "%" does not exist', '42704', 'auto_heal', true,
+     'install the extension that provides the transform (e.g. jsonb_plpython3u)', 'builtin'),
+    ('foreign-data wrapper "%" does not exist', '42704', 'auto_heal', true,
+     'install the extension that provides the foreign-data wrapper (e.g. postgres_fdw)',
+     'builtin'),
     ('relation "%" does not exist', '42P01', 'auto_heal', true,
      'install the extension that provides the table or view, or put the schema where an '
      'extension has it on the search path', 'builtin')

@@ -201,3 +201,21 @@ def test_a_user_s_table_elsewhere_is_never_taken_for_a_missing_one(conn):
         migrate(conn, "DELETE FROM users;")
     assert "no available extension provides relation users" in info.value.diag.message_detail
     assert scalar(conn, "SELECT count(*) FROM pg_extension") == 2  # nothing installed
+
+
+@pytest.mark.parametrize(
+    ("extension", "sql"),
+    [
+        ("jsonb_plpython3u", "CREATE FUNCTION roundtrip(val jsonb) RETURNS jsonb TRANSFORM FOR "
+         "TYPE jsonb LANGUAGE plpython3u AS 'return val';"),
+        ("file_fdw", "CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;"),
+    ],
+)  # fmt: skip
+def test_a_transform_and_a_foreign_data_wrapper_an_extension_provides(conn, extension, sql):
+    with pytest.raises(psycopg.errors.UndefinedObject) as info:  # deny-listed by default
+        migrate(conn, sql)
+    assert "deny list" in info.value.diag.message_detail
+    conn.execute("UPDATE heal.settings SET value = %s WHERE name = 'allow_extensions'",
+                 (extension,))  # fmt: skip
+    migrate(conn, sql)
+    assert extension in extensions(conn)

@@ -213,3 +213,18 @@ def test_a_body_naming_what_nothing_provides_says_nothing(conn, dsn):
                 "'BEGIN RETURN defined_afterwards(); END'")  # fmt: skip
     assert made.returncode == 0 and "pgheal" not in made.stderr, made.stderr
     assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0
+
+
+PG_DUMP_STYLE = ("SELECT pg_catalog.set_config('search_path', 'app', false);\n"
+                 "CREATE TABLE t (a int);")  # fmt: skip
+
+
+def test_pg_dump_s_empty_path_then_create_through_psql(conn, dsn):
+    made = psql(dsn, "-c", PG_DUMP_STYLE)
+    assert made.returncode == 0, made.stderr
+    assert scalar(conn, "SELECT to_regclass('app.t') IS NOT NULL")
+
+
+def test_pg_dump_s_empty_path_then_create_through_heal_migrate(conn):
+    migrate(conn, PG_DUMP_STYLE)
+    assert scalar(conn, "SELECT to_regclass('app.t') IS NOT NULL")

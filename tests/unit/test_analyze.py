@@ -273,6 +273,16 @@ def test_body_refs_wait_for_what_the_whole_script_creates():
         "CREATE FUNCTION a() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN b() + c(); END$$;"
         "CREATE FUNCTION b() RETURNS int LANGUAGE sql AS 'SELECT 1';"
     )
-    found = analyze.predict(statements, analyze.Snapshot(), ["public"])
+    found = analyze.predict(statements, analyze.Snapshot(schemas={"public"}), ["public"])
     assert [r.name for r in found[0] if r.kind == "function"] == ["c"]
     assert found.deferred == set(found[0])
+
+
+def test_a_create_with_no_schema_on_the_path_to_land_in_needs_the_first():
+    statements = [statement(t) for t in parse(
+        "SELECT pg_catalog.set_config('search_path', 'app', false);"
+        "CREATE TABLE t (a int); CREATE TEMP TABLE u (a int); CREATE TABLE public.v (a int)",
+        pglast)]  # fmt: skip
+    found = predict(statements, Snapshot(schemas={"public"}), ["public"])
+    assert found == {1: [Missing("schema", "app")]}
+    assert not predict(statements[1:], Snapshot(schemas={"public"}), ["public"])
