@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from .errors import Missing
+from .typenames import normalize_type
 
 #: Pseudo-types the parser expands; they are not in pg_type.
 _SERIALS = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"})
@@ -35,6 +36,11 @@ class Snapshot:
     opclasses: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     tablesamples: dict[str, set[str]] = field(default_factory=dict)
     access_methods: set[str] = field(default_factory=set)
+    tsdictionaries: dict[str, set[str]] = field(default_factory=dict)
+    tsconfigs: dict[str, set[str]] = field(default_factory=dict)
+    fdws: set[str] = field(default_factory=set)
+    #: (type, language) of each transform
+    transforms: set[tuple[str, str]] = field(default_factory=set)
     #: extension -> {(kind, name)} it creates (from heal.extension_objects)
     extension_objects: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
 
@@ -51,6 +57,11 @@ class Names:
     tablesamples: set[str] = field(default_factory=set)
     extensions: set[str] = field(default_factory=set)
     access_methods: set[str] = field(default_factory=set)
+    tsdictionaries: set[str] = field(default_factory=set)
+    tsconfigs: set[str] = field(default_factory=set)
+    fdws: set[str] = field(default_factory=set)
+    #: the types transforms are wanted for
+    transforms: set[str] = field(default_factory=set)
     #: names some statement qualifies with a schema
     qualified: set[str] = field(default_factory=set)
 
@@ -245,6 +256,7 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
     schema = _created_schema(kind, body)
     if schema:
         result.refs.append(Missing("schema", schema))
+    result.refs += _statement_refs(kind, body)
     if kind == "CreateExtensionStmt":
         result.extensions.append(body.get("extname", ""))
         schema = (((_options(body).get("schema") or {}).get("String")) or {}).get("sval")
@@ -274,6 +286,34 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
                         p.strip().strip('"') for p in value.split(",") if p.strip()
                     ]
     return result
+
+
+def _statement_refs(kind: str, body: dict) -> list[Missing]:
+    """What a statement names outside its expressions: the dictionaries and
+    configurations an ALTER TEXT SEARCH changes, a server's wrapper, a function's
+    transforms, the schemas a GRANT is on."""
+    if kind == "AlterTSDictionaryStmt":
+        schema, name = _qualified(body.get("dictname"))
+        return [Missing("tsdictionary", name, schema)]
+    if kind == "AlterTSConfigurationStmt":
+        schema, name = _qualified(body.get("cfgname"))
+        refs = [Missing("tsconfig", name, schema)]
+        for item in body.get("dicts") or ():
+            d_schema, d_name = _qualified((item.get("List") or {}).get("items"))
+            refs.append(Missing("tsdictionary", d_name, d_schema))
+        return refs
+    if kind == "CreateForeignServerStmt" and body.get("fdwname"):
+        return [Missing("fdw", body["fdwname"])]
+    if kind == "CreateFunctionStmt":
+        options = _options(body)
+        language = ((options.get("language") or {}).get("String") or {}).get("sval")
+        types = ((options.get("transform") or {}).get("List") or {}).get("items") or ()
+        return [Missing("transform", normalize_type(_qualified(t.get("TypeName", t).get(
+                    "names"))[1]), None, (language or "",)) for t in types]  # fmt: skip
+    if kind == "GrantStmt" and body.get("is_grant") and body.get("objtype") == "OBJECT_SCHEMA":
+        return [Missing("schema", o["String"]["sval"]) for o in body.get("objects") or ()
+                if "String" in o]  # fmt: skip
+    return []
 
 
 #: Larger or deeper PL/pgSQL bodies are left to the server's own errors: libpg_query
@@ -415,6 +455,11 @@ _DECODER = json.JSONDecoder()
 
 
 _PLPGSQL_LANGUAGE = '"sval":"plpgsql"'
+#: Statements whose references are names (see :func:`_statement_refs`).
+_NAMES_OUTSIDE = frozenset({"AlterTSDictionaryStmt", "AlterTSConfigurationStmt",
+                            "CreateForeignServerStmt"})  # fmt: skip
+_ON_SCHEMA = '"objtype":"OBJECT_SCHEMA"'
+_TRANSFORM = '"defname":"transform"'
 
 
 def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
@@ -432,6 +477,9 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
     kind = _KIND.search(tree_json)
     if kind is None:
         return None
+    if kind[1] in _NAMES_OUTSIDE or (kind[1] == "GrantStmt" and _ON_SCHEMA in tree_json) or (
+            _TRANSFORM in tree_json):  # fmt: skip
+        return None  # _statement_refs reads names a signature leaves out
     head: tuple = (kind[1],)
     start = 0  # where the nodes start: after the name a CREATE FUNCTION gives
     if kind[1] == "IndexStmt":
@@ -481,7 +529,9 @@ def names(statements: list[Statement], path: list[str] | None = None) -> Names:
             bucket = {
                 "schema": wanted.schemas, "function": wanted.functions, "type": wanted.types,
                 "operator": wanted.operators, "opclass": wanted.opclasses,
-                "tablesample": wanted.tablesamples,
+                "tablesample": wanted.tablesamples, "tsdictionary": wanted.tsdictionaries,
+                "tsconfig": wanted.tsconfigs, "fdw": wanted.fdws,
+                "transform": wanted.transforms,
             }.get(ref.kind)  # fmt: skip
             if bucket is not None:
                 bucket.add(ref.name)
@@ -591,11 +641,17 @@ def _exists(ref: Missing, snapshot: Snapshot, path: list[str], created: set) -> 
         )
     if ref.kind == "access_method":
         return ref.name in CORE_ACCESS_METHODS or ref.name in snapshot.access_methods
+    if ref.kind == "fdw":
+        return ref.name in snapshot.fdws
+    if ref.kind == "transform":
+        return (ref.name, ref.args[0] if ref.args else "") in snapshot.transforms
     table = {
         "type": snapshot.types.get(ref.name, set()),
         "operator": snapshot.operators.get(ref.name, set()),
         "opclass": snapshot.opclasses.get((ref.name, ref.args[0] if ref.args else ""), set()),
         "tablesample": snapshot.tablesamples.get(ref.name, set()),
+        "tsdictionary": snapshot.tsdictionaries.get(ref.name, set()),
+        "tsconfig": snapshot.tsconfigs.get(ref.name, set()),
     }.get(ref.kind)
     if table is None:
         return True

@@ -81,7 +81,8 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
         tablesamples=wanted.tablesamples,
         extensions=wanted.extensions,
         access_methods=wanted.access_methods - analyze.CORE_ACCESS_METHODS,
-        qualified=wanted.qualified,
+        tsdictionaries=wanted.tsdictionaries, tsconfigs=wanted.tsconfigs, fdws=wanted.fdws,
+        transforms=wanted.transforms, qualified=wanted.qualified,
     )  # fmt: skip
 
     def rows(query: str, names: set[str]) -> list[dict]:
@@ -104,6 +105,9 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
         (snap.operators, wanted.operators, "pg_operator", "oprname", "oprnamespace", ""),
         (snap.tablesamples, wanted.tablesamples, "pg_proc", "proname", "pronamespace",
          "AND o.prorettype = 'pg_catalog.tsm_handler'::pg_catalog.regtype"),
+        (snap.tsdictionaries, wanted.tsdictionaries, "pg_ts_dict", "dictname", "dictnamespace",
+         ""),
+        (snap.tsconfigs, wanted.tsconfigs, "pg_ts_config", "cfgname", "cfgnamespace", ""),
     ]  # fmt: skip
     for target, names, table, column, namespace, extra in simple:
         query = (
@@ -121,6 +125,15 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
         wanted.opclasses,
     ):
         snap.opclasses.setdefault((r["opcname"], r["amname"]), set()).add(r["nspname"])
+    snap.fdws = {r["fdwname"] for r in rows(
+        "SELECT fdwname FROM pg_catalog.pg_foreign_data_wrapper WHERE fdwname = ANY($1)",
+        wanted.fdws)}  # fmt: skip
+    snap.transforms = {(r["typname"], r["lanname"]) for r in rows(
+        """SELECT t.typname, l.lanname FROM pg_catalog.pg_transform x
+             JOIN pg_catalog.pg_type t ON t.oid = x.trftype
+             JOIN pg_catalog.pg_language l ON l.oid = x.trflang
+            WHERE t.typname = ANY($1)""",
+        wanted.transforms)}  # fmt: skip
     if wanted.access_methods:
         snap.access_methods = {r["amname"] for r in fetch("SELECT amname FROM pg_catalog.pg_am")}
     if wanted.extensions:

@@ -18,8 +18,9 @@ CREATE EVENT TRIGGER heal_predict_ddl ON ddl_command_start
                  'CREATE PROCEDURE', 'CREATE AGGREGATE', 'CREATE TYPE', 'CREATE DOMAIN',
                  'CREATE SEQUENCE', 'CREATE TRIGGER', 'CREATE POLICY', 'CREATE OPERATOR',
                  'CREATE CAST', 'CREATE TEXT SEARCH DICTIONARY',
-                 'CREATE TEXT SEARCH CONFIGURATION', 'ALTER TABLE', 'ALTER DOMAIN',
-                 'ALTER FUNCTION', 'ALTER TYPE')
+                 'CREATE TEXT SEARCH CONFIGURATION', 'ALTER TEXT SEARCH DICTIONARY',
+                 'ALTER TEXT SEARCH CONFIGURATION', 'CREATE SERVER', 'GRANT', 'ALTER TABLE',
+                 'ALTER DOMAIN', 'ALTER FUNCTION', 'ALTER TYPE')
     EXECUTE FUNCTION heal.predict_ddl();
 COMMENT ON EVENT TRIGGER heal_predict_ddl IS
     'pgheal: heals DDL from any client before it fails (heal.settings predictive)';

@@ -228,3 +228,28 @@ def test_pg_dump_s_empty_path_then_create_through_psql(conn, dsn):
 def test_pg_dump_s_empty_path_then_create_through_heal_migrate(conn):
     migrate(conn, PG_DUMP_STYLE)
     assert scalar(conn, "SELECT to_regclass('app.t') IS NOT NULL")
+
+
+@pytest.mark.parametrize(
+    ("allow", "ddl", "check"),
+    [
+        ("", "ALTER TEXT SEARCH DICTIONARY xsyn (RULES = 'xsyn_sample', KEEPORIG = false)",
+         "SELECT 'dict_xsyn' = ANY(ARRAY(SELECT extname FROM pg_extension))"),
+        ("", "CREATE TEXT SEARCH CONFIGURATION fr (COPY = simple); ALTER TEXT SEARCH "
+         "CONFIGURATION fr ALTER MAPPING FOR word WITH unaccent, simple",
+         "SELECT 'unaccent' = ANY(ARRAY(SELECT extname FROM pg_extension))"),
+        ("file_fdw", "CREATE SERVER files FOREIGN DATA WRAPPER file_fdw",
+         "SELECT count(*) = 1 FROM pg_foreign_server WHERE srvname = 'files'"),
+        ("jsonb_plpython3u", "CREATE FUNCTION roundtrip(val jsonb) RETURNS jsonb TRANSFORM FOR "
+         "TYPE jsonb LANGUAGE plpython3u AS 'return val'", "SELECT roundtrip('[1]') = '[1]'"),
+        ("", "GRANT USAGE ON SCHEMA reports TO PUBLIC",
+         "SELECT has_schema_privilege('public', 'reports', 'USAGE')"),
+    ],
+)  # fmt: skip
+def test_every_ddl_kind_heal_migrate_heals_through_psql(conn, dsn, allow, ddl, check):
+    if allow:
+        conn.execute("UPDATE heal.settings SET value = %s WHERE name = 'allow_extensions'",
+                     (allow,))  # fmt: skip
+    made = psql(dsn, "-c", ddl)
+    assert made.returncode == 0, made.stderr
+    assert scalar(conn, check)
