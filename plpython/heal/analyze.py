@@ -41,6 +41,10 @@ class Snapshot:
     fdws: set[str] = field(default_factory=set)
     #: (type, language) of each transform
     transforms: set[tuple[str, str]] = field(default_factory=set)
+    #: (schema, table, column) -> type name, of existing tables' indexed columns
+    column_types: dict[tuple[str | None, str, str], str] = field(default_factory=dict)
+    #: (type, access method) of plain types with no default operator class there
+    no_default_opclass: set[tuple[str, str]] = field(default_factory=set)
     #: extension -> {(kind, name)} it creates (from heal.extension_objects)
     extension_objects: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
 
@@ -62,6 +66,12 @@ class Names:
     fdws: set[str] = field(default_factory=set)
     #: the types transforms are wanted for
     transforms: set[str] = field(default_factory=set)
+    #: (schema, table, column, access method) of index columns whose type the catalogs know
+    index_columns: set[tuple[str | None, str, str, str]] = field(default_factory=set)
+    #: (type, access method) pairs to know the default operator class of
+    opclass_defaults: set[tuple[str, str]] = field(default_factory=set)
+    #: the session's search_path, for the tables an unqualified name means
+    path: list[str] = field(default_factory=list)
     #: names some statement qualifies with a schema
     qualified: set[str] = field(default_factory=set)
 
@@ -141,6 +151,11 @@ class Statement:
     path_unknown: bool = False
     #: It creates an object without naming a schema: in the first one on the path.
     creates_on_path: bool = False
+    #: Index columns with no operator class, whose type's default decides:
+    #: (schema, table, column, access method, type when the statement says it).
+    index_columns: list[tuple[str | None, str, str, str, str | None]] = field(default_factory=list)
+    #: table -> {column: type} of a CREATE TABLE (for the script's later indexes)
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def kept(self) -> Statement:
         """This analysis, or the one shared :data:`NOTHING` when it found nothing: most
@@ -271,6 +286,7 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
     access_method = body.get("accessMethod") if kind == "IndexStmt" else None
     if access_method:
         result.refs.append(Missing("access_method", access_method))
+    _index_columns(kind, body, result)
     for node_type, node in _walk(body):
         ref = _reference(node_type, node, access_method)
         if ref is not None:
@@ -286,6 +302,47 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
                         p.strip().strip('"') for p in value.split(",") if p.strip()
                     ]
     return result
+
+
+#: Access methods whose default operator classes core PostgreSQL lacks for most types
+#: (btree and hash have one for nearly every type).
+_EXTENSIBLE_AMS = frozenset({"gin", "gist", "brin", "spgist"})
+
+
+def _index_columns(kind: str, body: dict, result: Statement) -> None:
+    """The index columns an access method's default operator class must exist for: a
+    CREATE INDEX's plain columns, a CREATE TABLE's EXCLUDE constraint's."""
+    if kind == "IndexStmt":
+        am = body.get("accessMethod") or "btree"
+        relation = body.get("relation") or {}
+        if am in _EXTENSIBLE_AMS and relation.get("relname"):
+            for item in body.get("indexParams") or ():
+                elem = item.get("IndexElem") or {}
+                if elem.get("name") and not elem.get("opclass"):
+                    where = (relation.get("schemaname"), relation["relname"], elem["name"])
+                    result.index_columns.append((*where, am, None))
+    elif kind == "CreateStmt":
+        relation = body.get("relation") or {}
+        types = {}
+        for item in body.get("tableElts") or ():
+            column = item.get("ColumnDef")
+            if column and column.get("colname") and column.get("typeName"):
+                types[column["colname"]] = normalize_type(
+                    _qualified(column["typeName"].get("names"))[1]
+                )
+        if relation.get("relname"):
+            result.columns[relation["relname"]] = types
+        for item in body.get("tableElts") or ():
+            constraint = item.get("Constraint") or {}
+            am = constraint.get("access_method") or "btree"
+            if constraint.get("contype") != "CONSTR_EXCLUSION" or am not in _EXTENSIBLE_AMS:
+                continue
+            for pair in constraint.get("exclusions") or ():
+                elem = (((pair.get("List") or {}).get("items") or [{}])[0]).get("IndexElem", {})
+                name = elem.get("name")
+                if name and not elem.get("opclass") and name in types:
+                    result.index_columns.append((None, relation.get("relname", ""), name, am,
+                                                 types[name]))  # fmt: skip
 
 
 def _statement_refs(kind: str, body: dict) -> list[Missing]:
@@ -459,6 +516,7 @@ _PLPGSQL_LANGUAGE = '"sval":"plpgsql"'
 _NAMES_OUTSIDE = frozenset({"AlterTSDictionaryStmt", "AlterTSConfigurationStmt",
                             "CreateForeignServerStmt"})  # fmt: skip
 _ON_SCHEMA = '"objtype":"OBJECT_SCHEMA"'
+_EXCLUSION = '"contype":"CONSTR_EXCLUSION"'
 _TRANSFORM = '"defname":"transform"'
 
 
@@ -480,6 +538,12 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
     if kind[1] in _NAMES_OUTSIDE or (kind[1] == "GrantStmt" and _ON_SCHEMA in tree_json) or (
             _TRANSFORM in tree_json):  # fmt: skip
         return None  # _statement_refs reads names a signature leaves out
+    if _EXCLUSION in tree_json:
+        return None  # the columns' types decide: _index_columns
+    if kind[1] == "IndexStmt":
+        access_method = _ACCESS_METHOD.search(tree_json)
+        if access_method and access_method[1] in _EXTENSIBLE_AMS:
+            return None  # the indexed table's column types decide, not the statement
     head: tuple = (kind[1],)
     start = 0  # where the nodes start: after the name a CREATE FUNCTION gives
     if kind[1] == "IndexStmt":
@@ -514,6 +578,16 @@ def names(statements: list[Statement], path: list[str] | None = None) -> Names:
     """Everything to look up in the catalogs for these statements (on `path`: the
     schemas an unqualified CREATE may land in, too)."""
     wanted = Names()
+    created: dict[str, dict[str, str]] = {}
+    for stmt in statements:
+        for schema, table, column, am, given in stmt.index_columns:
+            known = given or created.get(table, {}).get(column)
+            if known:
+                wanted.opclass_defaults.add((known, am))
+            else:  # its type, and that type's default, once the catalogs say
+                wanted.index_columns.add((schema, table, column, am))
+        created.update(stmt.columns)
+    wanted.path = list(path or ())
     if path and any(stmt.creates_on_path or stmt.search_path for stmt in statements):
         wanted.schemas.update(path)
         for stmt in statements:
@@ -558,6 +632,7 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
     created: set[tuple[str, str]] = set()
     reported: set[Missing] = set()
     found = Found()
+    columns: dict[str, dict[str, str]] = {}  # the tables the script creates, so far
     everything: set[tuple[str, str]] = set()  # what the whole script creates
     if any(stmt.deferred for stmt in statements):
         for stmt in statements:
@@ -584,6 +659,11 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
             if not _exists(ref, snapshot, path, created):
                 reported.add(ref)
                 found.setdefault(index, []).append(ref)
+        for ref in _default_opclasses(stmt, snapshot, columns, created):
+            if ref not in reported:
+                reported.add(ref)
+                found.setdefault(index, []).append(ref)
+        columns.update(stmt.columns)
         for ref in stmt.deferred:
             if ref in reported or path is None or ref.kind == "schema":
                 continue
@@ -599,6 +679,21 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
         elif stmt.search_path is not None and path is not None:
             path = stmt.search_path
     return found
+
+
+def _default_opclasses(
+    stmt: Statement, snapshot: Snapshot, columns: dict[str, dict[str, str]], created: set
+) -> list[Missing]:
+    """The default operator classes `stmt`'s index columns need and no one has: a
+    plain type's, for an access method core PostgreSQL has none for it in."""
+    refs = []
+    for schema, table, column, am, given in stmt.index_columns:
+        typ = given or columns.get(table, {}).get(column) or snapshot.column_types.get(
+            (schema, table, column))  # fmt: skip
+        if typ and (typ, am) in snapshot.no_default_opclass and (
+                "default_opclass", typ) not in created:  # fmt: skip
+            refs.append(Missing("default_opclass", typ, None, (am,)))
+    return refs
 
 
 def _no_schema_to_create_in(path: list[str], snapshot: Snapshot, created: set) -> Missing | None:

@@ -51,6 +51,51 @@ def builtins(wanted: analyze.Names) -> analyze.Snapshot:
     return _BUILTINS
 
 
+def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names) -> None:
+    """The types of existing tables' index columns (an unqualified table as the path
+    finds it), and which plain types have no default operator class for an access
+    method. Arrays, domains, enums and ranges are left to the server: polymorphic
+    operator classes serve them."""
+    for schema, table, column, am in wanted.index_columns:
+        rows = fetch(
+            """SELECT t.typname FROM pg_catalog.pg_attribute a
+                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                 JOIN LATERAL pg_catalog.unnest($4::pg_catalog.text[])
+                      WITH ORDINALITY AS p(name, position) ON p.name = n.nspname
+                WHERE c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped
+                  AND ($1::pg_catalog.text IS NULL OR n.nspname = $1)
+                ORDER BY p.position LIMIT 1""",
+            schema, table, column, [schema] if schema else ["pg_catalog", *wanted.path],
+            types=("text", "text", "text", "text[]"),
+        )  # fmt: skip
+        if rows:
+            typ = rows[0]["typname"]
+            snap.column_types[(schema, table, column)] = typ
+            wanted.opclass_defaults.add((typ, am))
+    for typ, am in wanted.opclass_defaults:
+        lacking = fetch(
+            """SELECT t.typtype = 'b' AND t.typcategory <> 'A' AND NOT EXISTS (
+                      SELECT FROM pg_catalog.pg_opclass o
+                       WHERE o.opcmethod = m.oid AND o.opcdefault
+                         AND (o.opcintype = t.oid
+                              OR o.opcintype IN ('pg_catalog.anyelement'::pg_catalog.regtype,
+                                                 'pg_catalog.anynonarray'::pg_catalog.regtype)
+                              OR EXISTS (SELECT FROM pg_catalog.pg_cast k
+                                          WHERE k.castsource = t.oid
+                                            AND k.casttarget = o.opcintype
+                                            AND k.castmethod = 'b' AND k.castcontext = 'i')))
+                      AS lacking
+                 FROM pg_catalog.pg_type t, pg_catalog.pg_am m
+                WHERE t.typname = $1 AND m.amname = $2
+                ORDER BY t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace DESC LIMIT 1""",
+            typ, am, types=("name", "name"),
+        )  # fmt: skip
+        if lacking and lacking[0]["lacking"]:
+            snap.no_default_opclass.add((typ, am))
+
+
 def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
     """Fetch, in one query per kind, what the catalogs hold for the script's names.
 
@@ -82,7 +127,9 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
         extensions=wanted.extensions,
         access_methods=wanted.access_methods - analyze.CORE_ACCESS_METHODS,
         tsdictionaries=wanted.tsdictionaries, tsconfigs=wanted.tsconfigs, fdws=wanted.fdws,
-        transforms=wanted.transforms, qualified=wanted.qualified,
+        transforms=wanted.transforms, index_columns=wanted.index_columns,
+        opclass_defaults=set(wanted.opclass_defaults), path=wanted.path,
+        qualified=wanted.qualified,
     )  # fmt: skip
 
     def rows(query: str, names: set[str]) -> list[dict]:
@@ -134,6 +181,7 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
              JOIN pg_catalog.pg_language l ON l.oid = x.trflang
             WHERE t.typname = ANY($1)""",
         wanted.transforms)}  # fmt: skip
+    _index_opclasses(snap, wanted)
     if wanted.access_methods:
         snap.access_methods = {r["amname"] for r in fetch("SELECT amname FROM pg_catalog.pg_am")}
     if wanted.extensions:

@@ -499,7 +499,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT pg_catalog.replace(pg_catalog.replace(
         '^\s*create\s+(unique\s+)?index\s+(concurrently\s+)?(if\s+not\s+exists\s+)?(NAME\s+)?'
-        'on\s+(only\s+)?NAME\s*(using\s+(btree|hash|gist|gin|spgist|brin)\s*)?'
+        'on\s+(only\s+)?NAME\s*(using\s+(btree|hash)\s*)?'
         '\(\s*COLUMN(\s*,\s*COLUMN)*\s*\)\s*;?\s*$',
         'COLUMN', 'NAME(\s+(asc|desc))?(\s+nulls\s+(first|last))?'),
         'NAME', '(\w+|"[^"]+")');
@@ -508,9 +508,11 @@ $$;
 -- PL/Python cannot be an event trigger: this PL/pgSQL wrapper calls it. It stays out
 -- of heal.migrate (which heals on its own) and of the commands of an extension script
 -- pgheal itself runs (heal.apply_fix sets heal.fixing). An index on plain columns
--- (no expression, operator class, collation or schema; an access method of the core)
--- cannot need anything, and is the commonest DDL after CREATE TABLE: it is let
--- through without a call into Python.
+-- (no expression, operator class, collation or schema; btree or hash, which have a
+-- default operator class for nearly every type) cannot need anything, and is the
+-- commonest DDL after CREATE TABLE: it is let through without a call into Python.
+-- GIN, GiST, SP-GiST and BRIN are looked into: their defaults for plain types are in
+-- extensions (btree_gin, btree_gist).
 -- SECURITY DEFINER so that heal.heal_ddl needs no grant to PUBLIC (an event trigger
 -- function cannot be called directly). No SET clause: it reads the session's
 -- search_path. So it runs with the session's path, as pgheal: every name in it (types,

@@ -92,7 +92,8 @@ def test_a_connection_tells_apart_statements_of_one_shape(conn, dsn):
     [
         ("CREATE INDEX w_a ON w (a);", False),
         ('create unique index if not exists "W_b" on "w"("b" DESC NULLS LAST, a)', False),
-        ("CREATE INDEX ON w USING gin (c)", False),
+        ("CREATE INDEX ON w USING hash (a)", False),
+        ("CREATE INDEX ON w USING gin (c)", True),  # its default may be an extension's
         ("CREATE INDEX w_lower ON w (lower(a))", True),
         ("CREATE INDEX w_ops ON w (a text_pattern_ops)", True),
         ("CREATE INDEX w_part ON w (a) WHERE b > 0", True),
@@ -253,3 +254,26 @@ def test_every_ddl_kind_heal_migrate_heals_through_psql(conn, dsn, allow, ddl, c
     made = psql(dsn, "-c", ddl)
     assert made.returncode == 0, made.stderr
     assert scalar(conn, check)
+
+
+@pytest.mark.parametrize(
+    ("ddl", "extension"),
+    [
+        ("CREATE TABLE g (i int, t text); CREATE INDEX ON g USING gin (i, t)", "btree_gin"),
+        ("CREATE TABLE booking (room int, during tsrange,"
+         " EXCLUDE USING gist (room WITH =, during WITH &&))", "btree_gist"),
+    ],
+)  # fmt: skip
+def test_a_missing_default_operator_class_through_psql(conn, dsn, ddl, extension):
+    made = psql(dsn, "-c", ddl)
+    assert made.returncode == 0, made.stderr
+    assert extension in extensions(conn)
+
+
+def test_an_index_on_an_existing_table_s_column_through_psql(conn, dsn):
+    conn.execute("CREATE TABLE g (i int, a int[])")
+    arrays = psql(dsn, "-c", "CREATE INDEX ON g USING gin (a)")  # core has it: nothing to do
+    assert arrays.returncode == 0 and "pgheal" not in arrays.stderr, arrays.stderr
+    made = psql(dsn, "-c", "CREATE INDEX ON g USING gin (i)")
+    assert made.returncode == 0, made.stderr
+    assert "btree_gin" in extensions(conn)
