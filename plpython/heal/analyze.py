@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from .errors import Missing
+from .errors import ANY_ARGS, Missing
 from .typenames import normalize_type
 
 #: Pseudo-types the parser expands; they are not in pg_type.
@@ -370,7 +370,28 @@ def _statement_refs(kind: str, body: dict) -> list[Missing]:
     if kind == "GrantStmt" and body.get("is_grant") and body.get("objtype") == "OBJECT_SCHEMA":
         return [Missing("schema", o["String"]["sval"]) for o in body.get("objects") or ()
                 if "String" in o]  # fmt: skip
+    if kind == "GrantStmt" and body.get("objtype") in _ROUTINES:
+        return [_routine(o["ObjectWithArgs"]) for o in body.get("objects") or ()
+                if "ObjectWithArgs" in o]  # fmt: skip
+    if kind == "CommentStmt" and body.get("objtype") in _ROUTINES:
+        return [_routine(body["object"]["ObjectWithArgs"])] if "ObjectWithArgs" in (
+            body.get("object") or {}) else []  # fmt: skip
     return []
+
+
+#: What GRANT and COMMENT name as functions (a procedure is looked up as one too).
+_ROUTINES = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE",
+                       "OBJECT_AGGREGATE"})  # fmt: skip
+
+
+def _routine(node: dict) -> Missing:
+    """The function an ObjectWithArgs names: its argument types, or any when it gives none."""
+    schema, name = _qualified(node.get("objname"))
+    if node.get("args_unspecified"):
+        return Missing("function", name, schema, ANY_ARGS)
+    args = tuple(normalize_type(_qualified(t.get("TypeName", t).get("names"))[1])
+                 for t in node.get("objargs") or ())  # fmt: skip
+    return Missing("function", name, schema, args)
 
 
 #: Larger or deeper PL/pgSQL bodies are left to the server's own errors: libpg_query
@@ -514,8 +535,8 @@ _DECODER = json.JSONDecoder()
 _PLPGSQL_LANGUAGE = '"sval":"plpgsql"'
 #: Statements whose references are names (see :func:`_statement_refs`).
 _NAMES_OUTSIDE = frozenset({"AlterTSDictionaryStmt", "AlterTSConfigurationStmt",
-                            "CreateForeignServerStmt"})  # fmt: skip
-_ON_SCHEMA = '"objtype":"OBJECT_SCHEMA"'
+                            "CreateForeignServerStmt", "CommentStmt"})  # fmt: skip
+_ON_OBJECTS = re.compile(r'"objtype":"OBJECT_(?:SCHEMA|FUNCTION|PROCEDURE|ROUTINE|AGGREGATE)"')
 _EXCLUSION = '"contype":"CONSTR_EXCLUSION"'
 _TRANSFORM = '"defname":"transform"'
 
@@ -535,7 +556,7 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
     kind = _KIND.search(tree_json)
     if kind is None:
         return None
-    if kind[1] in _NAMES_OUTSIDE or (kind[1] == "GrantStmt" and _ON_SCHEMA in tree_json) or (
+    if kind[1] in _NAMES_OUTSIDE or (kind[1] == "GrantStmt" and _ON_OBJECTS.search(tree_json)) or (
             _TRANSFORM in tree_json):  # fmt: skip
         return None  # _statement_refs reads names a signature leaves out
     if _EXCLUSION in tree_json:
@@ -725,11 +746,11 @@ def _exists(ref: Missing, snapshot: Snapshot, path: list[str], created: set) -> 
     where: set[str] | list[str] = [ref.schema] if ref.schema else path
     if ref.kind == "function":
         nargs = len(ref.args)
+        anyhow = ref.args == ANY_ARGS
         return (
             any(
                 (s in where or (not ref.schema and s in _ALWAYS))
-                and low <= nargs
-                and (high is None or nargs <= high)
+                and (anyhow or (low <= nargs and (high is None or nargs <= high)))
                 for s, low, high in snapshot.functions.get(ref.name, ())
             )
             or ("procedure", ref.name) in created

@@ -25,7 +25,7 @@ from .db import (
     session_search_path,
     settings,
 )
-from .errors import Missing
+from .errors import ANY_ARGS, Missing
 from .extcatalog import install_chain, objects_in, prepare
 from .planner import plan
 from .policy import Extension, Policy, SchemaInfo, is_temporary_schema
@@ -37,7 +37,7 @@ from .snapshot import take_snapshot
 _LOCATE: dict[str, tuple[str, tuple[str, ...]]] = {
     "function": (
         """SELECT n.nspname, $3 BETWEEN p.pronargs - p.pronargdefaults AND p.pronargs
-                  OR (p.provariadic <> 0 AND $3 >= p.pronargs - 1) AS fits
+                  OR (p.provariadic <> 0 AND $3 >= p.pronargs - 1) OR $3 < 0 AS fits
              FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
             WHERE p.proname = $1 AND p.prokind = ANY($2::"char"[])""",
         ("name", "text[]", "int4"),
@@ -93,7 +93,7 @@ _LOCATE.update(
 def _locate_params(missing: Missing) -> list[Any]:
     if missing.kind in ("function", "procedure"):
         kinds = ["p"] if missing.kind == "procedure" else ["f", "a", "w"]
-        return [missing.name, kinds, len(missing.args)]
+        return [missing.name, kinds, -1 if missing.args == ANY_ARGS else len(missing.args)]
     if missing.kind == "opclass":
         return [missing.name, missing.args[0]]
     return [missing.name]
@@ -212,7 +212,7 @@ class DatabaseCatalog:
         query = "SELECT extension, args FROM heal.extension_objects WHERE kind = $1 AND name = $2"
         args: list[Any] = [missing.kind, missing.name]
         types = ["pg_catalog.text", "pg_catalog.text"]
-        if missing.kind in ("function", "procedure"):
+        if missing.kind in ("function", "procedure") and missing.args != ANY_ARGS:
             query += " AND $3 >= min_args AND (max_args IS NULL OR $3 <= max_args)"
             args.append(len(missing.args))
             types.append("int4")

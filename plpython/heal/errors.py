@@ -60,6 +60,8 @@ class Missing:
 
     def describe(self) -> str:
         qualified = f"{self.schema}.{self.name}" if self.schema else self.name
+        if self.kind in ("function", "procedure") and self.args == ANY_ARGS:
+            return f"{self.kind} {qualified}"
         if self.kind in ("function", "procedure"):
             return f"{self.kind} {qualified}({', '.join(self.args)})"
         if self.kind == "operator":
@@ -73,6 +75,9 @@ class Missing:
             return f"transform for type {self.name} language {self.args[0]}"
         return f"{LABELS.get(self.kind, self.kind)} {qualified}"
 
+
+#: The arguments of a function named without them (``GRANT ... ON FUNCTION f``): any.
+ANY_ARGS = ("...",)
 
 LABELS = {
     "fdw": "foreign-data wrapper",

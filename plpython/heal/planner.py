@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import reasons
-from .errors import Missing
+from .errors import ANY_ARGS, Missing
 from .policy import (
     Caller,
     Extension,
@@ -241,7 +241,10 @@ def _choose(
     """Pick the provider, by argument types where they decide; never guess; else say
     why, and the kind of that reason."""
     names = sorted(candidates)
-    typed = missing.kind in ("function", "procedure", "operator") and missing.args
+    typed = missing.kind in ("function", "procedure", "operator") and missing.args not in (
+        (),
+        ANY_ARGS,
+    )
     if typed and (len(names) > 1 or catalog.name_on_path(missing)):
         # With the name already visible, the error is about argument types: an
         # extension helps only if it has a fitting signature.

@@ -245,6 +245,12 @@ def test_pg_dump_s_empty_path_then_create_through_heal_migrate(conn):
          "TYPE jsonb LANGUAGE plpython3u AS 'return val'", "SELECT roundtrip('[1]') = '[1]'"),
         ("", "GRANT USAGE ON SCHEMA reports TO PUBLIC",
          "SELECT has_schema_privilege('public', 'reports', 'USAGE')"),
+        ("", "REVOKE ALL ON FUNCTION citext_pattern_lt FROM PUBLIC",
+         "SELECT 'citext' = ANY(ARRAY(SELECT extname FROM pg_extension))"),
+        ("", "GRANT EXECUTE ON FUNCTION levenshtein(text, text) TO PUBLIC",
+         "SELECT 'fuzzystrmatch' = ANY(ARRAY(SELECT extname FROM pg_extension))"),
+        ("", "COMMENT ON FUNCTION uuid_generate_v4() IS 'random ids'",
+         "SELECT obj_description('extensions.uuid_generate_v4'::regproc) = 'random ids'"),
     ],
 )  # fmt: skip
 def test_every_ddl_kind_heal_migrate_heals_through_psql(conn, dsn, allow, ddl, check):
@@ -277,3 +283,13 @@ def test_an_index_on_an_existing_table_s_column_through_psql(conn, dsn):
     made = psql(dsn, "-c", "CREATE INDEX ON g USING gin (i)")
     assert made.returncode == 0, made.stderr
     assert "btree_gin" in extensions(conn)
+
+
+def test_grants_and_comments_on_what_exists_need_nothing(conn, dsn):
+    conn.execute("CREATE FUNCTION mine(int) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    for ddl in ("GRANT EXECUTE ON FUNCTION mine TO PUBLIC", "REVOKE ALL ON FUNCTION mine(int) "
+                "FROM PUBLIC", "COMMENT ON FUNCTION mine IS 'mine'", "GRANT SELECT ON "
+                "pg_class TO PUBLIC"):  # fmt: skip
+        done = psql(dsn, "-c", ddl)
+        assert done.returncode == 0 and "pgheal" not in done.stderr, done.stderr
+    assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0
