@@ -45,6 +45,10 @@ class Snapshot:
     column_types: dict[tuple[str | None, str, str], str] = field(default_factory=dict)
     #: (type, access method) of plain types with no default operator class there
     no_default_opclass: set[tuple[str, str]] = field(default_factory=set)
+    #: extension -> the extensions it requires (its control file's)
+    requires: dict[str, list[str]] = field(default_factory=dict)
+    #: the installed extensions among those the script names or requires
+    installed: set[str] = field(default_factory=set)
     #: extension -> {(kind, name)} it creates (from heal.extension_objects)
     extension_objects: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
 
@@ -147,6 +151,8 @@ class Statement:
     extensions: list[str] = field(default_factory=list)
     #: extension -> schema, of a CREATE EXTENSION ... SCHEMA
     homes: dict[str, str] = field(default_factory=dict)
+    #: extensions a CREATE EXTENSION without CASCADE installs: what they require must be
+    requiring: list[str] = field(default_factory=list)
     search_path: list[str] | None = None
     path_unknown: bool = False
     #: It creates an object without naming a schema: in the first one on the path.
@@ -253,6 +259,10 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
     """
     ((kind, body),) = tree.items()
     result = Statement(creates=_creates(kind, body), creates_on_path=_on_path(kind, body))
+    if kind == "DefineStmt" and body.get("kind") == "OBJECT_OPERATOR":
+        # FUNCTION = f, RESTRICT = f, ... name functions, which the tree spells as types.
+        body = {**body, "definition": [d for d in body.get("definition") or ()
+                if (d.get("DefElem") or {}).get("defname") not in _OPERATOR_FUNCTIONS]}  # fmt: skip
     if kind == "CreateFunctionStmt" and pglast is not None:
         sql_text = sql_body(body)
         if sql_text:
@@ -274,6 +284,8 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
     result.refs += _statement_refs(kind, body)
     if kind == "CreateExtensionStmt":
         result.extensions.append(body.get("extname", ""))
+        if "cascade" not in _options(body):
+            result.requiring.append(body.get("extname", ""))
         schema = (((_options(body).get("schema") or {}).get("String")) or {}).get("sval")
         if schema:
             result.homes[body.get("extname", "")] = schema
@@ -303,6 +315,10 @@ def statement(tree: dict, pglast: ModuleType | None = None, text: str | None = N
                     ]
     return result
 
+
+#: The parts of CREATE OPERATOR that name functions (or other operators), not types.
+_OPERATOR_FUNCTIONS = frozenset({"function", "procedure", "restrict", "join", "commutator",
+                                 "negator"})  # fmt: skip
 
 #: Access methods whose default operator classes core PostgreSQL lacks for most types
 #: (btree and hash have one for nearly every type).
@@ -422,19 +438,33 @@ def _plpgsql_body(kind: str, body: dict) -> str | None:
 def _depth(source: str, pglast: ModuleType) -> int:
     """How deeply the blocks of a PL/pgSQL body nest, from its tokens (flat, cheap):
     BEGIN, IF, CASE and LOOP open a level, END closes one (END IF and the like)."""
-    depth = deepest = 0
-    after_end = False
+    words = []
     for token in pglast.parser.scan(source):  # its positions count characters
         word = token.name
         if word == "IDENT" and source[token.start : token.end + 1].lower() == "loop":
             word = "LOOP"
-        if not after_end and word in _OPENS:
+        words.append(word)
+    depth = deepest = 0
+    closing = False
+    for position, word in enumerate(words):
+        if closing:  # END IF, END LOOP, END CASE: the END closed it, this opens nothing
+            closing = False
+            if word in _OPENS and _ends_statement(words, position + 1):
+                continue
+        if word in _OPENS:
             depth += 1
             deepest = max(deepest, depth)
-        after_end = word == "END_P"
-        if after_end:
+        elif word == "END_P":
             depth -= 1
+            closing = True
     return deepest
+
+
+def _ends_statement(words: list[str], position: int) -> bool:
+    """Whether the statement ends at `position`, or after one label there (END LOOP x;):
+    what tells END LOOP from an END (of a CASE expression) before WHILE ... LOOP."""
+    rest = words[position : position + 2]
+    return rest[:1] in (["ASCII_59"], []) or rest == ["IDENT", "ASCII_59"]
 
 
 def plpgsql_refs(kind: str, body: dict, text: str, pglast: ModuleType) -> list[Missing]:
@@ -535,7 +565,8 @@ _DECODER = json.JSONDecoder()
 _PLPGSQL_LANGUAGE = '"sval":"plpgsql"'
 #: Statements whose references are names (see :func:`_statement_refs`).
 _NAMES_OUTSIDE = frozenset({"AlterTSDictionaryStmt", "AlterTSConfigurationStmt",
-                            "CreateForeignServerStmt", "CommentStmt"})  # fmt: skip
+                            "CreateForeignServerStmt", "CommentStmt",
+                            "CreateExtensionStmt"})  # fmt: skip
 _ON_OBJECTS = re.compile(r'"objtype":"OBJECT_(?:SCHEMA|FUNCTION|PROCEDURE|ROUTINE|AGGREGATE)"')
 _EXCLUSION = '"contype":"CONSTR_EXCLUSION"'
 _TRANSFORM = '"defname":"transform"'
@@ -680,6 +711,13 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
             if not _exists(ref, snapshot, path, created):
                 reported.add(ref)
                 found.setdefault(index, []).append(ref)
+        for ext in stmt.requiring:
+            for req in snapshot.requires.get(ext, ()):
+                ref = Missing("extension", req)
+                if req not in snapshot.installed and ("extension", req) not in created and (
+                        ref not in reported):  # fmt: skip
+                    reported.add(ref)
+                    found.setdefault(index, []).append(ref)
         for ref in _default_opclasses(stmt, snapshot, columns, created):
             if ref not in reported:
                 reported.add(ref)
@@ -695,6 +733,7 @@ def predict(statements: list[Statement], snapshot: Snapshot, search_path: list[s
         created |= stmt.creates
         for ext in stmt.extensions:
             created |= snapshot.extension_objects.get(ext, set())
+            created.add(("extension", ext))
         if stmt.path_unknown:
             path = None
         elif stmt.search_path is not None and path is not None:

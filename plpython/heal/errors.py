@@ -80,6 +80,7 @@ class Missing:
 ANY_ARGS = ("...",)
 
 LABELS = {
+    "extension": "required extension",
     "fdw": "foreign-data wrapper",
     "access_method": "access method",
     "tablesample": "tablesample method",
@@ -131,6 +132,9 @@ PATTERNS: dict[str, tuple[str, str, str]] = {
          r'^role "(?P<name>.+)" does not exist$'),
         ("transform", UNDEFINED_OBJECT, 'transform for type % language "%" does not exist',
          r'^transform for type (?P<name>.+) language "(?P<lang>.+)" does not exist$'),
+        # CREATE EXTENSION without CASCADE: what it requires is installed first.
+        ("extension", UNDEFINED_OBJECT, 'required extension "%" is not installed',
+         r'^required extension "(?P<name>.+)" is not installed$'),
         ("fdw", UNDEFINED_OBJECT, 'foreign-data wrapper "%" does not exist',
          r'^foreign-data wrapper "(?P<name>.+)" does not exist$'),
         # A table or view an extension provides (pg_stat_statements); never a table of

@@ -140,6 +140,8 @@ def plan(missing: Missing, catalog: Catalog, policy: Policy, caller: Caller) -> 
         )
     if missing.kind == "role":
         return Plan([Fix("create_role", missing.name)], refuse_role(missing.name, policy))
+    if missing.kind == "extension":  # what a CREATE EXTENSION requires, as CASCADE would
+        return install_extension(missing.name, catalog, policy, caller)
     if missing.schema is not None and missing.schema.startswith("pg_"):
         return Plan(reason=f"{missing.describe()} is named in system schema {missing.schema}: "
                     "pgheal installs nothing there")  # fmt: skip

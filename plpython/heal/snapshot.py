@@ -191,4 +191,13 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
             types=("text[]",),
         ):
             snap.extension_objects.setdefault(r["extension"], set()).add((r["kind"], r["name"]))
+        for r in fetch(
+            """SELECT name, requires FROM heal.available_extensions WHERE name = ANY($1)""",
+            sorted(wanted.extensions), types=("text[]",),
+        ):  # fmt: skip
+            snap.requires[r["name"]] = list(r["requires"] or ())
+        wanted_too = sorted(set(wanted.extensions).union(*snap.requires.values()))
+        snap.installed = {r["extname"] for r in fetch(
+            "SELECT extname FROM pg_catalog.pg_extension WHERE extname = ANY($1)",
+            wanted_too, types=("name[]",))}  # fmt: skip
     return snap

@@ -37,6 +37,16 @@ def heal_ddl(query: str, role: str, search_path: str) -> str | None:
         return None
     pglast = load_parser()
     tree_json = pglast.parser.parse_sql_json(query)
+    try:
+        return _analysed(query, role, search_path, tree_json, key, pglast)
+    except RecursionError:  # a tree too deep for json.loads: the server judges it alone
+        _remember(_MET, key)
+        return None
+
+
+def _analysed(
+    query: str, role: str, search_path: str, tree_json: str, key: int, pglast: object
+) -> str | None:
     shape = analyze.signature(tree_json, pglast)
     on_path = shape is not None and shape[0] in analyze.CREATES_ON_PATH
     if on_path:  # where an unqualified CREATE lands depends on the path: one verdict each
@@ -77,8 +87,14 @@ def _heal(found: analyze.Found, role: str, search_path: str) -> str | None:
         number = index + 1
         for missing in refs:
             planned = plan(missing, catalog, policy, who)
-            if not planned.ok and missing in found.deferred and planned.why == reasons.NO_FIX:
-                continue  # only a body names it, and nothing provides it: maybe later
+            if not planned.ok and planned.why == reasons.NO_FIX:
+                # Nothing provides it: the statement fails as it would (its event would
+                # go with it), or it does not need it now (a body, check_function_bodies
+                # off). Said, never recorded: a role's DDL must not fill pgheal's records.
+                if missing not in found.deferred:
+                    plpy.notice(f"pgheal: {missing.describe()} not healed: "
+                                f"{planned.reason or 'no known fix'}")  # fmt: skip
+                continue
             detail = {"missing": missing.describe(), "pattern": missing.pattern,
                       "fixes": ", ".join(f.describe() for f in planned.fixes),
                       "way": "predicted", "role": role}  # fmt: skip

@@ -477,6 +477,11 @@ except Exception as exc:
     message = str(exc.args[0]) if exc.args else repr(exc)
     plpy.warning("pgheal: predictive healing failed (%s); the statement runs as it would "
                  "without pgheal" % message)
+    # Recorded a bounded number of times per backend: a role must not fill pgheal's
+    # records by running DDL that fails to be analysed.
+    GD["heal.failed_analyses"] = GD.get("heal.failed_analyses", 0) + 1
+    if GD["heal.failed_analyses"] > 20:
+        return None
     try:
         plan = plpy.prepare(
             """INSERT INTO heal.build_events (event_type, message, detail, source)

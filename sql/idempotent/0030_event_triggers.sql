@@ -20,7 +20,7 @@ CREATE EVENT TRIGGER heal_predict_ddl ON ddl_command_start
                  'CREATE CAST', 'CREATE TEXT SEARCH DICTIONARY',
                  'CREATE TEXT SEARCH CONFIGURATION', 'ALTER TEXT SEARCH DICTIONARY',
                  'ALTER TEXT SEARCH CONFIGURATION', 'CREATE SERVER', 'GRANT', 'REVOKE',
-                 'COMMENT', 'ALTER TABLE',
+                 'COMMENT', 'CREATE EXTENSION', 'ALTER TABLE',
                  'ALTER DOMAIN', 'ALTER FUNCTION', 'ALTER TYPE')
     EXECUTE FUNCTION heal.predict_ddl();
 COMMENT ON EVENT TRIGGER heal_predict_ddl IS

@@ -293,3 +293,21 @@ def test_grants_and_comments_on_what_exists_need_nothing(conn, dsn):
         done = psql(dsn, "-c", ddl)
         assert done.returncode == 0 and "pgheal" not in done.stderr, done.stderr
     assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0
+
+
+def test_create_extension_without_cascade_gets_what_it_requires_through_psql(conn, dsn):
+    made = psql(dsn, "-c", "CREATE EXTENSION earthdistance")
+    assert made.returncode == 0, made.stderr
+    assert {"cube", "earthdistance"} <= set(extensions(conn))
+
+
+def test_create_extension_without_cascade_through_heal_migrate(conn):
+    migrate(conn, "CREATE EXTENSION earthdistance;")
+    assert {"cube", "earthdistance"} <= set(extensions(conn))
+
+
+def test_create_extension_requires_within_the_policy(conn, dsn):
+    conn.execute("UPDATE heal.settings SET value = 'cube' WHERE name = 'deny_extensions'")
+    made = psql(dsn, "-c", "CREATE EXTENSION earthdistance")
+    assert made.returncode == 1 and "deny list" in made.stderr, made.stderr
+    assert "cube" not in extensions(conn)

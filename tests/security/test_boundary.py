@@ -741,7 +741,9 @@ def test_ddl_cannot_fill_pgheals_records(conn, dsn):
         for _ in range(3):
             session.execute(ddl)
         again = scalar(conn, "SELECT count(*) FROM heal.build_events") - before
-    assert 0 < first <= 10 and again == first
+    # Nothing provides them: said in a NOTICE, never recorded (the statement succeeds,
+    # with check_function_bodies off, and its events would stay).
+    assert first == 0 and again == 0
 
 
 # -- other tools' history tables, found on the session's path ---------------------------------
