@@ -15,7 +15,7 @@ from collections import OrderedDict
 import plpy
 
 from . import analyze, reasons
-from .db import caller, cancelled, load_parser, session_search_path, settings
+from .db import caller, cancelled, fetch_value, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
 from .searchpath import appended
 from .snapshot import builtins, take_snapshot
@@ -55,14 +55,13 @@ def _analysed(
     if shape not in _BUILTIN_ONLY:
         analysed = [analyze.statement(tree, pglast, text)
                     for tree, text in analyze.with_texts(tree_json, query)]  # fmt: skip
-        if shape is not None and not on_path and _only_builtins(analysed[0]):
+        if shape is not None and _only_builtins(analysed[0]) and (
+                not on_path or _lands_somewhere(role, search_path)):  # fmt: skip
             _remember(_BUILTIN_ONLY, shape)
         else:
             path = session_search_path(search_path, role)
             found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)),
                                     path)  # fmt: skip
-            if not found and on_path and _only_builtins(analysed[0]):
-                _remember(_BUILTIN_ONLY, shape)
     if not found:
         _remember(_MET, key)
         return None
@@ -147,6 +146,25 @@ def _refusal(number: int, missing: Missing, detail: dict, why: str) -> None:
     _refusals["backend"] += 1
     _event("auto_heal_failed", number, missing, None, detail, why)
     plpy.notice(f"pgheal: {missing.describe()} not healed: {detail['reason']}")
+
+
+#: Whether some schema the path names exists, per (role, search_path), per backend: what
+#: an unqualified CREATE needs beyond pg_catalog's names.
+_PATH_OK: OrderedDict[tuple[str, str], bool] = OrderedDict()
+
+
+def _lands_somewhere(role: str, search_path: str) -> bool:
+    """Whether an unqualified CREATE on this path has a schema to land in."""
+    key = (role, search_path)
+    if key not in _PATH_OK:
+        named = [s for s in session_search_path(search_path, role)
+                 if s not in ("pg_catalog", "pg_temp")]  # fmt: skip
+        _PATH_OK[key] = bool(fetch_value(
+            "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
+            named, types=("name[]",)))  # fmt: skip
+        if len(_PATH_OK) > _MET_SIZE:
+            _PATH_OK.popitem(last=False)
+    return _PATH_OK[key]
 
 
 def _only_builtins(statement: analyze.Statement) -> bool:
