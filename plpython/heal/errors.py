@@ -186,6 +186,20 @@ def plausible(message: str) -> bool:
     return len(message) <= MAX_MESSAGE and "\n" not in message
 
 
+#: A function named only inside a string: ``'f'::regproc`` (or regprocedure's spelling).
+_IN_A_STRING = re.compile(r'^function "(?P<name>[^"(]+)(?:\((?P<args>.*)\))?" does not exist$')
+
+
+def named_in_string(sqlstate: str, message: str) -> str | None:
+    """The function an error says is missing when only a string named it (a ``::regproc``
+    cast): not a call pgheal can read its needs from."""
+    message = message.strip()
+    if sqlstate != UNDEFINED_FUNCTION or not plausible(message):
+        return None
+    match = _IN_A_STRING.match(message)
+    return match["name"] if match else None
+
+
 def classify(sqlstate: str, message: str) -> Missing | None:
     """What is missing according to this error, or None when it is not a missing dependency.
 

@@ -34,12 +34,14 @@ from .db import (
     take_own_path,
 )
 from .errors import (
+    ANY_ARGS,
     DUPLICATE_OBJECT,
     HEALABLE_SQLSTATES,
     PATTERNS,
     TRANSIENT_SQLSTATES,
     Missing,
     classify,
+    named_in_string,
     plausible,
 )
 from .fingerprint import fingerprint, of_missing
@@ -469,6 +471,10 @@ class Healer:
                 self.policy_collision(stmt, error)
                 return
             missing = classify(error.sqlstate, error.message)
+            if missing is None and (name := named_in_string(error.sqlstate, error.message)):
+                note = self.string_named(name)
+                self._failed(stmt, error, note, reasons.NO_FIX)
+                raise MigrationFailed(error, note)
             if error.sqlstate not in HEALABLE_SQLSTATES or missing is None:
                 raise MigrationFailed(error)
             if len(healed) >= self.policy.max_attempts:
@@ -479,6 +485,17 @@ class Healer:
                 pending, pending_key = self.heal(stmt, missing, error), key
             tried.append(pending["fix_sql"])
             healed.add(key)
+
+    def string_named(self, name: str) -> str:
+        """Why a function named only inside a string is not healed, and what would be."""
+        with OwnPath():
+            providers = sorted(self.catalog.providers(Missing("function", name, None, ANY_ARGS)))
+        said = (f'function "{name}" is named only inside a string (a ::regproc or '
+                "::regprocedure cast): pgheal does not guess what a string needs")  # fmt: skip
+        if providers:
+            which = " or ".join(f"extension {p}" for p in providers)
+            said += f"; {which} provides a function of that name: install it, or call it"
+        return said
 
     def _succeeded(self, stmt: Statement, fields: dict) -> None:
         self.run.heals += 1

@@ -347,3 +347,15 @@ def test_the_same_session_after_a_heal_finds_the_extension_s_operators(conn, dsn
     (tmp_path / "0002_use.sql").write_text(use.replace(" t ", " t2 ") + ";")
     result = pgheal("migrate", "--dsn", dsn, str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_function_named_only_in_a_string_is_said_so_not_guessed(conn):
+    with pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(conn, "SELECT 'uuid_generate_v4'::regproc;")
+    detail = info.value.diag.message_detail
+    assert 'function "uuid_generate_v4" is named only inside a string' in detail
+    assert "extension uuid-ossp provides a function of that name" in detail
+    assert "uuid-ossp" not in extensions(conn)  # nothing guessed
+    assert conn.execute("SELECT reason_kind, times FROM heal.failures").fetchall() == [
+        ("no_fix", 1)
+    ]
