@@ -389,9 +389,15 @@ def _statement_refs(kind: str, body: dict) -> list[Missing]:
     if kind == "GrantStmt" and body.get("objtype") in _ROUTINES:
         return [_routine(o["ObjectWithArgs"]) for o in body.get("objects") or ()
                 if "ObjectWithArgs" in o]  # fmt: skip
-    if kind == "CommentStmt" and body.get("objtype") in _ROUTINES:
-        return [_routine(body["object"]["ObjectWithArgs"])] if "ObjectWithArgs" in (
-            body.get("object") or {}) else []  # fmt: skip
+    if kind == "CommentStmt":
+        target, objtype = body.get("object") or {}, body.get("objtype")
+        if objtype in _ROUTINES and "ObjectWithArgs" in target:
+            return [_routine(target["ObjectWithArgs"])]
+        if objtype in ("OBJECT_TYPE", "OBJECT_DOMAIN") and "TypeName" in target:
+            schema, name = _qualified(target["TypeName"].get("names"))
+            return [Missing("type", normalize_type(name), schema)]
+        if objtype == "OBJECT_SCHEMA" and "String" in target:
+            return [Missing("schema", target["String"]["sval"])]
     return []
 
 
