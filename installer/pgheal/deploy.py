@@ -314,7 +314,7 @@ def _adopt_history(conn: psycopg.Connection) -> str | None:
                 f"{KEPT}.{table} has none of heal.{table}'s columns: it is not a history "
                 f"pgheal kept. Check it, then drop it (DROP SCHEMA {KEPT} CASCADE)"
             )
-        names = ", ".join(f'"{c}"' for c in columns)
+        names = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
         moved = conn.execute(
             f"INSERT INTO heal.{table} ({names}) SELECT {names} FROM {KEPT}.{table}"
         ).rowcount

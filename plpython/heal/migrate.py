@@ -6,7 +6,6 @@ through ``heal.apply_fix``. A failure's record is committed when the CALL may co
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -239,8 +238,11 @@ def _checked(
         return _failure(exc.sqlstate or "XX000", f"heal.migrate: {spi_message(exc)}",
                         "The migration was rolled back.", ROLLED_BACK_HINT)  # fmt: skip
     finally:
-        with contextlib.suppress(plpy.SPIError):  # an aborted call reverts them anyway
+        try:
             roles.restore()
+        except plpy.SPIError as exc:  # an aborted call reverts them anyway; a cancel wins
+            if cancelled(exc):
+                raise
         fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'off', true)")
 
 
