@@ -386,18 +386,46 @@ def _statement_refs(kind: str, body: dict) -> list[Missing]:
     if kind == "GrantStmt" and body.get("is_grant") and body.get("objtype") == "OBJECT_SCHEMA":
         return [Missing("schema", o["String"]["sval"]) for o in body.get("objects") or ()
                 if "String" in o]  # fmt: skip
-    if kind == "GrantStmt" and body.get("objtype") in _ROUTINES:
-        return [_routine(o["ObjectWithArgs"]) for o in body.get("objects") or ()
-                if "ObjectWithArgs" in o]  # fmt: skip
+    if kind == "GrantStmt" and body.get("targtype") == "ACL_TARGET_OBJECT":
+        objtype, objects = body.get("objtype"), body.get("objects") or ()
+        if objtype in _ROUTINES:
+            return [_routine(o["ObjectWithArgs"]) for o in objects if "ObjectWithArgs" in o]
+        if objtype in ("OBJECT_TYPE", "OBJECT_DOMAIN"):
+            return [_type_ref((o.get("List") or {}).get("items")) for o in objects]
+        if objtype == "OBJECT_FDW":
+            return [Missing("fdw", o["String"]["sval"]) for o in objects if "String" in o]
+    named = _extensions_named(kind, body)
+    if named:
+        return [Missing("extension", name) for name in named]
     if kind == "CommentStmt":
         target, objtype = body.get("object") or {}, body.get("objtype")
         if objtype in _ROUTINES and "ObjectWithArgs" in target:
             return [_routine(target["ObjectWithArgs"])]
         if objtype in ("OBJECT_TYPE", "OBJECT_DOMAIN") and "TypeName" in target:
-            schema, name = _qualified(target["TypeName"].get("names"))
-            return [Missing("type", normalize_type(name), schema)]
+            return [_type_ref(target["TypeName"].get("names"))]
         if objtype == "OBJECT_SCHEMA" and "String" in target:
             return [Missing("schema", target["String"]["sval"])]
+    return []
+
+
+def _type_ref(names: list | None) -> Missing:
+    schema, name = _qualified(names)
+    return Missing("type", normalize_type(name), schema)
+
+
+def _extensions_named(kind: str, body: dict) -> list[str]:
+    """The extension an ALTER or COMMENT of an extension needs installed.
+
+    Never a DROP's: installing what a statement removes fixes nothing, and would make
+    a drop succeed that fails where the extension was there all along (``DROP
+    EXTENSION cube`` while earthdistance needs it).
+    """
+    if kind == "AlterExtensionStmt":
+        return [body.get("extname", "")]
+    target = body.get("object") or {}
+    if (kind == "AlterObjectSchemaStmt" and body.get("objectType") == "OBJECT_EXTENSION") or (
+            kind == "CommentStmt" and body.get("objtype") == "OBJECT_EXTENSION"):  # fmt: skip
+        return [target["String"]["sval"]] if "String" in target else []
     return []
 
 
@@ -571,9 +599,14 @@ _DECODER = json.JSONDecoder()
 _PLPGSQL_LANGUAGE = '"sval":"plpgsql"'
 #: Statements whose references are names (see :func:`_statement_refs`).
 _NAMES_OUTSIDE = frozenset({"AlterTSDictionaryStmt", "AlterTSConfigurationStmt",
-                            "CreateForeignServerStmt", "CommentStmt",
-                            "CreateExtensionStmt"})  # fmt: skip
-_ON_OBJECTS = re.compile(r'"objtype":"OBJECT_(?:SCHEMA|FUNCTION|PROCEDURE|ROUTINE|AGGREGATE)"')
+                            "CreateForeignServerStmt", "CommentStmt", "CreateExtensionStmt",
+                            "AlterExtensionStmt"})  # fmt: skip
+_ON_OBJECTS = re.compile(
+    r'"objtype":"OBJECT_(?:SCHEMA|FUNCTION|PROCEDURE|ROUTINE|AGGREGATE|'
+    r'TYPE|DOMAIN|FDW)"|"objectType":"OBJECT_EXTENSION"'
+)
+#: Statements whose names outside their expressions depend on what they are on.
+_ON_SOME = frozenset({"GrantStmt", "AlterObjectSchemaStmt"})
 _EXCLUSION = '"contype":"CONSTR_EXCLUSION"'
 _TRANSFORM = '"defname":"transform"'
 
@@ -593,7 +626,7 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
     kind = _KIND.search(tree_json)
     if kind is None:
         return None
-    if kind[1] in _NAMES_OUTSIDE or (kind[1] == "GrantStmt" and _ON_OBJECTS.search(tree_json)) or (
+    if kind[1] in _NAMES_OUTSIDE or (kind[1] in _ON_SOME and _ON_OBJECTS.search(tree_json)) or (
             _TRANSFORM in tree_json):  # fmt: skip
         return None  # _statement_refs reads names a signature leaves out
     if _EXCLUSION in tree_json:
@@ -658,6 +691,8 @@ def names(statements: list[Statement], path: list[str] | None = None) -> Names:
                 wanted.qualified.add(ref.name)
             if ref.kind == "access_method":
                 wanted.access_methods.add(ref.name)
+            if ref.kind == "extension":
+                wanted.extensions.add(ref.name)
             bucket = {
                 "schema": wanted.schemas, "function": wanted.functions, "type": wanted.types,
                 "operator": wanted.operators, "opclass": wanted.opclasses,
@@ -804,6 +839,8 @@ def _exists(ref: Missing, snapshot: Snapshot, path: list[str], created: set) -> 
         return ref.name in CORE_ACCESS_METHODS or ref.name in snapshot.access_methods
     if ref.kind == "fdw":
         return ref.name in snapshot.fdws
+    if ref.kind == "extension":
+        return ref.name in snapshot.installed
     if ref.kind == "transform":
         return (ref.name, ref.args[0] if ref.args else "") in snapshot.transforms
     table = {

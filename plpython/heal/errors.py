@@ -80,7 +80,7 @@ class Missing:
 ANY_ARGS = ("...",)
 
 LABELS = {
-    "extension": "required extension",
+    "extension": "extension",
     "fdw": "foreign-data wrapper",
     "access_method": "access method",
     "tablesample": "tablesample method",

@@ -255,6 +255,19 @@ def test_pg_dump_s_empty_path_then_create_through_heal_migrate(conn):
          "SELECT obj_description('billing'::regnamespace) = 'invoices'"),
         ("", "COMMENT ON FUNCTION uuid_generate_v4() IS 'random ids'",
          "SELECT obj_description('extensions.uuid_generate_v4'::regproc) = 'random ids'"),
+        ("", "CREATE SCHEMA s; REVOKE ALL ON TYPE s.citext FROM PUBLIC",
+         "SELECT NOT has_type_privilege('public', 's.citext', 'USAGE')"),
+        ("", "GRANT USAGE ON TYPE cube TO PUBLIC",
+         "SELECT has_type_privilege('public', 'extensions.cube', 'USAGE')"),
+        ("file_fdw", "GRANT USAGE ON FOREIGN DATA WRAPPER file_fdw TO PUBLIC",
+         "SELECT has_foreign_data_wrapper_privilege('public', 'file_fdw', 'USAGE')"),
+        ("", "COMMENT ON EXTENSION pg_trgm IS 'trigrams'",
+         "SELECT obj_description(oid, 'pg_extension') = 'trigrams' FROM pg_extension "
+         "WHERE extname = 'pg_trgm'"),
+        ("", "ALTER EXTENSION hstore UPDATE",
+         "SELECT 'hstore' = ANY(ARRAY(SELECT extname FROM pg_extension))"),
+        ("", "ALTER EXTENSION isn SET SCHEMA public",
+         "SELECT extnamespace = 'public'::regnamespace FROM pg_extension WHERE extname = 'isn'"),
     ],
 )  # fmt: skip
 def test_every_ddl_kind_heal_migrate_heals_through_psql(conn, dsn, allow, ddl, check):
@@ -264,6 +277,27 @@ def test_every_ddl_kind_heal_migrate_heals_through_psql(conn, dsn, allow, ddl, c
     made = psql(dsn, "-c", ddl)
     assert made.returncode == 0, made.stderr
     assert scalar(conn, check)
+
+
+def test_statements_on_extensions_through_heal_migrate(conn):
+    migrate(conn, "CREATE SCHEMA s; REVOKE ALL ON TYPE s.citext FROM PUBLIC;"
+            " COMMENT ON EXTENSION pg_trgm IS 'trigrams';")  # fmt: skip
+    assert scalar(conn, "SELECT extnamespace::regnamespace::text FROM pg_extension "
+                  "WHERE extname = 'citext'") == "s"  # fmt: skip
+    assert "pg_trgm" in extensions(conn)
+
+
+def test_what_a_statement_on_extensions_does_not_need_is_left_alone(conn, dsn):
+    gone = psql(dsn, "-c", "DROP EXTENSION IF EXISTS isn")
+    assert gone.returncode == 0 and "pgheal" not in gone.stderr, gone.stderr
+    # Installing what a statement removes fixes nothing: the drop fails as it would.
+    dropped = psql(dsn, "-c", "DROP EXTENSION isn")
+    assert dropped.returncode == 1 and 'extension "isn" does not exist' in dropped.stderr
+    unknown = psql(dsn, "-c", "COMMENT ON EXTENSION no_such_extension IS 'x'")
+    assert unknown.returncode == 1 and 'extension "no_such_extension" does not exist' in (
+        unknown.stderr)  # fmt: skip
+    assert "isn" not in extensions(conn)
+    assert scalar(conn, "SELECT count(*) FROM heal.build_events") == 0  # said, not recorded
 
 
 @pytest.mark.parametrize(
