@@ -199,6 +199,70 @@ class Bench:
         return grown
 
 
+def failing_script(errors: int) -> str:
+    """What an application failing on five missing functions sends: `errors` statements."""
+    return "".join(f"SELECT missing_{i % 5}({i});\n" for i in range(errors))
+
+
+class ScanBench:
+    """``CALL heal.scan()`` on the server log: the time of a scan with nothing new, and
+    of scans taking in this database's errors and passing over another database's."""
+
+    def __init__(self, bench: Bench, tmp: Path) -> None:
+        self.bench, self.tmp = bench, tmp
+        self.here = bench.fresh_db(
+            "UPDATE heal.settings SET value = '10000000' WHERE name = 'scan_max_events';"
+            "UPDATE heal.settings SET value = '1073741824' WHERE name = 'scan_max_bytes';"
+        )
+        bench.admin.execute("CREATE DATABASE bench_other TEMPLATE template0")
+        self.other = bench.cluster.dsn("bench_other")
+
+    def fail(self, dsn: str, errors: int) -> None:
+        """Log `errors` application errors in `dsn`'s database, through psql."""
+        path = self.tmp / f"fail_{errors}.sql"
+        if not path.exists():
+            path.write_text(failing_script(errors))
+        subprocess.run(["psql", "-X", "-q", "-f", str(path), dsn], check=True,
+                       capture_output=True)  # fmt: skip
+
+    def scan(self) -> dict:
+        """One scan, after the logger has written what was logged (it is a process of its
+        own): the figures heal.scans recorded."""
+        time.sleep(0.5)
+        with psycopg.connect(self.here, autocommit=True) as conn:
+            conn.execute("CALL heal.scan()")
+            row = conn.execute(
+                "SELECT duration_ms, lines_read, events FROM heal.scans ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return {"ms": float(row[0]), "lines": row[1], "events": row[2]}
+
+    def run(self, sizes: tuple[int, ...]) -> None:
+        with psycopg.connect(self.here, autocommit=True) as conn:
+            conn.execute("SELECT heal.skip_log_backlog()")
+        idle = statistics.median(self.scan()["ms"] for _ in range(RUNS))
+        print("CALL heal.scan() on the server log (targets: >= 100,000 lines/s, >= 20,000 of "
+              "this database's errors/s, another database's lines <= 1/10 the cost):")  # fmt: skip
+        print(f"  no new lines{idle:23.1f} ms")
+        for errors in sizes:
+            self.fail(self.here, errors)
+            mine = self.scan()
+            self.fail(self.other, errors)
+            theirs = self.scan()
+            per_mine = (mine["ms"] - idle) / max(mine["lines"], 1)
+            per_theirs = (theirs["ms"] - idle) / max(theirs["lines"], 1)
+            print(f"  {errors:>7,} errors here    {mine['ms']:9.1f} ms  "
+                  f"{mine['events'] / mine['ms'] * 1000:9,.0f} errors/s  "
+                  f"{mine['lines'] / mine['ms'] * 1000:9,.0f} lines/s")  # fmt: skip
+            print(
+                f"  {errors:>7,} lines elsewhere {theirs['ms']:9.1f} ms  "
+                f"{theirs['events']:>9} taken in  "
+                f"{theirs['lines'] / theirs['ms'] * 1000:9,.0f} lines/s  "
+                f"cost per line {per_theirs / per_mine if per_mine > 0 else 0:.2f} of here's"
+            )
+        self.bench.drop(self.other)
+        self.bench.drop(self.here)
+
+
 def seed_script(rows: int) -> str:
     """A seed file as a dump writes one: a table and one INSERT a row."""
     return "CREATE TABLE seed (a int, b text);\n" + "".join(
@@ -220,7 +284,78 @@ def line(label: str, timing: Timing, base: Timing | None = None, target: str = "
     return text + target
 
 
-def main() -> int:
+def clean_and_heals(bench: Bench, files: dict[str, Path]) -> None:
+    migrate = bench.psql_with("CALL heal.migrate(:'m');\n")
+    plan = bench.psql_with("SELECT count(*) FROM heal.plan(:'m');\n")
+    psql, heal, plan_ = bench.compare(
+        files["clean"], [(TRIGGER_OFF, bench.psql_file), ("", migrate), ("", plan)]
+    )
+    print(f"1,000-statement clean migration (median of {RUNS} rounds):")
+    print(line("psql -1 -f", psql))
+    print(line("CALL heal.migrate", heal, psql, "  (target <= 1.5)"))
+    print(line("SELECT FROM heal.plan", plan_, psql))
+
+    present, healing = bench.compare(files["three"], [(PRESENT, migrate), ("", migrate)])
+    print("migration needing three heals (schema, uuid-ossp, citext):")
+    print(line("dependencies present", present))
+    print(line("healed in the call", healing, present))
+
+    present, predicted, reactive = bench.compare(
+        files["five"], [(PRESENT, migrate), ("", migrate), (REACTIVE, migrate)]
+    )
+    print("migration needing five heals (schema, uuid-ossp, citext, hstore, pg_trgm):")
+    print(line("dependencies present", present))
+    print(line("predicted heals", predicted, present))
+    print(line("reactive heals", reactive, present))
+
+
+def trigger(bench: Bench, files: dict[str, Path]) -> None:
+    off, floor, on = bench.compare(
+        files["ddl"],
+        [(TRIGGER_OFF, bench.psql_file), (PYTHON_FLOOR, bench.psql_file), ("", bench.psql_file)],
+        DDL_ROUNDS,
+    )
+    print(f"2,000 DDL statements through psql -1 -f, predictive trigger off vs on "
+          f"(median of {DDL_ROUNDS} rounds):")  # fmt: skip
+    print(line("trigger off", off))
+    print(line("PL/Python doing nothing", floor, off))
+    print(line("trigger on", on, off, "  (target <= 1.10)"))
+
+
+def catalog(bench: Bench, files: dict[str, Path]) -> None:
+    build_ms, extensions, objects = bench.catalog_build()
+    print(
+        f"extension catalog: {extensions} extensions, {objects} objects, "
+        f"built in {build_ms:.0f} ms (median of {RUNS}, server side)"
+    )
+
+
+def memory(bench: Bench, files: dict[str, Path]) -> None:
+    print("backend memory of CALL heal.migrate, seed scripts (target <= 3 x script + 64 MB):")
+    for rows in (1_000, 10_000, 100_000, 1_000_000):
+        sql = seed_script(rows)
+        size = len(sql.encode()) / 2**20
+        grown = bench.memory(sql)
+        print(f"  {rows:>9,} statements {size:7.1f} MB script   +{grown:6.1f} MB peak"
+              f"   (target {3 * size + 64:.0f} MB)")  # fmt: skip
+
+
+def scan(bench: Bench, files: dict[str, Path]) -> None:
+    ScanBench(bench, files["clean"].parent).run((2_000, 20_000, 100_000))
+
+
+#: The sections of ``make bench``, in the order they run; ``bench.py NAME ...`` runs some.
+SECTIONS: dict[str, Callable[[Bench, dict[str, Path]], None]] = {
+    "migrate": clean_and_heals, "trigger": trigger, "scan": scan, "catalog": catalog,
+    "memory": memory,
+}  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    unknown = [a for a in argv if a not in SECTIONS]
+    if unknown:
+        print(f"bench: no section {', '.join(unknown)}; sections: {', '.join(SECTIONS)}")
+        return 2
     python_path, _ = serverdeps.install()
     in_memory = MEMORY.is_dir() and shutil.disk_usage(MEMORY).free >= MEMORY_NEEDED
     print(f"cluster in {MEMORY if in_memory else 'the temporary directory (on disk)'}")
@@ -238,60 +373,12 @@ def main() -> int:
                            ("five", FIVE_HEALS), ("ddl", ddl_workload())):  # fmt: skip
             files[name] = Path(tmp, f"{name}.sql")
             files[name].write_text(text)
-        migrate = bench.psql_with("CALL heal.migrate(:'m');\n")
-        plan = bench.psql_with("SELECT count(*) FROM heal.plan(:'m');\n")
-
-        psql, heal, plan_ = bench.compare(
-            files["clean"], [(TRIGGER_OFF, bench.psql_file), ("", migrate), ("", plan)]
-        )
-        print(f"1,000-statement clean migration (median of {RUNS} rounds):")
-        print(line("psql -1 -f", psql))
-        print(line("CALL heal.migrate", heal, psql, "  (target <= 1.5)"))
-        print(line("SELECT FROM heal.plan", plan_, psql))
-
-        present, healing = bench.compare(files["three"], [(PRESENT, migrate), ("", migrate)])
-        print("migration needing three heals (schema, uuid-ossp, citext):")
-        print(line("dependencies present", present))
-        print(line("healed in the call", healing, present))
-
-        present, predicted, reactive = bench.compare(
-            files["five"], [(PRESENT, migrate), ("", migrate), (REACTIVE, migrate)]
-        )
-        print("migration needing five heals (schema, uuid-ossp, citext, hstore, pg_trgm):")
-        print(line("dependencies present", present))
-        print(line("predicted heals", predicted, present))
-        print(line("reactive heals", reactive, present))
-
-        off, floor, on = bench.compare(
-            files["ddl"],
-            [
-                (TRIGGER_OFF, bench.psql_file),
-                (PYTHON_FLOOR, bench.psql_file),
-                ("", bench.psql_file),
-            ],
-            DDL_ROUNDS,
-        )
-        print(f"2,000 DDL statements through psql -1 -f, predictive trigger off vs on "
-              f"(median of {DDL_ROUNDS} rounds):")  # fmt: skip
-        print(line("trigger off", off))
-        print(line("PL/Python doing nothing", floor, off))
-        print(line("trigger on", on, off, "  (target <= 1.10)"))
-
-        build_ms, extensions, objects = bench.catalog_build()
-        print(
-            f"extension catalog: {extensions} extensions, {objects} objects, "
-            f"built in {build_ms:.0f} ms (median of {RUNS}, server side)"
-        )
-        print("backend memory of CALL heal.migrate, seed scripts (target <= 3 x script + 64 MB):")
-        for rows in (1_000, 10_000, 100_000, 1_000_000):
-            sql = seed_script(rows)
-            size = len(sql.encode()) / 2**20
-            grown = bench.memory(sql)
-            print(f"  {rows:>9,} statements {size:7.1f} MB script   +{grown:6.1f} MB peak"
-                  f"   (target {3 * size + 64:.0f} MB)")  # fmt: skip
+        for name, section in SECTIONS.items():
+            if not argv or name in argv:
+                section(bench, files)
         bench.admin.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

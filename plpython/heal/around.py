@@ -61,7 +61,7 @@ def errors_since(position: str | None) -> list[dict[str, Any]]:
         database = fetch_value("SELECT pg_catalog.current_database()")
 
         got = read_since(directory, fmt, start, Policy.from_settings(settings()),
-                         wanted(database))  # fmt: skip
+                         wanted(database, fmt))  # fmt: skip
         users = {r.user for _, r in got.records if r.user}
         mine = {
             row["u"] for row in fetch(

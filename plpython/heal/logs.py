@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
@@ -43,6 +43,38 @@ SALVAGE_BYTES = 64 * 1024
 STATEMENT_CHARS = 4096
 
 
+#: Bytes of a record's start that hold its database and severity (csvlog): what a
+#: reader looks at before parsing it. Names are at most 63 bytes; the fields before
+#: the severity are fixed-width or short.
+_LEADING_BYTES = 1024
+
+
+class Wanted:
+    """The ERRORs of one database: a record predicate that also says, from a record's
+    raw bytes, which records cannot be wanted, so that the rest of the cluster's log
+    costs a byte search per record, not a parse.
+
+    PostgreSQL always quotes the database in csvlog (doubling a quote inside) and
+    writes the severity unquoted; jsonlog escapes strings as JSON does.
+    """
+
+    def __init__(self, database: str, fmt: str, keep: Callable[[Record], bool] | None = None):
+        self.database = database
+        self._keep = keep
+        if fmt == "json":
+            self._marks = (b'"dbname":' + json.dumps(database, ensure_ascii=False).encode(),
+                           b'"error_severity":"ERROR"')  # fmt: skip
+        else:
+            self._marks = (b',"' + database.replace('"', '""').encode() + b'",', b",ERROR,")
+
+    def might(self, raw: bytes) -> bool:
+        return all(mark in raw for mark in self._marks)
+
+    def __call__(self, record: Record) -> bool:
+        return (record.severity == "ERROR" and record.database == self.database
+                and (self._keep is None or self._keep(record)))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Record:
     """One log record; `offset` is where it starts in its file (bytes)."""
@@ -59,6 +91,29 @@ class Record:
     detail: str | None
     context: str | None
     statement: str | None
+
+
+_AT = {name: i for i, name in enumerate(CSV_COLUMNS)}
+
+
+def _from_row(offset: int, row: list[str]) -> Record:
+    """A csvlog row as a record: its fields by position."""
+    if len(row) < len(CSV_COLUMNS):
+        row = row + [""] * (len(CSV_COLUMNS) - len(row))
+    return Record(
+        offset=offset,
+        logged_at=row[_AT["log_time"]],
+        database=row[_AT["database_name"]] or None,
+        user=row[_AT["user_name"]] or None,
+        application=row[_AT["application_name"]] or None,
+        session_start=row[_AT["session_start_time"]] or None,
+        severity=row[_AT["error_severity"]],
+        sqlstate=row[_AT["sql_state_code"]] or None,
+        message=row[_AT["message"]],
+        detail=row[_AT["detail"]] or None,
+        context=row[_AT["context"]] or None,
+        statement=row[_AT["query"]] or None,
+    )
 
 
 def _record(offset: int, fields: dict[str, str | None]) -> Record:
@@ -82,37 +137,34 @@ def _record(offset: int, fields: dict[str, str | None]) -> Record:
     )
 
 
-def _csv_ends(data: bytes, quoted: bool = False, first: bool = False) -> tuple[list[int], bool]:
-    """Offsets just past each newline outside double quotes, and the quote state after `data`.
+def _record_ends(data: bytes, quoted: bool = False) -> Iterator[int]:
+    """Offsets just past each newline outside double quotes, as they are found.
 
-    csvlog doubles a quote inside a quoted field, which toggles the state twice, so
-    counting quotes is enough. `quoted` is the state `data` starts in: a chunk taken
-    from the middle of a record goes on where the previous chunk left off. Searches with
-    ``bytes.find``, not byte by byte: a multi-megabyte record costs milliseconds.
+    csvlog doubles a quote inside a quoted field, which toggles the state twice, so a
+    newline ends a record when the quotes before it are even in number. `quoted` is
+    the state `data` starts in: a chunk taken from the middle of a record goes on where
+    the previous chunk left off. A find and a count per line, both in C: a
+    multi-megabyte record costs milliseconds, a million short ones a fraction of a second.
     """
+    index = 0
+    while True:
+        newline = data.find(b"\n", index)
+        if newline < 0:
+            return
+        quoted ^= bool(data.count(b'"', index, newline) & 1)
+        index = newline + 1
+        if not quoted:
+            yield index
+
+
+def _csv_ends(data: bytes, quoted: bool = False, first: bool = False) -> tuple[list[int], bool]:
+    """The record ends in `data` (the first only, with `first`), and the quote state after it."""
     ends: list[int] = []
-    index, size, quote = 0, len(data), -1
-    while index < size:
-        if quoted:
-            close = data.find(b'"', index)
-            if close < 0:
-                return ends, True
-            quoted, index = False, close + 1
-            continue
-        if quote < index:
-            quote = data.find(b'"', index)
-            quote = size if quote < 0 else quote
-        newline = data.find(b"\n", index, quote)
-        if newline >= 0:
-            ends.append(newline + 1)
-            if first:
-                return ends, False
-            index = newline + 1
-        elif quote < size:
-            quoted, index = True, quote + 1
-        else:
+    for end in _record_ends(data, quoted):
+        ends.append(end)
+        if first:
             return ends, False
-    return ends, quoted
+    return ends, quoted ^ bool(data.count(b'"') & 1)
 
 
 def csv_boundaries(data: bytes) -> list[int]:
@@ -120,33 +172,79 @@ def csv_boundaries(data: bytes) -> list[int]:
     return _csv_ends(data)[0]
 
 
-def parse_csv(data: bytes, base: int = 0) -> tuple[list[Record], int]:
-    """Records in `data` (read from file offset `base`), and the bytes consumed."""
-    records, start = [], 0
-    for end in csv_boundaries(data):
-        text = data[start:end].decode("utf-8", errors="replace")
-        try:
-            rows = list(csv.reader(io.StringIO(text)))
-        except csv.Error:  # a field beyond the csv module's limit (128 KiB): keep its head
-            records.append(salvage("csv", data[start : start + SALVAGE_BYTES], base + start,
-                                   end - start))  # fmt: skip
-            rows = []
-        for row in rows:
-            if row:
-                records.append(_record(base + start, dict(zip(CSV_COLUMNS, row, strict=False))))
+#: What a reader may pass over unparsed: given a record's bytes, False when it cannot be
+#: one of those wanted (:class:`Wanted`).
+Might = Callable[[bytes], bool]
+
+
+def parse_csv(
+    data: bytes, base: int = 0, might: Might | None = None, room: int | None = None
+) -> tuple[list[Record | None], int]:
+    """Records in `data` (read from file offset `base`), and the bytes consumed; None for
+    each record `might` passes over unparsed (and for a blank line). With `room`, it
+    stops after that many records parsed: the rest of `data` is not looked at."""
+    records: list[Record | None] = []
+    places: list[int] = []  # where in `records` each record to parse goes
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for end in _record_ends(data):
+        if room is not None and len(spans) >= room:
+            break
+        if might is None or might(data[start : min(end, start + _LEADING_BYTES)]):
+            places.append(len(records))
+            spans.append((start, end))
+        records.append(None)
         start = end
+    for place, record in zip(places, _parse_spans(data, spans, base), strict=True):
+        records[place] = record
     return records, start
 
 
-def parse_json(data: bytes, base: int = 0) -> tuple[list[Record], int]:
-    """jsonlog: one object per line (newlines inside values are escaped)."""
-    records, start = [], 0
+def _parse_spans(data: bytes, spans: list[tuple[int, int]], base: int) -> list[Record | None]:
+    """The records at `spans` of `data`, one each: parsed by one csv reader, each
+    record's text a line of its input; should one not come out as one row (a field
+    beyond the csv module's limit, 128 KiB), each on its own, and such a one salvaged."""
+    texts = [data[a:b].decode("utf-8", errors="replace") for a, b in spans]
+    reader = csv.reader(texts)
+    out: list[Record | None] = []
+    try:
+        for row in reader:
+            if reader.line_num != len(out) + 1:
+                break
+            out.append(_from_row(base + spans[len(out)][0], row) if row else None)
+        else:
+            if len(out) == len(spans):
+                return out
+    except csv.Error:
+        pass
+    return [_parse_one(data, a, b, base) for a, b in spans]
+
+
+def _parse_one(data: bytes, start: int, end: int, base: int) -> Record | None:
+    try:
+        rows = [r for r in csv.reader(io.StringIO(data[start:end].decode("utf-8", "replace")))
+                if r]  # fmt: skip
+    except csv.Error:  # a field beyond the csv module's limit (128 KiB): keep its head
+        return salvage("csv", data[start : start + SALVAGE_BYTES], base + start, end - start)
+    return _from_row(base + start, rows[0]) if rows else None
+
+
+def parse_json(
+    data: bytes, base: int = 0, might: Might | None = None, room: int | None = None
+) -> tuple[list[Record | None], int]:
+    """jsonlog: one object per line (newlines inside values are escaped); `might` and
+    `room` as :func:`parse_csv` takes them."""
+    records: list[Record | None] = []
+    start = parsed = 0
     while True:
         end = data.find(b"\n", start)
-        if end < 0:
+        if end < 0 or (room is not None and parsed >= room):
             return records, start
         line = data[start:end].strip()
-        if line:
+        if line and might is not None and not might(line):
+            records.append(None)
+        elif line:
+            parsed += 1
             try:
                 fields = json.loads(line.decode("utf-8", errors="replace"))
             except ValueError:
@@ -379,8 +477,11 @@ def read_log(
         data = f.read(budget)
         if not data:
             break
-        found, used = parse(data, out.end)
+        found, used = parse(data, out.end, getattr(want, "might", None), room - len(out.records))
         for record in found:
+            if record is None:  # passed over unparsed: not wanted
+                out.lines += 1
+                continue
             if len(out.records) >= room:
                 used = record.offset - out.end
                 break

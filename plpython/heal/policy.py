@@ -82,8 +82,8 @@ class Policy:
     lock_timeout_ms: int = 60000
     retry_delay_ms: int = 100
     min_occurrences: int = 1
-    scan_max_bytes: int = 16 * 1024 * 1024
-    scan_max_events: int = 5000
+    scan_max_bytes: int = 64 * 1024 * 1024
+    scan_max_events: int = 100_000
     retention_error_events_days: int = 30
     retention_build_events_days: int = 90
     retention_cron_days: int = 14
@@ -120,7 +120,9 @@ class Policy:
             scan_max_bytes=_whole(
                 "scan_max_bytes", get("scan_max_bytes", str(base.scan_max_bytes)), 1024, 2**31
             ),
-            scan_max_events=_whole("scan_max_events", get("scan_max_events", "5000"), 1, 10**7),
+            scan_max_events=_whole(
+                "scan_max_events", get("scan_max_events", str(base.scan_max_events)), 1, 10**7
+            ),
             retention_error_events_days=_whole(
                 "retention_error_events_days", get("retention_error_events_days", "30"), 1, 36500
             ),

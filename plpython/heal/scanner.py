@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from .db import caller, cancelled, database_search_path, fetch, fetch_value, set
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
 from .fixes import apply_fix_as, fix_error_kind, plan_error, spi_message
-from .logs import LogFile, Record, read_log, reading_order
+from .logs import LogFile, Record, Wanted, read_log, reading_order
 from .planner import Fix, plan
 from .policy import Policy
 from .searchpath import join_path, split_path
@@ -50,8 +50,8 @@ def scan() -> dict[str, Any]:
         stats.notes.append("another scan is running; skipped")
         return _record(started, started_at, "skipped", stats)
     policy = Policy.from_settings(settings())
-    for log_file, record in intake(policy, stats):
-        observe(log_file, record, stats)
+    for batch in intake(policy, stats):
+        observe(batch, stats)
     ok = all(
         _stage(name, work, stats)
         for name, work in (
@@ -162,23 +162,31 @@ class Reading:
 
 
 def read_since(
-    directory: str, fmt: str, position: Position, policy: Policy, want: Callable[[Record], bool]
+    directory: str,
+    fmt: str,
+    position: Position,
+    policy: Policy,
+    want: Callable[[Record], bool],
+    *,
+    budget: int | None = None,
+    room: int | None = None,
 ) -> Reading:
     """The records `want` takes, logged since `position`, within the scan's budgets
-    (scan_max_bytes, scan_max_events): the file read last from its offset (unless it
-    was replaced), then every newer file."""
+    (scan_max_bytes, scan_max_events, or what is left of them: `budget`, `room`): the
+    file read last from its offset (unless it was replaced), then every newer file."""
     files = log_files(directory, fmt)
     out = Reading(position)
-    budget = policy.scan_max_bytes
+    budget = policy.scan_max_bytes if budget is None else budget
+    room = policy.scan_max_events if room is None else room
     order = reading_order(files, *position)
     for index, (log, offset) in enumerate(order):
-        if budget <= 0 or len(out.records) >= policy.scan_max_events:
+        if budget <= 0 or len(out.records) >= room:
             break
         newer = index + 1 < len(order)
         with open(os.path.join(directory, log.name), "rb") as f:
             got = read_log(f, fmt, offset, name=log.name, size=log.size, newer=newer,
                            budget=budget, full_budget=policy.scan_max_bytes,
-                           room=policy.scan_max_events - len(out.records), want=want)  # fmt: skip
+                           room=room - len(out.records), want=want)  # fmt: skip
         out.records += [(log.name, record) for record in got.records]
         out.lines += got.lines
         out.consumed += got.consumed
@@ -194,37 +202,51 @@ def read_since(
     return out
 
 
-def intake(policy: Policy, stats: Stats) -> list[tuple[str, Record]]:
-    """This database's ERRORs logged since the last scan, at most the configured amount."""
+def intake(policy: Policy, stats: Stats) -> Iterator[list[tuple[str, Record]]]:
+    """This database's ERRORs logged since the last scan, at most the configured amount,
+    in batches of at most :data:`BATCH`: what is held in memory is one batch, whatever
+    the budgets. Where reading stands is saved after each batch, in the scan's
+    transaction."""
     directory, fmt, why = log_source()
     if directory is None:
         stats.notes.append(why)
-        return []
+        return
     state = fetch("SELECT log_file, log_offset, file_mtime, file_inode FROM heal.log_intake")
     last = state[0] if state else {"log_file": None, "log_offset": 0, "file_mtime": None,
                                    "file_inode": None}  # fmt: skip
     position = (last["log_file"], last["log_offset"], last["file_mtime"], last["file_inode"])
-    got = read_since(directory, fmt, position, policy,
-                     wanted(fetch_value("SELECT current_database()")))  # fmt: skip
-    stats.lines_read += got.lines
-    stats.bytes_read += got.consumed
-    stats.notes += got.notes
-    fetch(
-        """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode, updated_at)
-           VALUES ($1, $2, $3, $4, now())
-           ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
-                  file_mtime = $3, file_inode = $4, updated_at = now()""",
-        *got.position,
-        types=("text", "int8", "float8", "int8"),
-    )
-    return got.records
+    want = wanted(fetch_value("SELECT current_database()"), fmt)
+    taken = 0
+    while True:
+        got = read_since(directory, fmt, position, policy, want,
+                         budget=policy.scan_max_bytes - stats.bytes_read,
+                         room=min(BATCH, policy.scan_max_events - taken))  # fmt: skip
+        stats.lines_read += got.lines
+        stats.bytes_read += got.consumed
+        stats.notes += got.notes
+        taken += len(got.records)
+        moved = got.position != position
+        if moved:
+            position = got.position
+            fetch(
+                """INSERT INTO heal.log_intake (log_file, log_offset, file_mtime, file_inode,
+                          updated_at)
+                   VALUES ($1, $2, $3, $4, now())
+                   ON CONFLICT (singleton) DO UPDATE SET log_file = $1, log_offset = $2,
+                          file_mtime = $3, file_inode = $4, updated_at = now()""",
+                *position,
+                types=("text", "int8", "float8", "int8"),
+            )
+        if got.records:
+            yield got.records
+        if not moved or taken >= policy.scan_max_events or (
+                stats.bytes_read >= policy.scan_max_bytes):  # fmt: skip
+            return
 
 
-def wanted(database: str) -> Callable[[Record], bool]:
+def wanted(database: str, fmt: str) -> Wanted:
     """Which log records the scan takes in: this database's ERRORs, not pgheal's own."""
-    return lambda record: (
-        record.severity == "ERROR" and record.database == database and not raised_by_pgheal(record)
-    )
+    return Wanted(database, fmt, lambda record: not raised_by_pgheal(record))
 
 
 def skip_backlog() -> str:
@@ -261,63 +283,122 @@ def raised_by_pgheal(record: Record) -> bool:
 # -- fingerprints and patterns --------------------------------------------------------------
 
 
-def observe(log_file: str, record: Record, stats: Stats) -> None:
-    """Record one error: its event, its fingerprint's counters, its pattern's counters."""
-    fp = fingerprint(record.sqlstate, record.message)
-    stats.events += 1
-    fetch(
-        """INSERT INTO heal.error_events (logged_at, database, user_name, application_name,
-                  session_start, sqlstate, message, detail, statement, fingerprint, log_file,
-                  log_offset)
-           SELECT e.logged_at, e.database, e.user_name, e.application_name, e.session_start,
-                  e.sqlstate, e.message, e.detail, e.statement, e.fingerprint, e.log_file,
-                  e.log_offset
-             FROM jsonb_to_record($1::jsonb) AS e(logged_at timestamptz, database text,
-                  user_name text, application_name text, session_start timestamptz,
-                  sqlstate text, message text, detail text, statement text, fingerprint text,
-                  log_file text, log_offset bigint)""",
-        json.dumps(
-            {
-                "logged_at": record.logged_at,
-                "database": record.database,
-                "user_name": record.user,
-                "application_name": record.application,
-                "session_start": record.session_start,
-                "sqlstate": record.sqlstate,
-                "message": record.message,
-                "detail": record.detail,
-                "statement": record.statement,
-                "fingerprint": fp.id,
-                "log_file": log_file,
-                "log_offset": record.offset,
-            }
-        ),
-    )
-    after_fix = fetch_value(
-        """INSERT INTO heal.error_fingerprints AS f (fingerprint, pattern, sqlstate, message,
-                  object, times_seen, first_seen, last_seen)
-           VALUES ($1, $2, $3, $4, $5, 1, $6::timestamptz, $6::timestamptz)
-           ON CONFLICT (fingerprint) DO UPDATE
-              SET times_seen = f.times_seen + 1,
-                  last_seen = greatest(f.last_seen, EXCLUDED.last_seen),
-                  seen_after_fix = f.seen_after_fix + (f.fixed_at IS NOT NULL
-                      AND coalesce($7::timestamptz, EXCLUDED.last_seen) > f.fixed_at)::int
-           RETURNING f.fixed_at IS NOT NULL AND f.seen_after_fix > 0 AND NOT f.ineffective""",
-        fp.id,
-        fp.pattern,
-        record.sqlstate,
-        record.message,
-        fp.missing.describe() if fp.missing else None,
-        record.logged_at,
-        record.session_start,
-        types=("text", "text", "text", "text", "text", "text", "text"),
-    )
-    if after_fix:
-        _ineffective(fp, record)
-    _count_pattern(fp, record)
+#: Errors taken in, and held in memory, at a time: a batch's rows are one jsonb value.
+BATCH = 20_000
 
 
-def _ineffective(fp: Fingerprint, record: Record) -> None:
+def observe(batch: list[tuple[str, Record]], stats: Stats) -> None:
+    """Record the errors taken in: their events, and their fingerprints' and patterns'
+    counters, in one statement whatever the number of errors.
+
+    Never a statement per error: updating the same counter row once per error in one
+    transaction leaves a chain of row versions that every next update walks, so the
+    cost would grow with the square of the errors. A fingerprint is worked out once
+    per distinct (SQLSTATE, message).
+    """
+    known: dict[tuple[str | None, str], Fingerprint] = {}
+    first: dict[str, dict] = {}  # fingerprint -> what its counters start with
+    patterns: dict[str, dict] = {}  # pattern -> its objects, in the order last seen
+    rows = []
+    for n, (log_file, record) in enumerate(batch):
+        key = (record.sqlstate, record.message)
+        fp = known.get(key)
+        if fp is None:
+            fp = known[key] = fingerprint(record.sqlstate, record.message)
+        if fp.id not in first:
+            first[fp.id] = {"fingerprint": fp.id, "pattern": fp.pattern,
+                            "sqlstate": record.sqlstate, "message": record.message,
+                            "object": fp.missing.describe() if fp.missing else None}  # fmt: skip
+        seen = patterns.setdefault(fp.pattern, {"pattern": fp.pattern, "objects": {}})
+        if first[fp.id]["object"] is not None:
+            seen["objects"].pop(first[fp.id]["object"], None)
+            seen["objects"][first[fp.id]["object"]] = None
+        rows.append({
+            "n": n, "logged_at": record.logged_at, "database": record.database,
+            "user_name": record.user, "application_name": record.application,
+            "session_start": record.session_start, "sqlstate": record.sqlstate,
+            "message": record.message, "detail": record.detail,
+            "statement": record.statement, "fingerprint": fp.id, "log_file": log_file,
+            "log_offset": record.offset,
+        })  # fmt: skip
+    if not rows:
+        return
+    for p in patterns.values():
+        p["objects"] = list(p["objects"])[-20:]
+    by_id = {fp.id: fp for fp in known.values()}
+    for row in fetch(_OBSERVE, json.dumps(rows), json.dumps(list(first.values())),
+                     json.dumps(list(patterns.values()))):  # fmt: skip
+        _ineffective(by_id[row["fingerprint"]], row["sqlstate"], row["message"])
+    stats.events += len(rows)
+
+
+#: :func:`observe`'s statement: $1 the errors, $2 their fingerprints (what a new
+#: counter row starts with), $3 their patterns with the objects last seen. An error
+#: counts as seen after a fix when its session began after it (the session may have
+#: cached the old state before). It returns the fingerprints whose fix this batch shows
+#: did not help, the first time.
+_OBSERVE = """
+    WITH e AS (
+        INSERT INTO heal.error_events (logged_at, database, user_name, application_name,
+               session_start, sqlstate, message, detail, statement, fingerprint, log_file,
+               log_offset)
+        SELECT e.logged_at, e.database, e.user_name, e.application_name, e.session_start,
+               e.sqlstate, e.message, e.detail, e.statement, e.fingerprint, e.log_file,
+               e.log_offset
+          FROM jsonb_to_recordset($1::jsonb) AS e(n int, logged_at timestamptz,
+               database text, user_name text, application_name text,
+               session_start timestamptz, sqlstate text, message text, detail text,
+               statement text, fingerprint text, log_file text, log_offset bigint)
+         ORDER BY e.n
+        RETURNING fingerprint, logged_at, session_start),
+    m AS (
+        SELECT * FROM jsonb_to_recordset($2::jsonb) AS m(fingerprint text, pattern text,
+               sqlstate text, message text, object text)),
+    g AS (
+        SELECT e.fingerprint, count(*) AS times, min(e.logged_at) AS first_seen,
+               max(e.logged_at) AS last_seen,
+               count(*) FILTER (WHERE coalesce(e.session_start, e.logged_at) > f.fixed_at)
+                   AS after_fix
+          FROM e LEFT JOIN heal.error_fingerprints f ON f.fingerprint = e.fingerprint
+         GROUP BY e.fingerprint),
+    counted AS (
+        INSERT INTO heal.error_fingerprints AS f (fingerprint, pattern, sqlstate, message,
+               object, times_seen, first_seen, last_seen, seen_after_fix)
+        SELECT g.fingerprint, m.pattern, m.sqlstate, m.message, m.object, g.times,
+               g.first_seen, g.last_seen, g.after_fix
+          FROM g JOIN m ON m.fingerprint = g.fingerprint
+        ON CONFLICT (fingerprint) DO UPDATE
+           SET times_seen = f.times_seen + EXCLUDED.times_seen,
+               last_seen = greatest(f.last_seen, EXCLUDED.last_seen),
+               seen_after_fix = f.seen_after_fix + EXCLUDED.seen_after_fix
+        RETURNING f.fingerprint, f.sqlstate, f.message, f.fixed_at IS NOT NULL
+                  AND f.seen_after_fix > 0 AND NOT f.ineffective AS ineffective),
+    patterns AS (
+        INSERT INTO heal.universal_error_patterns AS p (pattern, sqlstate, category,
+               auto_fixable, fix_description, source, times_seen, first_seen, last_seen,
+               objects)
+        SELECT m.pattern, coalesce(min(m.sqlstate), ''), 'unhandled', false, 'no known fix',
+               'observed', sum(g.times), min(g.first_seen), max(g.last_seen),
+               (SELECT ARRAY(SELECT jsonb_array_elements_text(o.objects))
+                  FROM jsonb_to_recordset($3::jsonb) AS o(pattern text, objects jsonb)
+                 WHERE o.pattern = m.pattern)
+          FROM g JOIN m ON m.fingerprint = g.fingerprint
+         GROUP BY m.pattern
+        ON CONFLICT (pattern) DO UPDATE
+           SET times_seen = p.times_seen + EXCLUDED.times_seen,
+               first_seen = least(coalesce(p.first_seen, EXCLUDED.first_seen),
+                                  EXCLUDED.first_seen),
+               last_seen = greatest(coalesce(p.last_seen, EXCLUDED.last_seen),
+                                    EXCLUDED.last_seen),
+               objects = (SELECT coalesce(array_agg(k.o ORDER BY k.i), '{}') FROM (
+                   SELECT u.o, u.i FROM unnest(ARRAY(SELECT o FROM unnest(p.objects) o
+                           WHERE o <> ALL(EXCLUDED.objects)) || EXCLUDED.objects)
+                          WITH ORDINALITY AS u(o, i)
+                    ORDER BY u.i DESC LIMIT 20) k))
+    SELECT fingerprint, sqlstate, message FROM counted WHERE ineffective"""
+
+
+def _ineffective(fp: Fingerprint, sqlstate: str | None, message: str) -> None:
     """The error came back, from a session that began after the fix: it did not help."""
     fetch("UPDATE heal.error_fingerprints SET ineffective = true WHERE fingerprint = $1", fp.id)
     fetch(
@@ -328,31 +409,8 @@ def _ineffective(fp: Fingerprint, record: Record) -> None:
     fetch("UPDATE heal.error_fingerprints SET reason_kind = $2 WHERE fingerprint = $1", fp.id,
           reasons.INEFFECTIVE)  # fmt: skip
     _write(records.failure("the fix did not stop the error: marked ineffective",
-                           reasons.INEFFECTIVE, fp.id, sqlstate=record.sqlstate,
-                           message=record.message, detail={"fingerprint": fp.id}))  # fmt: skip
-
-
-def _count_pattern(fp: Fingerprint, record: Record) -> None:
-    fetch(
-        """INSERT INTO heal.universal_error_patterns AS p (pattern, sqlstate, category,
-                  auto_fixable, fix_description, source, times_seen, first_seen, last_seen,
-                  objects)
-           VALUES ($1, coalesce($2, ''), 'unhandled', false, 'no known fix', 'observed', 1,
-                   $3::timestamptz, $3::timestamptz, coalesce(ARRAY[$4], '{}'))
-           ON CONFLICT (pattern) DO UPDATE
-              SET times_seen = p.times_seen + 1,
-                  first_seen = least(coalesce(p.first_seen, EXCLUDED.first_seen),
-                                     EXCLUDED.first_seen),
-                  last_seen = greatest(coalesce(p.last_seen, EXCLUDED.last_seen),
-                                       EXCLUDED.last_seen),
-                  objects = CASE WHEN $4 IS NULL OR $4 = ANY(p.objects) THEN p.objects
-                                 ELSE (p.objects || $4)[greatest(1, cardinality(p.objects) - 18):]
-                            END""",
-        fp.pattern,
-        record.sqlstate,
-        record.logged_at,
-        fp.missing.describe() if fp.missing else None,
-    )
+                           reasons.INEFFECTIVE, fp.id, sqlstate=sqlstate,
+                           message=message, detail={"fingerprint": fp.id}))  # fmt: skip
 
 
 def _write(*events: dict) -> None:

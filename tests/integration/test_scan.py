@@ -11,7 +11,7 @@ import pytest
 from pgheal import deploy, schedule, serverdeps
 from pgheal.cluster import Cluster
 
-from .conftest import connect, extensions, migrate, role_dsn, scalar
+from .conftest import connect, extensions, migrate, psql, role_dsn, scalar
 
 
 @pytest.fixture
@@ -63,6 +63,31 @@ def test_scan_heals_what_an_application_ran_into(fresh_log, dsn):
     assert event == ("postgres", "42883", "SELECT uuid_generate_v4()")
     summary = conn.execute("SELECT status, fixes FROM heal.scans WHERE fixes > 0").fetchone()
     assert summary == ("ok", 1)
+
+
+def test_errors_are_counted_exactly_whatever_the_batches(fresh_log, dsn, conn):
+    conn.execute("UPDATE heal.settings SET value = '700' WHERE name = 'scan_max_events'")
+    conn.execute("UPDATE heal.settings SET value = '1000000' WHERE name = 'min_occurrences'")
+    other = psycopg.conninfo.make_conninfo(dsn, dbname="postgres")
+    errors = [f"SELECT absent_{i % 3}({i})" for i in range(1500)]
+    failing = "".join(f"{sql};\n" for sql in errors)
+    for where in (dsn, other):  # the other database's are not this one's to take in
+        assert psql(where, "-v", "ON_ERROR_STOP=0", "-f", "-", input=failing).returncode == 0
+    scan_until(conn, "SELECT count(*) = 1500 FROM heal.error_events")
+    counts = conn.execute(
+        "SELECT object, times_seen FROM heal.error_fingerprints ORDER BY object"
+    ).fetchall()
+    assert counts == [(f"function absent_{i}(integer)", 500) for i in range(3)]
+    pattern = conn.execute(
+        "SELECT times_seen, objects FROM heal.universal_error_patterns "
+        "WHERE pattern = 'function %(%) does not exist'"
+    ).fetchone()
+    assert pattern[0] == 1500
+    assert sorted(pattern[1]) == [f"function absent_{i}(integer)" for i in range(3)]
+    taken = conn.execute("SELECT statement FROM heal.error_events ORDER BY id").fetchall()
+    assert [t[0] for t in taken] == [f"{sql};" for sql in errors]  # in order, each once
+    scans = conn.execute("SELECT max(events), sum(events) FROM heal.scans").fetchone()
+    assert scans == (700, 1500)
 
 
 def test_nothing_is_read_twice(fresh_log, dsn):
