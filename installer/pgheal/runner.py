@@ -126,6 +126,15 @@ def parts(migration: Migration, force: bool = False) -> list[Part]:
     return result
 
 
+#: The record of a migration's last run; fully qualified: it may run on the user's path.
+_LAST = """SELECT m.statements, m.heals, m.duration_ms FROM heal.migrations AS m
+            WHERE m.name OPERATOR(pg_catalog.=) %s ORDER BY m.id DESC LIMIT 1"""
+
+
+def _counts(row: tuple | None) -> tuple[int, int, float]:
+    return (row[0], row[1], float(row[2] or 0)) if row else (0, 0, 0.0)
+
+
 #: How heal.migrate refuses a migration that changed since it was applied.
 CHANGED = "was applied with another checksum"
 
@@ -144,6 +153,9 @@ class Runner:
             self.console.width = 200  # logs and pipes: keep table rows on one line
         self.notices: list[str] = []
         self.history: history.ToolHistory | None = None
+        #: Part name -> the checksum it was last applied with (None: never), looked up
+        #: once per run.
+        self._checksums: dict[str, str | None] = {}
         conn.add_notice_handler(self._notice)
 
     def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
@@ -152,18 +164,22 @@ class Runner:
         self.console.print(f"  {message}", markup=False)
 
     def applied(self, part: Part) -> bool:
+        if part.name in self._checksums:
+            return self._checksums[part.name] == part.checksum
         row = self.conn.execute(
             "SELECT checksum FROM heal.last_applied(%s)", (part.name,)
         ).fetchone()
         return row is not None and row[0] == part.checksum
 
+    def _look_up(self, pieces: list[Part]) -> None:
+        """What `pieces` were applied with, in one query: not a round trip a file."""
+        self._checksums = dict(self.conn.execute(
+            """SELECT n, (SELECT a.checksum FROM heal.last_applied(n) a)
+                 FROM pg_catalog.unnest(%s::pg_catalog.text[]) AS n""",
+            ([p.name for p in pieces],)).fetchall())  # fmt: skip
+
     def _last(self, name: str) -> tuple[int, int, float]:
-        row = self.conn.execute(
-            """SELECT statements, heals, duration_ms FROM heal.migrations WHERE name = %s
-                ORDER BY id DESC LIMIT 1""",
-            (name,),
-        ).fetchone()
-        return (row[0], row[1], float(row[2] or 0)) if row else (0, 0, 0.0)
+        return _counts(self.conn.execute(_LAST, (name,)).fetchone())
 
     def run(
         self,
@@ -189,6 +205,7 @@ class Runner:
                 "their state"
             )
         split_up = [(m, parts(m, m.name in force)) for m in migrations]
+        self._look_up([p for _, pieces in split_up for p in pieces])
         outcomes: list[Outcome] = []
         with Progress(
             console=self.console, transient=True, disable=not self.console.is_terminal
@@ -217,9 +234,8 @@ class Runner:
             self.console.print(f"{migration.name}" + (f" ({part.outside})" if part.outside else ""),
                                markup=False)  # fmt: skip
             said = len(self.notices)
-            error = self._run_part(part)
+            error, (statements, heals, ms) = self._run_part(part)
             outcome.notices += self.notices[said:]  # what the server said: heals, skips
-            statements, heals, ms = self._last(part.name)
             outcome.statements += statements
             outcome.heals += heals
             outcome.duration_ms += ms
@@ -235,17 +251,20 @@ class Runner:
             self.history.record(migration, round(outcome.duration_ms))
         return outcome
 
-    def _run_part(self, part: Part) -> str | None:
+    def _run_part(self, part: Part) -> tuple[str | None, tuple[int, int, float]]:
+        """Run one part: its error, if any, and what its record says (statements, heals,
+        milliseconds). A transactional part costs one round trip."""
         if part.outside is None:
             try:
-                with session.users_path(self.conn):
+                with session.users_path_pipelined(self.conn):
                     self.conn.execute(
                         "CALL heal.migrate(%s, name => %s, force => %s)",
                         (part.sql, part.name, part.force),
                     )
+                    last = self.conn.execute(_LAST, (part.name,))
             except psycopg.Error as exc:
-                return _describe(exc)
-            return None
+                return _describe(exc), self._last(part.name)
+            return None, _counts(last.fetchone())
         started = time.monotonic()
         error = None
         try:
@@ -254,7 +273,7 @@ class Runner:
         except psycopg.Error as exc:
             error = _describe(exc)
         self._record(part, started, error)
-        return error
+        return error, self._last(part.name)
 
     def _record(self, part: Part, started: float, error: str | None) -> None:
         """A statement the CLI ran at top level goes into the history like the rest."""

@@ -52,6 +52,25 @@ def users_path(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
             conn.execute(_SET, (OWN_PATH,))
 
 
+@contextmanager
+def users_path_pipelined(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """:func:`users_path` in one round trip: the path set, the statements the caller
+    queues, the path as they leave it read and pgheal's set back, all in one pipeline.
+    Its statements share one implicit transaction, so a failure takes the path change
+    back with everything else: the session stays on pgheal's path. What the caller
+    queues must be fully qualified, as if on any path."""
+    given = _given.get(conn)
+    with conn.pipeline():
+        if given is not None:
+            conn.execute(_SET, (given,))
+        yield conn
+        if given is not None:
+            left = conn.execute("SELECT pg_catalog.current_setting('search_path')")
+            conn.execute(_SET, (OWN_PATH,))
+    if given is not None:
+        _given[conn] = left.fetchone()[0]
+
+
 def own_conninfo(dsn: str, **changes: str) -> str:
     """`dsn` with `changes`, for a connection only pgheal's own queries use (pg_cron's
     database, a database a job names): it starts on pgheal's own path, whatever that
