@@ -8,11 +8,15 @@ the machine's load of the moment, so this is steadier than a ratio of medians):
 - a migration needing three heals, and one needing five (predicted and reactive),
   against the same migration with its dependencies present;
 - ``heal.plan`` on the 1,000-statement migration;
-- the predictive DDL trigger on vs off, on 2,000 DDL statements through ``psql -1 -f``,
-  and the floor of its design: the same trigger calling PL/Python that does nothing;
-- the extension catalog build, for every extension the server has;
-- the memory ``heal.migrate`` adds to its backend (VmHWM) for seed scripts of 1,000 to
-  1,000,000 INSERT statements, against the size of the script.
+- ``pgheal migrate`` against the real ``dbmate up`` on the same 200-file folder;
+- seed scripts of 1,000 to 1,000,000 statements: ``heal.migrate`` against the in-server
+  floor (a PL/pgSQL loop executing each statement) and ``psql -1 -f``, with the memory
+  ``heal.migrate`` adds to its backend (VmHWM) against the size of the script;
+- the predictive DDL trigger on vs off, on 2,000 DDL statements through ``psql -1 -f``
+  in three workloads (public, schema-qualified, an application schema), and the floor
+  of its design: the same trigger calling PL/Python that does nothing;
+- ``CALL heal.scan()`` on the server log: idle, this database's errors, another's lines;
+- the extension catalog build, for every extension the server has.
 
 The cluster lives in memory (``/dev/shm``) when there is room: on a disk filesystem,
 creating the files of thousands of tables right after dropping the thousands of the
@@ -22,6 +26,7 @@ figures would be about the filesystem.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,36 +51,77 @@ DDL_ROUNDS = 15
 TEMPLATE = "bench_template"
 
 
-def clean_migration(statements: int = 1000) -> str:
-    """A realistic mix: tables, indexes, comments, a view, inserts."""
-    out = []
+def repeated(group: Callable[[int], list[str]], statements: int, head: tuple[str, ...] = ()) -> str:
+    """`head`, then ``group(0)``, ``group(1)``, ... up to `statements` statements."""
+    out = list(head)
     i = 0
     while len(out) < statements:
-        out += [
-            f"CREATE TABLE t{i} (id bigserial PRIMARY KEY, name text NOT NULL, "
-            f"created_at timestamptz NOT NULL DEFAULT now(), score numeric(10, 2));",
-            f"CREATE INDEX t{i}_name_idx ON t{i} (name);",
-            f"COMMENT ON TABLE t{i} IS 'table number {i}';",
-            f"INSERT INTO t{i} (name, score) VALUES ('a', 1.5), ('b', 2.5);",
-            f"CREATE VIEW v{i} AS SELECT name, score FROM t{i} WHERE score > 1;",
-        ]
+        out += group(i)
         i += 1
     return "\n".join(out[:statements]) + "\n"
+
+
+def clean_migration(statements: int = 1000) -> str:
+    """A realistic mix: tables, indexes, comments, a view, inserts."""
+    return repeated(lambda i: [
+        f"CREATE TABLE t{i} (id bigserial PRIMARY KEY, name text NOT NULL, "
+        f"created_at timestamptz NOT NULL DEFAULT now(), score numeric(10, 2));",
+        f"CREATE INDEX t{i}_name_idx ON t{i} (name);",
+        f"COMMENT ON TABLE t{i} IS 'table number {i}';",
+        f"INSERT INTO t{i} (name, score) VALUES ('a', 1.5), ('b', 2.5);",
+        f"CREATE VIEW v{i} AS SELECT name, score FROM t{i} WHERE score > 1;",
+    ], statements)  # fmt: skip
 
 
 def ddl_workload(statements: int = 2000) -> str:
     """DDL only, as migration tools send it through psql -f: tables, indexes, functions."""
-    out = []
-    i = 0
-    while len(out) < statements:
-        out += [
-            f"CREATE TABLE d{i} (id bigint PRIMARY KEY, label text NOT NULL, at timestamptz);",
-            f"CREATE INDEX d{i}_label_idx ON d{i} (label);",
-            f"CREATE FUNCTION d{i}_count() RETURNS bigint LANGUAGE sql "
-            f"AS $$ SELECT count(*) FROM d{i} $$;",
-        ]
-        i += 1
-    return "\n".join(out[:statements]) + "\n"
+    return repeated(lambda i: [
+        f"CREATE TABLE d{i} (id bigint PRIMARY KEY, label text NOT NULL, at timestamptz);",
+        f"CREATE INDEX d{i}_label_idx ON d{i} (label);",
+        f"CREATE FUNCTION d{i}_count() RETURNS bigint LANGUAGE sql "
+        f"AS $$ SELECT count(*) FROM d{i} $$;",
+    ], statements)  # fmt: skip
+
+
+def qualified_ddl(statements: int = 2000) -> str:
+    """DDL that names its schemas, as real migrations often write it."""
+    return repeated(lambda i: [
+        f"CREATE TABLE app.q{i} (id bigint PRIMARY KEY, label text NOT NULL, at timestamptz);",
+        f"CREATE INDEX q{i}_label_idx ON app.q{i} (label);",
+        f"CREATE VIEW w.v{i} AS SELECT id, label FROM app.q{i} WHERE at IS NOT NULL;",
+    ], statements, ("CREATE SCHEMA app;", "CREATE SCHEMA w;"))  # fmt: skip
+
+
+def application_ddl(statements: int = 2000) -> str:
+    """What an application's migrations hold, in its own schema, on its search_path:
+    tables with defaults and checks, indexes, views, functions."""
+    return repeated(lambda i: [
+        f"CREATE TABLE shop.orders{i} (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+        f"customer text NOT NULL, total numeric(12, 2) NOT NULL DEFAULT 0 "
+        f"CHECK (total >= 0), placed_at timestamptz NOT NULL DEFAULT now(), "
+        f"meta jsonb NOT NULL DEFAULT '{{}}');",
+        f"CREATE INDEX orders{i}_customer_idx ON shop.orders{i} (customer, placed_at DESC);",
+        f"CREATE INDEX orders{i}_meta_idx ON shop.orders{i} USING gin (meta);",
+        f"CREATE VIEW shop.recent{i} AS SELECT customer, sum(total) AS spent "
+        f"FROM shop.orders{i} WHERE placed_at > now() - interval '30 days' GROUP BY customer;",
+        f"CREATE FUNCTION shop.spent{i}(who text) RETURNS numeric LANGUAGE sql STABLE "
+        f"AS $$ SELECT coalesce(sum(total), 0) FROM shop.orders{i} WHERE customer = who $$;",
+    ], statements, ("CREATE SCHEMA shop;", "SET search_path = shop, public;"))  # fmt: skip
+
+
+def dbmate_folder(folder: Path, files: int = 200) -> Path:
+    """A dbmate project of `files` small migrations, nothing to heal: a table, an index,
+    two rows each."""
+    migrations = folder / "db" / "migrations"
+    migrations.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (migrations / f"2024010100{i:04d}_table_{i}.sql").write_text(
+            f"-- migrate:up\nCREATE TABLE r{i} (id bigserial PRIMARY KEY, name text NOT NULL);\n"
+            f"CREATE INDEX r{i}_name_idx ON r{i} (name);\n"
+            f"INSERT INTO r{i} (name) VALUES ('a');\nINSERT INTO r{i} (name) VALUES ('b');\n"
+            f"-- migrate:down\nDROP TABLE r{i};\n"
+        )
+    return migrations
 
 
 THREE_HEALS = """CREATE TABLE app.users (
@@ -100,6 +146,8 @@ DO $$ BEGIN
                    current_database());
 END $$;
 """
+FLOOR = """CREATE FUNCTION bench_floor(statements text[]) RETURNS void LANGUAGE plpgsql
+AS $$ DECLARE s text; BEGIN FOREACH s IN ARRAY statements LOOP EXECUTE s; END LOOP; END $$"""
 REACTIVE = "UPDATE heal.settings SET value = 'off' WHERE name = 'predict';"
 TRIGGER_OFF = "UPDATE heal.settings SET value = 'off' WHERE name = 'predictive';"
 #: The floor of the trigger's design: its PL/pgSQL wrapper calling PL/Python that does
@@ -154,6 +202,18 @@ class Bench:
 
         return run
 
+    def dbmate_up(self, dsn: str, migrations: Path) -> float:
+        """The real dbmate, as a project runs it: ``dbmate up`` in the project's folder."""
+        url = dsn.replace("postgresql://", "postgres://", 1) + "&sslmode=disable"
+        started = time.perf_counter()
+        subprocess.run([tool("dbmate"), "--no-dump-schema", "up"], check=True,
+                       capture_output=True, cwd=migrations.parent.parent,
+                       env={**os.environ, "DATABASE_URL": url})  # fmt: skip
+        return time.perf_counter() - started
+
+    def pgheal_migrate(self, dsn: str, migrations: Path) -> float:
+        return self.timed([tool("pgheal"), "migrate", "--dsn", dsn, str(migrations)])
+
     def compare(
         self, path: Path, variants: list[tuple[str, Runner]], rounds: int = RUNS
     ) -> list[Timing]:
@@ -185,18 +245,27 @@ class Bench:
         self.drop(dsn)
         return statistics.median(float(b[0]) for b in builds), builds[0][1], builds[0][2]
 
-    def memory(self, sql: str) -> float:
-        """What one ``heal.migrate`` of `sql` adds to its backend's peak memory, in MB, in a
-        backend that has loaded pgheal and its parser already."""
-        dsn = self.fresh_db()
+    def migrate_call(self, dsn: str, sql: str) -> tuple[float, float]:
+        """One ``CALL heal.migrate`` of `sql`: its time, and what it adds to its backend's
+        peak memory (VmHWM, MB) in a backend that has loaded pgheal and its parser."""
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CALL heal.migrate('SELECT 1')")
             pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
             before = peak_mb(pid)
+            started = time.perf_counter()
             conn.execute("CALL heal.migrate(%s)", (sql,))
-            grown = peak_mb(pid) - before
-        self.drop(dsn)
-        return grown
+            return time.perf_counter() - started, peak_mb(pid) - before
+
+    @staticmethod
+    def floor_call(dsn: str, statements: list[str]) -> float:
+        """The in-server floor: the same statements executed one by one by a PL/pgSQL loop,
+        in one transaction, with nothing added (no split, analysis, subtransaction or
+        record): what heal.migrate can approach and never beat."""
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(FLOOR)
+            started = time.perf_counter()
+            conn.execute("SELECT bench_floor(%s)", (statements,))
+            return time.perf_counter() - started
 
 
 def failing_script(errors: int) -> str:
@@ -270,6 +339,15 @@ def seed_script(rows: int) -> str:
     )
 
 
+def tool(name: str) -> str:
+    """A migration tool of the venv's (PyPI packages), or the system's."""
+    here = Path(sys.executable).with_name(name)
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise SystemExit(f"bench: {name} is not installed; make test installs it")
+    return found
+
+
 def peak_mb(pid: int) -> float:
     """A backend's peak resident memory (VmHWM), in MB."""
     with open(f"/proc/{pid}/status") as status:
@@ -309,17 +387,28 @@ def clean_and_heals(bench: Bench, files: dict[str, Path]) -> None:
     print(line("reactive heals", reactive, present))
 
 
+#: The trigger's workloads: what the file holds, and its label.
+DDL_WORKLOADS = {
+    "ddl": "DDL in public (tables, indexes, functions)",
+    "qualified": "schema-qualified DDL (app.t, w.v)",
+    "application": "an application schema (defaults, checks, indexes, views, functions)",
+}
+
+
 def trigger(bench: Bench, files: dict[str, Path]) -> None:
-    off, floor, on = bench.compare(
-        files["ddl"],
-        [(TRIGGER_OFF, bench.psql_file), (PYTHON_FLOOR, bench.psql_file), ("", bench.psql_file)],
-        DDL_ROUNDS,
-    )
     print(f"2,000 DDL statements through psql -1 -f, predictive trigger off vs on "
-          f"(median of {DDL_ROUNDS} rounds):")  # fmt: skip
-    print(line("trigger off", off))
-    print(line("PL/Python doing nothing", floor, off))
-    print(line("trigger on", on, off, "  (target <= 1.10)"))
+          f"(median of {DDL_ROUNDS} rounds), three workloads:")  # fmt: skip
+    for name, label in DDL_WORKLOADS.items():
+        off, floor, on = bench.compare(
+            files[name],
+            [(TRIGGER_OFF, bench.psql_file), (PYTHON_FLOOR, bench.psql_file),
+             ("", bench.psql_file)],
+            DDL_ROUNDS,
+        )  # fmt: skip
+        print(f" {label}:")
+        print(line("trigger off", off))
+        print(line("PL/Python doing nothing", floor, off))
+        print(line("trigger on", on, off, "  (target <= 1.10)"))
 
 
 def catalog(bench: Bench, files: dict[str, Path]) -> None:
@@ -330,14 +419,57 @@ def catalog(bench: Bench, files: dict[str, Path]) -> None:
     )
 
 
-def memory(bench: Bench, files: dict[str, Path]) -> None:
-    print("backend memory of CALL heal.migrate, seed scripts (target <= 3 x script + 64 MB):")
-    for rows in (1_000, 10_000, 100_000, 1_000_000):
-        sql = seed_script(rows)
-        size = len(sql.encode()) / 2**20
-        grown = bench.memory(sql)
-        print(f"  {rows:>9,} statements {size:7.1f} MB script   +{grown:6.1f} MB peak"
-              f"   (target {3 * size + 64:.0f} MB)")  # fmt: skip
+#: Statements of the scaling table, and the rounds each size runs.
+SCALES = {1_000: 7, 10_000: 5, 100_000: 3, 1_000_000: 1}
+
+
+def scaling(bench: Bench, files: dict[str, Path]) -> None:
+    """Seed scripts of 1,000 to 1,000,000 statements: heal.migrate against the in-server
+    floor and psql -1 -f, in paired rounds, and the backend memory heal.migrate adds."""
+    print("seed scripts (a table, one INSERT a row): CALL heal.migrate against the in-server "
+          "floor and psql -1 -f\n(targets: <= 1.5 x floor, <= 1.0 x psql, "
+          "memory <= 3 x script + 64 MB):")  # fmt: skip
+    print(f"  {'statements':>10} {'script':>8} {'migrate':>9} {'floor':>9} {'psql':>9} "
+          f"{'/floor':>7} {'/psql':>6} {'+memory':>9} {'target':>7}")  # fmt: skip
+    for size, rounds in SCALES.items():
+        sql = seed_script(size)
+        path = files["clean"].parent / f"seed_{size}.sql"
+        path.write_text(sql)
+        statements = sql.splitlines()
+        migrate, floor, psql, grown = [], [], [], []
+        for _ in range(rounds):
+            for variant in ("migrate", "floor", "psql"):
+                dsn = bench.fresh_db(TRIGGER_OFF if variant != "migrate" else "")
+                if variant == "migrate":
+                    took, added = bench.migrate_call(dsn, sql)
+                    migrate.append(took)
+                    grown.append(added)
+                elif variant == "floor":
+                    floor.append(bench.floor_call(dsn, statements))
+                else:
+                    psql.append(bench.psql_file(dsn, path))
+                bench.drop(dsn)
+        path.unlink()
+        mb = len(sql.encode()) / 2**20
+        over_floor = statistics.median(m / f for m, f in zip(migrate, floor, strict=True))
+        over_psql = statistics.median(m / p for m, p in zip(migrate, psql, strict=True))
+        print(f"  {size:>10,} {mb:6.1f}MB {statistics.median(migrate):8.2f}s "
+              f"{statistics.median(floor):8.2f}s {statistics.median(psql):8.2f}s "
+              f"{over_floor:7.2f} {over_psql:6.2f} {max(grown):7.1f}MB "
+              f"{3 * mb + 64:5.0f}MB")  # fmt: skip
+
+
+def runner(bench: Bench, files: dict[str, Path]) -> None:
+    """pgheal migrate against the real dbmate on the same folder, nothing to heal."""
+    migrations = dbmate_folder(files["clean"].parent / "dbmate")
+    count = len(list(migrations.iterdir()))
+    dbmate, pgheal = bench.compare(
+        migrations, [(TRIGGER_OFF, bench.dbmate_up), ("", bench.pgheal_migrate)]
+    )
+    print(f"{count} dbmate migrations (a table, an index, two rows each), nothing to heal "
+          f"(median of {RUNS} rounds):")  # fmt: skip
+    print(line("dbmate up", dbmate))
+    print(line("pgheal migrate", pgheal, dbmate, "  (target <= 1.0)"))
 
 
 def scan(bench: Bench, files: dict[str, Path]) -> None:
@@ -346,8 +478,8 @@ def scan(bench: Bench, files: dict[str, Path]) -> None:
 
 #: The sections of ``make bench``, in the order they run; ``bench.py NAME ...`` runs some.
 SECTIONS: dict[str, Callable[[Bench, dict[str, Path]], None]] = {
-    "migrate": clean_and_heals, "trigger": trigger, "scan": scan, "catalog": catalog,
-    "memory": memory,
+    "migrate": clean_and_heals, "runner": runner, "scaling": scaling, "trigger": trigger,
+    "scan": scan, "catalog": catalog,
 }  # fmt: skip
 
 
@@ -369,8 +501,10 @@ def main(argv: list[str]) -> int:
             deploy.install(conn, python_path)
         bench = Bench(cluster)
         files = {}
-        for name, text in (("clean", clean_migration()), ("three", THREE_HEALS),
-                           ("five", FIVE_HEALS), ("ddl", ddl_workload())):  # fmt: skip
+        texts = {"clean": clean_migration(), "three": THREE_HEALS, "five": FIVE_HEALS,
+                 "ddl": ddl_workload(), "qualified": qualified_ddl(),
+                 "application": application_ddl()}  # fmt: skip
+        for name, text in texts.items():
             files[name] = Path(tmp, f"{name}.sql")
             files[name].write_text(text)
         for name, section in SECTIONS.items():

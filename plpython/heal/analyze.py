@@ -568,10 +568,14 @@ def _reference(node_type: str, node: dict, access_method: str | None = None) -> 
     return None
 
 
-#: What :func:`signature` leaves to the full analysis: schema-qualified objects (whose
-#: schema may be missing), operator classes (which depend on the access method), table
-#: samples, and types given by OID (which the parser does not make).
-_NOT_LONE = re.compile(r'"(?:schemaname|newschema|opclass|RangeTableSample|typeOid)":')
+#: What :func:`signature` leaves to the full analysis: a schema moved to, operator
+#: classes (which depend on the access method), table samples, and types given by OID
+#: (which the parser does not make).
+_NOT_LONE = re.compile(r'"(?:newschema|opclass|RangeTableSample|typeOid)":')
+#: The schema a relation is qualified with (a RangeVar's, or CREATE SCHEMA's own).
+_SCHEMA_NAME = re.compile(r'"schemaname":"((?:[^"\\]|\\.)*)"')
+#: The mark of the schemas a signature names, as ``(SCHEMAS, names)``.
+SCHEMAS = "schemas"
 _STRING = r'\{"String":\{"sval":"((?:[^"\\]|\\.)*)"\}\}'
 #: The start of a node :func:`_reference` reads (a FuncCall, TypeName or A_Expr: their
 #: first field), up to what it reads there: the name list, then whether a function has
@@ -616,8 +620,10 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
 
     Two statements with equal signatures have equal refs, whatever their tables,
     columns and constants: the DDL trigger keeps the verdict per signature, and
-    computes this without decoding the tree. None for what it leaves to the full
-    analysis, and for several statements.
+    computes this without decoding the tree. The schemas the statement qualifies
+    relations or what it creates with are part of it, marked (:func:`named_schemas`):
+    whether they exist is the catalog's to say, each time. None for what it leaves to
+    the full analysis, and for several statements.
     """
     if tree_json.count('{"stmt":{') != 1 or _NOT_LONE.search(tree_json):
         return None
@@ -636,14 +642,17 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
         if access_method and access_method[1] in _EXTENSIBLE_AMS:
             return None  # the indexed table's column types decide, not the statement
     head: tuple = (kind[1],)
+    schemas = _SCHEMA_NAME.findall(tree_json)
     start = 0  # where the nodes start: after the name a CREATE FUNCTION gives
     if kind[1] == "IndexStmt":
         access_method = _ACCESS_METHOD.search(tree_json)  # the first is the statement's
         head = (kind[1], access_method and access_method[1])
     elif kind[1] in _NAMED_CREATES:
         created = _CREATED_NAME.search(tree_json)  # the first is the created object's
-        if created is None or created[2]:
-            return None  # like app.f(): the schema may be missing
+        if created is None:
+            return None
+        if created[2]:  # like app.f(): in schema app
+            schemas.append(created[1])
         start = created.end()
         body = _STRING_BODY.search(tree_json) if _SQL_LANGUAGE in tree_json else None
         if body:
@@ -654,6 +663,8 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
             if inner is None:
                 return None
             head = (kind[1], inner)
+    if schemas:
+        head = (*head, (SCHEMAS, tuple(schemas)))
     if '}}],"args"' not in tree_json:  # no function call has arguments
         return (*head, *_NODE.findall(tree_json, start))
     nodes = []
@@ -663,6 +674,18 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
             read += str(len(_DECODER.raw_decode(tree_json, match.start())[0]["args"]))
         nodes.append(read)
     return (*head, *nodes)
+
+
+def named_schemas(shape: tuple) -> set[str]:
+    """The schemas a :func:`signature` names, a body's too, decoded."""
+    found: set[str] = set()
+    for part in shape:
+        if isinstance(part, tuple):
+            if len(part) == 2 and part[0] == SCHEMAS and isinstance(part[1], tuple):
+                found.update(json.loads(f'"{name}"') for name in part[1])
+            else:
+                found |= named_schemas(part)
+    return found
 
 
 def names(statements: list[Statement], path: list[str] | None = None) -> Names:

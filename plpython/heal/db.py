@@ -62,10 +62,23 @@ def _qualified_type(name: str) -> str:
     return name if "." in name else f"pg_catalog.{name}"
 
 
+#: Plans of :func:`fetch`'s queries, per backend: preparing and planning one costs more
+#: than running it, and the DDL trigger runs some for every statement. PostgreSQL
+#: re-plans a saved plan whose catalogs changed. The queries are pgheal's own, a bounded
+#: set of texts; the bound is a guard.
+_PLANS: dict[tuple[str, tuple[str, ...]], Any] = {}
+_PLANS_SIZE = 256
+
+
 def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
     if not args:
         return list(plpy.execute(query))
-    plan_ = plpy.prepare(query, [_qualified_type(t) for t in types or ("text",) * len(args)])
+    key = (query, types or ("text",) * len(args))
+    plan_ = _PLANS.get(key)
+    if plan_ is None:
+        if len(_PLANS) >= _PLANS_SIZE:
+            _PLANS.pop(next(iter(_PLANS)))
+        plan_ = _PLANS[key] = plpy.prepare(query, [_qualified_type(t) for t in key[1]])
     return list(plpy.execute(plan_, list(args)))
 
 

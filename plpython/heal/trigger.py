@@ -20,13 +20,17 @@ from .errors import PATTERNS, Missing
 from .searchpath import appended
 from .snapshot import builtins, take_snapshot
 
-#: Hashes of (role, search_path, query text) whose needs were met, per backend: DDL
-#: that repeats costs one lookup.
+#: Hashes of (role, search_path, query text) whose needs pg_catalog alone met, per
+#: backend (nothing a session can drop or roll back): DDL that repeats costs one lookup.
 _MET: OrderedDict[int, None] = OrderedDict()
 _MET_SIZE = 2000
 #: Signatures (:func:`analyze.signature`) of statements pg_catalog alone satisfies,
 #: per backend: most DDL, told apart by its shape after the first of its kind.
 _BUILTIN_ONLY: OrderedDict[tuple, None] = OrderedDict()
+#: (signature, role) of statements that needed nothing but pg_catalog and the schemas
+#: their signature names, per backend: met again while those schemas exist, which the
+#: catalog is asked each time (a schema dropped, or rolled back, in any session).
+_SCHEMAS_ONLY: OrderedDict[tuple, frozenset[str]] = OrderedDict()
 
 
 def heal_ddl(query: str, role: str, search_path: str) -> str | None:
@@ -51,19 +55,30 @@ def _analysed(
     on_path = shape is not None and shape[0] in analyze.CREATES_ON_PATH
     if on_path:  # where an unqualified CREATE lands depends on the path: one verdict each
         shape = (shape, role, search_path)
-    found = None
-    if shape not in _BUILTIN_ONLY:
-        analysed = [analyze.statement(tree, pglast, text)
-                    for tree, text in analyze.with_texts(tree_json, query)]  # fmt: skip
-        if shape is not None and _only_builtins(analysed[0]) and (
-                not on_path or _lands_somewhere(role, search_path)):  # fmt: skip
-            _remember(_BUILTIN_ONLY, shape)
-        else:
-            path = session_search_path(search_path, role)
-            found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)),
-                                    path)  # fmt: skip
+    schemas = analyze.named_schemas(shape) if shape is not None else set()
+    # The schemas a statement names may have been dropped or rolled back since, in any
+    # session: the catalog is asked each time. Only a verdict on pg_catalog's names
+    # alone is kept for the statement's very text.
+    lands = not on_path or _lands_somewhere(role, search_path)
+    if lands and shape in _BUILTIN_ONLY:
+        if not on_path:
+            _remember(_MET, key)
+        return None
+    if lands and schemas and _all_exist(_SCHEMAS_ONLY.get((shape, role))):
+        _SCHEMAS_ONLY.move_to_end((shape, role))
+        return None
+    analysed = [analyze.statement(tree, pglast, text)
+                for tree, text in analyze.with_texts(tree_json, query)]  # fmt: skip
+    if shape is not None and not schemas and lands and _only_builtins(analysed[0]):
+        _remember(_BUILTIN_ONLY, shape)
+        if not on_path:
+            _remember(_MET, key)
+        return None
+    path = session_search_path(search_path, role)
+    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)), path)
     if not found:
-        _remember(_MET, key)
+        if schemas and lands and _only_schemas(analysed[0]):
+            _remember(_SCHEMAS_ONLY, (shape, role), frozenset(schemas))
         return None
     return _heal(found, role, search_path)
 
@@ -149,7 +164,9 @@ def _refusal(number: int, missing: Missing, detail: dict, why: str) -> None:
 
 
 #: Whether some schema the path names exists, per (role, search_path), per backend: what
-#: an unqualified CREATE needs beyond pg_catalog's names.
+#: an unqualified CREATE needs beyond pg_catalog's names. Kept, as asking costs more than
+#: the rest of the verdict: a schema on the path dropped or rolled back since is not
+#: seen in this backend (the CREATE then fails as without pgheal).
 _PATH_OK: OrderedDict[tuple[str, str], bool] = OrderedDict()
 
 
@@ -159,11 +176,9 @@ def _lands_somewhere(role: str, search_path: str) -> bool:
     if key not in _PATH_OK:
         named = [s for s in session_search_path(search_path, role)
                  if s not in ("pg_catalog", "pg_temp")]  # fmt: skip
-        _PATH_OK[key] = bool(fetch_value(
+        _remember(_PATH_OK, key, bool(named) and bool(fetch_value(
             "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
-            named, types=("name[]",)))  # fmt: skip
-        if len(_PATH_OK) > _MET_SIZE:
-            _PATH_OK.popitem(last=False)
+            named, types=("name[]",))))  # fmt: skip
     return _PATH_OK[key]
 
 
@@ -172,8 +187,23 @@ def _only_builtins(statement: analyze.Statement) -> bool:
     return not analyze.predict([statement], builtins(analyze.names([statement])), [])
 
 
-def _remember(cache: OrderedDict, key: object) -> None:
-    cache[key] = None
+def _only_schemas(statement: analyze.Statement) -> bool:
+    """Whether pg_catalog has all `statement` uses but schemas: what its signature names."""
+    found = analyze.predict([statement], builtins(analyze.names([statement])), [])
+    return all(missing.kind == "schema" for refs in found.values() for missing in refs)
+
+
+def _all_exist(schemas: frozenset[str] | None) -> bool:
+    """Whether every one of `schemas` exists now (None: none known)."""
+    if schemas is None:
+        return False
+    return fetch_value(
+        "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
+        sorted(schemas), types=("name[]",)) == len(schemas)  # fmt: skip
+
+
+def _remember(cache: OrderedDict, key: object, value: object = None) -> None:
+    cache[key] = value
     if len(cache) > _MET_SIZE:
         cache.popitem(last=False)
 

@@ -499,8 +499,10 @@ $$;
 -- CREATE INDEX on plain columns: names without schema or quotes inside, columns with
 -- at most ASC/DESC and NULLS FIRST/LAST, an access method of the core; one statement.
 -- Matched case-insensitively (~*); heal.predict_ddl lets such DDL through at once.
+-- No SET clause, so that the planner inlines it and folds it to a constant: it runs for
+-- every CREATE INDEX. Its only names are schema-qualified, so no path can change it.
 CREATE OR REPLACE FUNCTION heal.plain_index_pattern() RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT pg_catalog.replace(pg_catalog.replace(
         '^\s*create\s+(unique\s+)?index\s+(concurrently\s+)?(if\s+not\s+exists\s+)?(NAME\s+)?'

@@ -87,6 +87,33 @@ def test_a_connection_tells_apart_statements_of_one_shape(conn, dsn):
     assert [e[0] for e in trigger_events(conn)] == ["auto_heal_success"] * 3
 
 
+def test_a_schema_a_statement_of_a_known_shape_names_is_looked_for_each_time(conn, dsn):
+    """The trigger keeps the verdict of DDL that names a schema (``app.t``) per shape; the
+    schema dropped or rolled back since, a statement of that shape still gets it."""
+    with connect(dsn) as app:  # one backend: its verdicts are kept
+        app.execute("CREATE SCHEMA app")
+        app.execute("CREATE TABLE app.a (x int, y text)")  # needs nothing: kept
+        app.execute("CREATE VIEW app.va AS SELECT x FROM app.a WHERE y IS NOT NULL")
+        conn.execute("DROP SCHEMA app CASCADE")  # in another session
+        app.execute("CREATE TABLE app.b (x int, y text)")  # the same shape
+        app.execute("CREATE VIEW app.vb AS SELECT x FROM app.b WHERE y IS NOT NULL")
+        with app.transaction(force_rollback=True):
+            app.execute("DROP SCHEMA app CASCADE")
+            app.execute("CREATE TABLE app.c (x int, y text)")
+        app.execute("CREATE TABLE app.c (x int, y text)")  # app is back: needs nothing
+        with app.transaction(force_rollback=True):
+            app.execute("CREATE SCHEMA w")
+            app.execute("CREATE TABLE w.d (x int, y text)")
+        app.execute("CREATE TABLE w.d (x int, y text)")  # w was rolled back
+    assert scalar(conn, "SELECT count(*) FROM pg_class WHERE relname IN "
+                        "('b', 'vb', 'c', 'd')") == 4  # fmt: skip
+    made = [e[2] for e in trigger_events(conn) if e[0] == "auto_heal_success"]
+    assert [m.split(" AUTHORIZATION")[0] for m in made] == [
+        "CREATE SCHEMA IF NOT EXISTS app",
+        "CREATE SCHEMA IF NOT EXISTS w",
+    ]
+
+
 @pytest.mark.parametrize(
     ("index", "calls_python"),
     [
