@@ -221,10 +221,23 @@ def test_what_references_depend_on_changes_the_signature(one, other):
     assert signature_of(one) != signature_of(other)
 
 
+def test_the_schemas_a_statement_names_are_in_its_signature():
+    """A verdict kept per signature holds only while these schemas exist: the trigger
+    asks each time (``analyze.named_schemas``)."""
+    for sql, schemas in (
+        ("CREATE TABLE app.t (a int)", {"app"}),
+        ("CREATE FUNCTION s.k() RETURNS int LANGUAGE sql AS 'SELECT 1'", {"s"}),
+        ('CREATE VIEW "W x".v AS SELECT a FROM app.t', {"W x", "app"}),
+        ("CREATE FUNCTION k() RETURNS int LANGUAGE sql AS 'SELECT count(*) FROM b.t'", {"b"}),
+        ("CREATE TABLE t (a int)", set()),
+    ):
+        assert analyze.named_schemas(signature_of(sql)) == schemas, sql
+    assert signature_of("CREATE TABLE app.t (a int)") != signature_of("CREATE TABLE w.t (a int)")
+
+
 def test_what_the_signature_leaves_to_the_full_analysis():
     for sql in (
-        "CREATE TABLE app.t (a int)",
-        "CREATE FUNCTION s.k() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "ALTER TABLE t SET SCHEMA app",
         "CREATE INDEX i ON t USING gin (a gin_trgm_ops)",
         "CREATE VIEW v AS SELECT x FROM t TABLESAMPLE system_rows(5)",
         "CREATE TYPE mood AS ENUM ('a'); CREATE TABLE m (x mood)",
