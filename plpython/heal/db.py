@@ -70,6 +70,21 @@ _PLANS: dict[tuple[str, tuple[str, ...]], Any] = {}
 _PLANS_SIZE = 256
 
 
+def _prepare(query: str, types: tuple[str, ...]) -> Any:
+    """A plan for `query` made on :data:`OWN_PATH`, whatever the path now: a saved plan is
+    re-planned on the path it was made on, and it serves every later caller. Not
+    :class:`OwnPath`, whose own queries come through here."""
+    saved = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
+    if saved == OWN_PATH:
+        return plpy.prepare(query, [_qualified_type(t) for t in types])
+    take_own_path()
+    try:
+        return plpy.prepare(query, [_qualified_type(t) for t in types])
+    finally:
+        restore = plpy.quote_literal(saved)
+        plpy.execute(f"SELECT pg_catalog.set_config('search_path', {restore}, true)")
+
+
 def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
     if not args:
         return list(plpy.execute(query))
@@ -78,7 +93,7 @@ def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
     if plan_ is None:
         if len(_PLANS) >= _PLANS_SIZE:
             _PLANS.pop(next(iter(_PLANS)))
-        plan_ = _PLANS[key] = plpy.prepare(query, [_qualified_type(t) for t in key[1]])
+        plan_ = _PLANS[key] = _prepare(query, key[1])
     return list(plpy.execute(plan_, list(args)))
 
 

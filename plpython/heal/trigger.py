@@ -30,7 +30,7 @@ _BUILTIN_ONLY: OrderedDict[tuple, None] = OrderedDict()
 #: (signature, role) of statements that needed nothing but pg_catalog and the schemas
 #: their signature names, per backend: met again while those schemas exist, which the
 #: catalog is asked each time (a schema dropped, or rolled back, in any session).
-_SCHEMAS_ONLY: OrderedDict[tuple, frozenset[str]] = OrderedDict()
+_SCHEMAS_ONLY: OrderedDict[tuple, None] = OrderedDict()
 
 
 def heal_ddl(query: str, role: str, search_path: str) -> str | None:
@@ -64,7 +64,7 @@ def _analysed(
         if not on_path:
             _remember(_MET, key)
         return None
-    if lands and schemas and _all_exist(_SCHEMAS_ONLY.get((shape, role))):
+    if lands and (shape, role) in _SCHEMAS_ONLY and _all_exist(schemas):
         _SCHEMAS_ONLY.move_to_end((shape, role))
         return None
     analysed = [analyze.statement(tree, pglast, text)
@@ -78,7 +78,7 @@ def _analysed(
     found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)), path)
     if not found:
         if schemas and lands and _only_schemas(analysed[0]):
-            _remember(_SCHEMAS_ONLY, (shape, role), frozenset(schemas))
+            _remember(_SCHEMAS_ONLY, (shape, role))
         return None
     return _heal(found, role, search_path)
 
@@ -193,10 +193,8 @@ def _only_schemas(statement: analyze.Statement) -> bool:
     return all(missing.kind == "schema" for refs in found.values() for missing in refs)
 
 
-def _all_exist(schemas: frozenset[str] | None) -> bool:
-    """Whether every one of `schemas` exists now (None: none known)."""
-    if schemas is None:
-        return False
+def _all_exist(schemas: set[str]) -> bool:
+    """Whether every one of `schemas` exists now."""
     return fetch_value(
         "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
         sorted(schemas), types=("name[]",)) == len(schemas)  # fmt: skip
