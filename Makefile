@@ -9,7 +9,7 @@ VENV       := .venv
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed
 
-.PHONY: demo test bench conformance lint deps server-deps clean
+.PHONY: demo test bench bench-network conformance lint deps server-deps clean
 
 demo: server-deps
 	$(BIN)/pgheal demo
@@ -20,6 +20,10 @@ test: server-deps
 
 bench: server-deps
 	$(BIN)/python bench/bench.py
+
+# The learning network: one hub and 8 members, each its own throwaway cluster.
+bench-network: server-deps
+	$(BIN)/python bench/network.py 8
 
 # PostgreSQL's contrib regression scripts, healed (outside make test: it fetches the
 # server's Debian source package once, into .cache/).

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -25,6 +26,7 @@ from . import (
     history,
     layouts,
     monitor,
+    network,
     patterns,
     problems,
     runner,
@@ -172,6 +174,71 @@ def cmd_patterns(args: argparse.Namespace) -> int:
             count = patterns.import_(conn, text)
             _say(args, f"imported {count} patterns", imported=count)
     return 0
+
+
+def cmd_network(args: argparse.Namespace) -> int:
+    if args.action in ("join",) and not args.hub:
+        raise network.NetworkError("pgheal network join needs --hub HUB (the hub's connection)")
+    with _connect(args) as conn:
+        hub = _connect_to(args.hub) if args.hub else None
+        try:
+            result = _network_action(args, conn, hub)
+        finally:
+            if hub is not None:
+                hub.close()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for line in _network_lines(args.action, result):
+        print(line)
+    return 0
+
+
+def _network_action(
+    args: argparse.Namespace, conn: psycopg.Connection, hub: psycopg.Connection | None
+) -> Any:
+    if args.action == "hub":
+        return network.hub(conn).__dict__
+    if args.action == "join":
+        assert hub is not None
+        return network.join(conn, hub, args.member_conninfo or _dsn(args),
+                            args.hub_conninfo or args.hub).__dict__  # fmt: skip
+    if args.action == "leave":
+        return network.leave(conn, hub).__dict__
+    return network.status(conn)
+
+
+def _network_lines(action: str, result: Any) -> list[str]:
+    """What a network command did, for people."""
+    if action == "hub":
+        return [f"hub {'set up' if result['created'] else 'ready'}: publication "
+                f"{result['publication']}, {result['members']} members, "
+                f"{result['patterns']} merged patterns"]  # fmt: skip
+    if action == "join":
+        return [f"joined as member {result['member_id']} ({result['shared']} patterns shared); "
+                f"subscriptions: {result['subscriptions']['hub']} on the hub, "
+                f"{result['subscriptions']['member']} here"]  # fmt: skip
+    if action == "leave":
+        lines = [f"member {result['member_id']} left the network"]
+        lines += [f"  removed {what}" for what in result["removed"]]
+        lines += [f"  left behind: {what}" for what in result["left_behind"]]
+        return lines
+    lines = []
+    for r in result:
+        if r["subscription"] is None:
+            lines.append(f"{r['role']} {r['member_id']}: no subscriptions; "
+                         f"{r['patterns_out']} patterns out")  # fmt: skip
+            continue
+        state = ("running" if r["running"] else "not running") if r["enabled"] else "disabled"
+        lag = f"{r['lag_seconds']:.3f} s" if r["lag_seconds"] is not None else "-"
+        lines.append(f"{r['role']} {r['member_id']} <- {r['peer']} ({r['subscription']}): "
+                     f"{state}, last sync {r['last_sync'] or 'never'}, lag {lag}, "
+                     f"{r['patterns_in']} patterns in, {r['patterns_out']} out")  # fmt: skip
+    return lines
+
+
+def _connect_to(dsn: str) -> psycopg.Connection:
+    return session.take(psycopg.connect(dsn, autocommit=True))
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
@@ -428,6 +495,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attempts", type=int, default=5,
                    help="how many times the tool is run again after heals (default 5)")  # fmt: skip
     p.add_argument("tool", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    p = command("network", cmd_network, "the learning network: make a hub, join or leave "
+                "one, and see its state")  # fmt: skip
+    dsn(p)
+    p.add_argument("action", choices=("hub", "join", "leave", "status"))
+    p.add_argument("--hub", metavar="DSN", help="the hub's connection (join, leave)")
+    p.add_argument("--member-conninfo", metavar="CONNINFO",
+                   help="how the hub's server reaches this member (default: the member's "
+                   "connection)")  # fmt: skip
+    p.add_argument("--hub-conninfo", metavar="CONNINFO",
+                   help="how this member's server reaches the hub (default: --hub)")  # fmt: skip
     p = command("status", cmd_status, "health and the last 24 hours in a few lines")
     dsn(p)
     p = command("doctor", cmd_doctor, "run every health check and say what to do about each")
@@ -459,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         monitor.MonitorError,
         around.RunError,
         history.HistoryError,
+        network.NetworkError,
     ) as exc:
         problem = problems.Problem(str(exc))
     except psycopg.ProgrammingError as exc:

@@ -54,10 +54,16 @@ class Cluster:
         pg_cron: bool = True,
         csvlog: bool = True,
         directory: Path | None = None,
+        logical: bool = False,
+        extra: str = "",
     ) -> None:
         self.port = port
         self.pg_cron = pg_cron
         self.csvlog = csvlog
+        #: wal_level = logical, for the learning network's publications.
+        self.logical = logical
+        #: More postgresql.conf lines.
+        self.extra = extra
         self.bindir = bindir or find_bindir()
         self.root = Path(tempfile.mkdtemp(prefix="pgheal-", dir=directory))
         self.data = self.root / "data"
@@ -88,8 +94,15 @@ class Cluster:
                   "--no-sync", "-E", "UTF8", "--locale", "C.UTF-8")  # fmt: skip
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(self.settings())
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_file), "-w", "start")
+        self.resume()
         return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: :meth:`resume` starts it again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_file), "-w", "start")
 
     def settings(self) -> str:
         socket = str(self.socket_dir)
@@ -100,7 +113,8 @@ class Cluster:
             if self.pg_cron
             else ""
         )
-        return f"""
+        return (
+            f"""
 # pgheal throwaway cluster
 listen_addresses = ''
 port = {self.port}
@@ -109,10 +123,14 @@ unix_socket_directories = '{socket}'
 synchronous_commit = off
 full_page_writes = off
 max_connections = 40
-""" + (
-            "logging_collector = on\nlog_destination = 'csvlog'\nlog_directory = 'log'\n"
-            if self.csvlog
-            else ""
+"""
+            + ("wal_level = logical\n" if self.logical else "")
+            + self.extra
+            + (
+                "logging_collector = on\nlog_destination = 'csvlog'\nlog_directory = 'log'\n"
+                if self.csvlog
+                else ""
+            )
         )
 
     def stop(self) -> None:

@@ -374,6 +374,17 @@ def uninstall(conn: psycopg.Connection, keep_history: bool = True) -> list[str]:
             return [f"pgheal is not installed in database {dbname}: nothing to remove"]
         conn.execute("DROP EVENT TRIGGER IF EXISTS heal_ddl_log")
         conn.execute("DROP EVENT TRIGGER IF EXISTS heal_predict_ddl")
+        joined = conn.execute(
+            "SELECT string_agg(subname, ', ') FROM pg_catalog.pg_subscription "
+            "WHERE subname ~ '^pgheal_' AND subdbid = (SELECT oid FROM pg_catalog.pg_database "
+            "WHERE datname = pg_catalog.current_database())"
+        ).fetchone()[0]
+        if joined:
+            raise InstallError(
+                f"this database is in a learning network (subscriptions {joined}): run "
+                "pgheal network leave (on each member of a hub) first"
+            )
+        conn.execute("DROP PUBLICATION IF EXISTS pgheal_shared, pgheal_network")
         users = dependents(conn)
         if users:
             raise InstallError(

@@ -27,7 +27,7 @@ from .db import (
 )
 from .errors import ANY_ARGS, Missing
 from .extcatalog import install_chain, objects_in, prepare
-from .planner import plan
+from .planner import NetworkPattern, consult_network, plan
 from .policy import Extension, Policy, SchemaInfo, is_temporary_schema
 from .script import Script, ScriptError, split, statement_tree, too_deep
 from .snapshot import take_snapshot
@@ -238,6 +238,26 @@ class DatabaseCatalog:
         )
         return [(r["extension"], r["package"]) for r in rows]
 
+    def network(self, missing: Missing) -> list[NetworkPattern]:
+        # Rows other databases wrote: only names that look like an extension's and an OS
+        # package's are told (they end up in messages), and compared, never run.
+        rows = fetch(
+            """SELECT kind, extension, members, applied, held,
+                      replace(os_package, '{major}',
+                              (current_setting('server_version_num')::int / 10000)::text)
+                          AS package
+                 FROM heal.network_patterns
+                WHERE object_kind = $1 AND object = CASE kind WHEN 'fix' THEN $2 ELSE $3 END
+                  AND extension ~ '^[A-Za-z0-9_.-]{1,63}$'
+                  AND (os_package IS NULL OR os_package ~ '^[a-z0-9{}][a-z0-9+.{}-]{0,99}$')
+                ORDER BY kind = 'fix' DESC, confidence DESC, members DESC, extension""",
+            missing.kind,
+            Missing(missing.kind, missing.name, None, missing.args).describe(),
+            missing.name,
+        )
+        return [NetworkPattern(r["kind"], r["extension"], r["members"], r["applied"],
+                               r["held"], r["package"]) for r in rows]  # fmt: skip
+
     def castable(self, source: str, target: str) -> bool:
         # The type names come from an error message, which any role can make up
         # (RAISE): to_regtype raises on one that does not parse, and that must not
@@ -433,7 +453,8 @@ def _plan_script(sql: str, path: str) -> list[dict]:
     rows = []
     for number, refs in sorted(found.items()):
         for missing in refs:
-            planned = plan(missing, catalog, policy, who)
+            planned = consult_network(plan(missing, catalog, policy, who), missing, catalog,
+                                      policy, who)  # fmt: skip
             if not planned.ok and missing in found.deferred and planned.why == reasons.NO_FIX:
                 continue  # only a PL/pgSQL body names it, and nothing provides it
             rows.append(
@@ -447,6 +468,28 @@ def _plan_script(sql: str, path: str) -> list[dict]:
                 }
             )
     return rows
+
+
+def extension_owns(missing: Missing, extension: str) -> bool:
+    """Whether an object of that kind and name now belongs to `extension`."""
+    catalogs = {"function": "pg_proc", "procedure": "pg_proc", "type": "pg_type",
+                "operator": "pg_operator", "opclass": "pg_opclass"}  # fmt: skip
+    names = {"pg_proc": "proname", "pg_type": "typname", "pg_operator": "oprname",
+             "pg_opclass": "opcname"}  # fmt: skip
+    table = catalogs.get(missing.kind)
+    if table is None:
+        return False
+    return bool(
+        fetch_value(
+            f"""SELECT count(*) FROM pg_catalog.pg_depend d
+                  JOIN pg_catalog.{table} o ON o.oid = d.objid
+                  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+                 WHERE d.classid = 'pg_catalog.{table}'::regclass AND d.deptype = 'e'
+                   AND o.{names[table]} = $1 AND e.extname = $2""",
+            missing.name,
+            extension,
+        )
+    )
 
 
 # -- applying fixes (SECURITY DEFINER side) ----------------------------------------------

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import Missing, classify
+from .typenames import normalize_type
 
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 _IDENTIFIER = re.compile(r'"(?:[^"]|"")*"')
@@ -50,3 +51,16 @@ def of_missing(sqlstate: str | None, missing: Missing) -> Fingerprint:
 
 def _digest(key: str) -> str:
     return hashlib.md5(key.encode()).hexdigest()
+
+
+def shareable(missing: Missing, catalog_types: frozenset[str]) -> Missing | None:
+    """`missing` as the network may see it, or None when it names something of an
+    application's: the schema qualifier goes, and every argument type must be one of
+    `catalog_types` (the system's and installed extensions' type names)."""
+    for arg in missing.args:
+        if arg in ("", "...", "unknown"):
+            continue
+        base = normalize_type(arg).lstrip("_")
+        if base not in catalog_types:
+            return None
+    return Missing(missing.kind, missing.name, None, missing.args)

@@ -13,7 +13,7 @@ from .catalog import DatabaseCatalog
 from .db import caller, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint
-from .planner import Fix, Plan, install_extension, persist_plan, plan
+from .planner import Fix, Plan, consult_network, install_extension, persist_plan, plan
 from .policy import (
     Caller,
     Policy,
@@ -174,12 +174,15 @@ def plan_error(
     fp: Fingerprint, catalog: DatabaseCatalog, policy: Policy, who: Caller
 ) -> tuple[Plan, str]:
     """The plan for an error met outside heal.migrate (the scan, ``pgheal run``): what
-    people taught pgheal for it, else what the catalog says; and which of the two."""
+    people taught pgheal for it, else what the catalog says, else what the learning
+    network knows; and which of the three."""
     learned = learned_plan(fp.id, catalog, policy, who)
     if learned is not None:
         return learned, "learned"
     assert fp.missing is not None
-    return plan(fp.missing, catalog, policy, who), "catalog"
+    planned = consult_network(plan(fp.missing, catalog, policy, who), fp.missing, catalog,
+                              policy, who)  # fmt: skip
+    return planned, "network" if planned.network else "catalog"
 
 
 def fix_error_kind(exc: Exception) -> str:

@@ -287,9 +287,60 @@ def retention() -> Row:
                 f"{current.retention_build_events_days} days")  # fmt: skip
 
 
+#: How long a subscription may go without a message from its publisher (whose
+#: walsender sends one at least every wal_sender_timeout / 2 when idle) before it lags.
+NETWORK_SILENCE_SECONDS = 300
+
+
+def network() -> Row:
+    """The learning network's subscriptions are enabled, running and hearing from
+    their publisher; a member's subscription and a hub's ones to its members exist."""
+    rows = fetch(
+        """SELECT role, subscription, enabled, running,
+                  extract(epoch FROM clock_timestamp() - last_contact)::float8 AS silent
+             FROM heal.network"""
+    )
+    role = rows[0]["role"] if rows else "alone"
+    subs = [r for r in rows if r["subscription"] is not None]
+    problems, fixes = [], []
+    if role == "member" and not subs:
+        problems.append("this database joined a hub, and its subscription to it is gone")
+        fixes.append("pgheal network leave --dsn MEMBER --hub HUB, then pgheal network join")
+    if role == "hub":
+        missing = fetch_value(
+            """SELECT string_agg(n.subscription, ', ') FROM heal.network_members n
+                WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_subscription s
+                                   WHERE s.subname = n.subscription)"""
+        )
+        if missing:
+            problems.append(f"members without a subscription on this hub: {missing}")
+            fixes.append("pgheal network leave --dsn MEMBER --hub HUB, then join again")
+    for r in subs:
+        name = advice.identifier(r["subscription"])
+        if not r["enabled"]:
+            problems.append(f"subscription {r['subscription']} is disabled")
+            fixes.append(f"ALTER SUBSCRIPTION {name} ENABLE;")
+        elif not r["running"]:
+            problems.append(f"subscription {r['subscription']} has no worker running (its "
+                            "publisher is unreachable, or max_logical_replication_workers "
+                            "is used up)")  # fmt: skip
+            fixes.append("see the server log for the worker's error")
+        elif r["silent"] is None or r["silent"] > NETWORK_SILENCE_SECONDS:
+            silent = "never" if r["silent"] is None else f"not for {r['silent'] / 60:.0f} min"
+            problems.append(f"subscription {r['subscription']} lags: its publisher was "
+                            f"heard from {silent}")  # fmt: skip
+            fixes.append("check that the publisher's server is up and reachable from this one")
+    if problems:
+        return _row("network", "error", "; ".join(problems), "; ".join(dict.fromkeys(fixes)))
+    if role == "alone":
+        return _row("network", "ok", "not in a learning network (pgheal network join)")
+    return _row("network", "ok", f"{role}: {len(subs)} subscription{'s' if len(subs) != 1 else ''}"
+                " enabled, running and in touch")  # fmt: skip
+
+
 CHECKS: list[Callable[[], Row]] = [
     plpython, pglast, extension_catalog, pg_cron, scan, cron_runs, log_intake, log_progress,
-    event_triggers, policy, retention,
+    event_triggers, policy, retention, network,
 ]  # fmt: skip
 
 

@@ -45,7 +45,7 @@ from .errors import (
 )
 from .fingerprint import fingerprint, of_missing
 from .fixes import apply_fix_as, fix_error_kind, learned_plan, spi_message
-from .planner import Fix, plan
+from .planner import Fix, consult_network, plan
 from .policy import Caller, Policy, SettingError
 from .script import Lines, ScriptError, Statement, policy_probe, split
 from .searchpath import appended, join_path, split_path
@@ -527,7 +527,12 @@ class Healer:
             learned = learned_plan(fp, self.catalog, self.policy, self.caller)
             if learned is not None:
                 planned, way = learned, "learned"
+        planned = consult_network(planned, missing, self.catalog, self.policy, self.caller)
+        if planned.network is not None:
+            way = "network"
         fields = self._fields(stmt, missing, planned.fixes, way, error)
+        if planned.network is not None:
+            fields["detail"]["network"] = planned.network
         self.run.event("auto_heal_attempt", **fields)
         if not planned.ok:
             reason = planned.refused or planned.reason or "no fix is known"

@@ -76,6 +76,8 @@ class Plan:
     learned: int | None = None
     #: What kind of reason `reason` is (:mod:`heal.reasons`), when it is not NO_FIX.
     kind: str | None = None
+    #: The network pattern this plan applies (:meth:`NetworkPattern.summary`), if any.
+    network: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -85,6 +87,34 @@ class Plan:
     def why(self) -> str:
         """The kind of reason this plan does not heal: refused, else its own, else none known."""
         return reasons.REFUSED if self.refused else self.kind or reasons.NO_FIX
+
+
+@dataclass(frozen=True)
+class NetworkPattern:
+    """A row of ``heal.network_patterns`` about one missing object.
+
+    Kind ``fix``: members fixed this very error by installing `extension`; kind
+    ``provides``: members have `extension` installed, and it provides the object.
+    """
+
+    kind: str
+    extension: str
+    members: int
+    applied: int = 0
+    held: int = 0
+    #: The OS package of the extension on members' hosts, for this server's major version.
+    package: str | None = None
+
+    def describe(self) -> str:
+        where = f"{self.members} member{'s' if self.members != 1 else ''}"
+        if self.kind == "fix":
+            return (f"install extension {self.extension} (fixed it on {where}; "
+                    f"held {self.held} of {self.applied} times)")  # fmt: skip
+        return f"install extension {self.extension} (installed on {where})"
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "extension": self.extension, "members": self.members,
+                "applied": self.applied, "held": self.held}  # fmt: skip
 
 
 class Catalog(Protocol):
@@ -118,6 +148,10 @@ class Catalog(Protocol):
         ...
 
     def extension(self, name: str) -> Extension | None: ...
+
+    def network(self, missing: Missing) -> list[NetworkPattern]:
+        """What the learning network knows of `missing`: fixes first, best first."""
+        ...
 
     def schema_info(self, name: str) -> SchemaInfo | None:
         """Who owns schema `name` and who else can create in it; None if it does not exist."""
@@ -359,3 +393,53 @@ def _with_requirements(ext: Extension, catalog: Catalog) -> list[Extension]:
 
     visit(ext)
     return ordered
+
+
+def consult_network(
+    planned: Plan, missing: Missing, catalog: Catalog, policy: Policy, caller: Caller
+) -> Plan:
+    """`planned` (from pgheal's own knowledge and the catalog), or what the learning
+    network knows when those found no fix: applied only with network_patterns = apply,
+    and always within `policy` (it plans as any fix; :func:`install_extension` and
+    heal.apply_fix check it); otherwise named in the reason."""
+    if policy.network_patterns == "off" or planned.ok or planned.refused:
+        return planned
+    if missing.kind in ("schema", "role", "extension"):
+        return planned  # never application names: the network knows only extensions' objects
+    known = catalog.network(missing)
+    if not known:
+        return planned
+    here = [k for k in known if catalog.extension(k.extension) is not None]
+    if here:
+        best = here[0]
+        if policy.network_patterns == "apply":
+            result = install_extension(
+                best.extension, catalog, policy, caller, missing.schema, missing.describe()
+            )
+            if result.fixes or result.refused:
+                result.network = best.summary()
+                return result
+            return planned
+        return Plan(
+            reason=f"{planned.reason or 'no fix is known here'}; the learning network "
+            f"knows one: {best.describe()}. To let pgheal apply network patterns, as a "
+            f"superuser: UPDATE heal.settings SET value = 'apply' WHERE name = "
+            f"'network_patterns';",
+            kind=reasons.NETWORK_SUGGESTED,
+        )
+    lacking: dict[str, NetworkPattern] = {}
+    for k in known:  # one line per extension, the most members first
+        if k.extension not in lacking or k.members > lacking[k.extension].members:
+            lacking[k.extension] = k
+    told = sorted(lacking.values(), key=lambda k: (-k.members, k.extension))
+    which = " or ".join(
+        f"extension {k.extension}, available on {k.members} member{'s' if k.members != 1 else ''}"
+        + (f"; OS package {k.package}" if k.package else "")
+        for k in told
+    )
+    return Plan(
+        reason=f"{missing.describe()} is provided by {which} (the learning network), which "
+        "this server does not have: install it on the database host, then run the "
+        "migration again",
+        kind=reasons.UNAVAILABLE,
+    )

@@ -52,6 +52,19 @@ def _flag(name: str, value: str) -> bool:
     raise SettingError(f"heal.settings {name} must be on or off, not {value!r}")
 
 
+#: The values of ``network_patterns``.
+NETWORK_MODES = ("off", "suggest", "apply")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    lowered = value.strip().lower()
+    if lowered not in choices:
+        raise SettingError(
+            f"heal.settings {name} must be one of {', '.join(choices)}, not {value!r}"
+        )
+    return lowered
+
+
 def _whole(name: str, value: str, low: int, high: int) -> int:
     try:
         number = int(value)
@@ -87,6 +100,9 @@ class Policy:
     retention_error_events_days: int = 30
     retention_build_events_days: int = 90
     retention_cron_days: int = 14
+    #: What the learning network's patterns may do here: ``off``, ``suggest`` (named in
+    #: heal.plan and failure messages) or ``apply`` (within this policy, never beyond).
+    network_patterns: str = "suggest"
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str]) -> Policy:
@@ -132,6 +148,11 @@ class Policy:
             retention_cron_days=_whole(
                 "retention_cron_days", get("retention_cron_days", "14"), 1, 36500
             ),
+            network_patterns=_choice(
+                "network_patterns",
+                get("network_patterns", base.network_patterns),
+                NETWORK_MODES,
+            ),
         )
 
     def refuse_kind(self, kind: str) -> str | None:
@@ -149,7 +170,7 @@ SETTING_NAMES = frozenset(
      "grant_roles", "persist_search_path", "disabled_fixes", "max_attempts", "predict",
      "lock_timeout_ms", "retry_delay_ms", "min_occurrences", "scan_max_bytes", "scan_max_events",
      "retention_error_events_days", "retention_build_events_days", "retention_cron_days",
-     "scan_schedule", "predictive"}
+     "scan_schedule", "predictive", "network_patterns"}
 )  # fmt: skip
 
 

@@ -20,6 +20,8 @@ FIX_FAILED = "fix_failed"
 NOT_HELPED = "not_helped"
 #: The scan's fix did not stop the error: it came back from sessions begun after it.
 INEFFECTIVE = "ineffective"
+#: Nothing here fixes it; the learning network knows a fix, and network_patterns = suggest.
+NETWORK_SUGGESTED = "network_suggested"
 #: The scan has seen the error fewer times than min_occurrences.
 WAITING = "waiting"
 
@@ -38,6 +40,9 @@ KINDS: dict[str, tuple[str, str]] = {
     INEFFECTIVE: ("fix ineffective",
                   "the scan's fix did not stop the error: sessions that began after it "
                   "still hit it"),
+    NETWORK_SUGGESTED: ("network suggests a fix",
+                        "no fix is known here; the learning network knows one, and heal.settings "
+                        "network_patterns = suggest names it instead of applying it"),
     WAITING: ("waiting", "seen fewer times than heal.settings min_occurrences: the scan "
               "heals it once it has"),
 }  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 import plpy
 
 from . import reasons, records
-from .catalog import DatabaseCatalog
+from .catalog import DatabaseCatalog, extension_owns
 from .db import caller, cancelled, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
@@ -28,6 +28,7 @@ from .logs import LogFile, Record, Wanted, read_log, reading_order
 from .planner import Fix, plan
 from .policy import Policy
 from .searchpath import join_path, split_path
+from .sharing import share
 
 
 @dataclass
@@ -59,6 +60,7 @@ def scan() -> dict[str, Any]:
             ("healing", lambda: heal_errors(policy, stats)),
             ("retries", lambda: retry_migrations(stats)),
             ("housekeeping", lambda: purge(policy, stats)),
+            ("sharing", share),
         )
     )
     return _record(started, started_at, "ok" if ok else "failed", stats)
@@ -403,6 +405,7 @@ def _ineffective(fp: Fingerprint, sqlstate: str | None, message: str) -> None:
     fetch("UPDATE heal.error_fingerprints SET ineffective = true WHERE fingerprint = $1", fp.id)
     fetch(
         """UPDATE heal.learned_patterns SET confidence = confidence - 1,
+                  ineffective = ineffective + 1,
                   enabled = enabled AND confidence > 1 WHERE fingerprint = $1""",
         fp.id,
     )
@@ -485,7 +488,7 @@ def _lesson(missing: Missing, change: dict, catalog: DatabaseCatalog) -> Fix | N
         return Fix("create_schema", missing.name)
     if tag == "CREATE EXTENSION":
         extension = name.strip('"')
-        if extension in catalog.providers(missing) or _now_in_extension(missing, extension):
+        if extension in catalog.providers(missing) or extension_owns(missing, extension):
             return Fix("create_extension", extension)
     if tag == "ALTER DATABASE":
         path = split_path(name)
@@ -503,28 +506,6 @@ def _in_effect(fix: Fix, catalog: DatabaseCatalog) -> bool:
         ext = catalog.extension(fix.target)
         return ext is not None and ext.installed_schema is not None
     return fix.target in database_search_path()
-
-
-def _now_in_extension(missing: Missing, extension: str) -> bool:
-    """Whether an object of that kind and name now belongs to `extension`."""
-    catalogs = {"function": "pg_proc", "procedure": "pg_proc", "type": "pg_type",
-                "operator": "pg_operator", "opclass": "pg_opclass"}  # fmt: skip
-    names = {"pg_proc": "proname", "pg_type": "typname", "pg_operator": "oprname",
-             "pg_opclass": "opcname"}  # fmt: skip
-    table = catalogs.get(missing.kind)
-    if table is None:
-        return False
-    return bool(
-        fetch_value(
-            f"""SELECT count(*) FROM pg_catalog.pg_depend d
-                  JOIN pg_catalog.{table} o ON o.oid = d.objid
-                  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-                 WHERE d.classid = 'pg_catalog.{table}'::regclass AND d.deptype = 'e'
-                   AND o.{names[table]} = $1 AND e.extname = $2""",
-            missing.name,
-            extension,
-        )
-    )
 
 
 def _remember(error: dict, fix: Fix, source: str) -> None:
@@ -634,6 +615,8 @@ def _heal_error(
               "fixes": ", ".join(f.describe() for f in fixes)}  # fmt: skip
     if planned.learned is not None:
         detail["learned"] = planned.learned  # the writer counts it as applied
+    if planned.network is not None:
+        detail["network"] = planned.network
     _write(records.event("auto_heal_success", sqlstate=error["sqlstate"],
                          message=error["message"], fix_sql=fix_sql, fingerprint=fp.id,
                          duration_ms=round((time.monotonic() - started) * 1000, 3),

@@ -52,7 +52,11 @@ INSERT INTO heal.settings AS s (name, kind, value, description) VALUES
     ('retention_cron_days', 'integer', '14',
      'Days pg_cron keeps the run details of pgheal''s jobs (applied when the scan is scheduled).'),
     ('scan_schedule', 'text', '*/5 * * * *',
-     'pg_cron schedule of heal.scan() (GMT); set by pgheal schedule --every.')
+     'pg_cron schedule of heal.scan() (GMT); set by pgheal schedule --every.'),
+    ('network_patterns', 'text', 'suggest',
+     'What the learning network''s patterns (heal.network_patterns) may do here, after '
+     'pgheal''s own knowledge and the catalog: off, suggest (named in heal.plan and failure '
+     'messages) or apply (within this policy, never beyond it).')
 ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, kind = EXCLUDED.kind;
 
 INSERT INTO heal.universal_error_patterns

@@ -194,6 +194,7 @@ def test_every_command_speaks_json(conn, dsn, tmp_path):
         "status": ["status"],
         "doctor": ["doctor"],
         "events": ["events", "--since", "10m"],
+        "network": ["network", "status"],
         "server-deps": ["server-deps"],
         "demo": ["demo"],
         "uninstall": ["uninstall", "--yes"],

@@ -109,7 +109,7 @@ def test_each_reason_kind_is_data(fresh, dsn):
         ("refused", "refused by policy"), ("unavailable", "not available on the host"),
         ("no_fix", "no known fix"), ("fix_failed", "fix failed"),
         ("not_helped", "fix did not help"), ("ineffective", "fix ineffective"),
-        ("waiting", "waiting"),
+        ("network_suggested", "network suggests a fix"), ("waiting", "waiting"),
     ]  # fmt: skip
 
 

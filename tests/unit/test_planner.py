@@ -37,6 +37,8 @@ class FakeCatalog:
     owners: dict[str, SchemaInfo] = field(default_factory=dict)
     #: Where the script expects an extension.
     homes: dict[str, str] = field(default_factory=dict)
+    #: What the learning network knows, by object name.
+    networked: dict[str, list] = field(default_factory=dict)
 
     def schema_info(self, name):
         if name not in self.schemas and name not in self.owners:
@@ -72,6 +74,9 @@ class FakeCatalog:
 
     def home(self, extension):
         return self.homes.get(extension)
+
+    def network(self, missing):
+        return self.networked.get(missing.name, [])
 
 
 def uuid_catalog(**kw) -> FakeCatalog:
