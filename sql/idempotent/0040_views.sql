@@ -91,10 +91,19 @@ SELECT 'learned', l.message, l.sqlstate,
            || coalesce(l.learned_from, 'an import') || ')',
        coalesce(f.times_seen, 0), l.applied, f.last_seen, l.enabled
   FROM heal.learned_patterns l
-  LEFT JOIN heal.error_fingerprints f ON f.fingerprint = l.fingerprint;
+  LEFT JOIN heal.error_fingerprints f ON f.fingerprint = l.fingerprint
+UNION ALL
+SELECT 'network', n.object, n.sqlstate,
+       'create_extension ' || n.extension || ' (fixed on ' || n.members
+           || CASE WHEN n.members = 1 THEN ' member' ELSE ' members' END || ', held '
+           || n.held || ' of ' || n.applied || ' times)',
+       NULL, n.applied::integer, n.updated_at,
+       (SELECT value FROM heal.settings WHERE name = 'network_patterns') <> 'off'
+  FROM heal.network_patterns n
+ WHERE n.kind = 'fix';
 COMMENT ON VIEW heal.patterns IS
     'What pgheal knows how to heal: built-in kinds, fixes found in the extension catalog, '
-    'and patterns learned from people.';
+    'patterns learned from people, and fixes the learning network proved.';
 
 CREATE OR REPLACE VIEW heal.migration_history AS
 SELECT DISTINCT ON (m.name)

@@ -110,6 +110,15 @@ def test_what_a_learns_heals_c_and_nothing_else_leaves_a(fleet, capsys):
 
         wait_for(conn_c, "SELECT count(*) = 1 FROM heal.network_patterns WHERE kind = 'fix'",
                  "the fix reaching C")  # fmt: skip
+        assert conn_c.execute(
+            "SELECT pattern, fix, enabled FROM heal.patterns WHERE source = 'network'"
+        ).fetchall() == [
+            (
+                "function uuid_generate_v4()",
+                "create_extension uuid-ossp (fixed on 1 member, held 1 of 1 times)",
+                True,
+            )
+        ]
         merged = h.execute("SELECT members, applied, held, confidence FROM heal.network_patterns "
                            "WHERE kind = 'fix'").fetchone()  # fmt: skip
         assert merged == (1, 1, 1, pytest.approx(2 / 3))
