@@ -203,6 +203,8 @@ def _network_action(
         assert hub is not None
         return network.join(conn, hub, args.member_conninfo or _dsn(args),
                             args.hub_conninfo or args.hub).__dict__  # fmt: skip
+    if args.action == "leave" and args.member:
+        return network.forget(conn, args.member).__dict__
     if args.action == "leave":
         return network.leave(conn, hub).__dict__
     return network.status(conn)
@@ -219,7 +221,9 @@ def _network_lines(action: str, result: Any) -> list[str]:
                 f"subscriptions: {result['subscriptions']['hub']} on the hub, "
                 f"{result['subscriptions']['member']} here"]  # fmt: skip
     if action == "leave":
-        lines = [f"member {result['member_id']} left the network"]
+        gone = result["removed"] or result["left_behind"]
+        lines = [f"member {result['member_id']} " + ("left the network" if gone else
+                 "was in no network: nothing to remove")]  # fmt: skip
         lines += [f"  removed {what}" for what in result["removed"]]
         lines += [f"  left behind: {what}" for what in result["left_behind"]]
         return lines
@@ -500,6 +504,8 @@ def parser() -> argparse.ArgumentParser:
     dsn(p)
     p.add_argument("action", choices=("hub", "join", "leave", "status"))
     p.add_argument("--hub", metavar="DSN", help="the hub's connection (join, leave)")
+    p.add_argument("--member", metavar="ID",
+                   help="leave, run on a hub: remove this member without its database")  # fmt: skip
     p.add_argument("--member-conninfo", metavar="CONNINFO",
                    help="how the hub's server reaches this member (default: the member's "
                    "connection)")  # fmt: skip

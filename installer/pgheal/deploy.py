@@ -384,6 +384,15 @@ def uninstall(conn: psycopg.Connection, keep_history: bool = True) -> list[str]:
                 f"this database is in a learning network (subscriptions {joined}): run "
                 "pgheal network leave (on each member of a hub) first"
             )
+        members = conn.execute(
+            "SELECT CASE WHEN pg_catalog.to_regclass('heal.network_members') IS NOT NULL "
+            "THEN (SELECT count(*) FROM heal.network_members) END"
+        ).fetchone()[0]
+        if members:
+            raise InstallError(
+                f"this database is the hub of {members} members: run pgheal network leave on "
+                "each (or pgheal network leave --dsn HUB --member ID) first"
+            )
         conn.execute("DROP PUBLICATION IF EXISTS pgheal_shared, pgheal_network")
         users = dependents(conn)
         if users:

@@ -287,25 +287,33 @@ def retention() -> Row:
                 f"{current.retention_build_events_days} days")  # fmt: skip
 
 
-#: How long a subscription may go without a message from its publisher (whose
-#: walsender sends one at least every wal_sender_timeout / 2 when idle) before it lags.
-NETWORK_SILENCE_SECONDS = 300
+#: How long a subscription may go without confirming a position to its publisher
+#: (it does after each batch, and at least every wal_sender_timeout / 2 when idle)
+#: before it lags.
+NETWORK_LAG_SECONDS = 300
 
 
 def network() -> Row:
-    """The learning network's subscriptions are enabled, running and hearing from
-    their publisher; a member's subscription and a hub's ones to its members exist."""
+    """The learning network's subscriptions are enabled, running, applying and not
+    lagging; their first copy finished; no slot of pgheal's on this server is left
+    without a subscriber, keeping WAL."""
     rows = fetch(
-        """SELECT role, subscription, enabled, running,
-                  extract(epoch FROM clock_timestamp() - last_contact)::float8 AS silent
-             FROM heal.network"""
+        """SELECT role, subscription, enabled, running, errors, tables_syncing,
+                  extract(epoch FROM lag)::float8 AS lag FROM heal.network"""
     )
     role = rows[0]["role"] if rows else "alone"
     subs = [r for r in rows if r["subscription"] is not None]
-    problems, fixes = [], []
+    problems, fixes, status = [], [], "ok"
+
+    def found(problem: str, fix: str, level: str = "error") -> None:
+        nonlocal status
+        problems.append(problem)
+        fixes.append(fix)
+        status = "error" if "error" in (status, level) else level
+
     if role == "member" and not subs:
-        problems.append("this database joined a hub, and its subscription to it is gone")
-        fixes.append("pgheal network leave --dsn MEMBER --hub HUB, then pgheal network join")
+        found("this database joined a hub, and its subscription to it is gone",
+              "pgheal network leave --dsn MEMBER --hub HUB, then pgheal network join")  # fmt: skip
     if role == "hub":
         missing = fetch_value(
             """SELECT string_agg(n.subscription, ', ') FROM heal.network_members n
@@ -313,25 +321,43 @@ def network() -> Row:
                                    WHERE s.subname = n.subscription)"""
         )
         if missing:
-            problems.append(f"members without a subscription on this hub: {missing}")
-            fixes.append("pgheal network leave --dsn MEMBER --hub HUB, then join again")
+            found(f"members without a subscription on this hub: {missing}",
+                  "pgheal network leave --dsn HUB --member ID for each")  # fmt: skip
     for r in subs:
-        name = advice.identifier(r["subscription"])
+        name = r["subscription"]
         if not r["enabled"]:
-            problems.append(f"subscription {r['subscription']} is disabled")
-            fixes.append(f"ALTER SUBSCRIPTION {name} ENABLE;")
+            found(f"subscription {name} is disabled",
+                  f"ALTER SUBSCRIPTION {advice.identifier(name)} ENABLE;")  # fmt: skip
         elif not r["running"]:
-            problems.append(f"subscription {r['subscription']} has no worker running (its "
-                            "publisher is unreachable, or max_logical_replication_workers "
-                            "is used up)")  # fmt: skip
-            fixes.append("see the server log for the worker's error")
-        elif r["silent"] is None or r["silent"] > NETWORK_SILENCE_SECONDS:
-            silent = "never" if r["silent"] is None else f"not for {r['silent'] / 60:.0f} min"
-            problems.append(f"subscription {r['subscription']} lags: its publisher was "
-                            f"heard from {silent}")  # fmt: skip
-            fixes.append("check that the publisher's server is up and reachable from this one")
+            cause = (f"it failed {r['errors']} times (pg_stat_subscription_stats)"
+                     if r["errors"] else "its publisher is unreachable, or "
+                     "max_logical_replication_workers is used up")  # fmt: skip
+            found(f"subscription {name} has no worker running: {cause}",
+                  "see the server log for the worker's error")  # fmt: skip
+        elif r["lag"] is None or r["lag"] > NETWORK_LAG_SECONDS:
+            since = "never" if r["lag"] is None else f"{r['lag'] / 60:.0f} min ago"
+            found(f"subscription {name} lags: it last confirmed a position {since}",
+                  "check that the publisher is up and reachable, and the server log for "
+                  "what blocks applying")  # fmt: skip
+        if r["tables_syncing"]:
+            found(f"subscription {name}: the first copy of its table has not finished",
+                  "if it stays: raise max_logical_replication_workers (and "
+                  "max_sync_workers_per_subscription) and restart", "warn")  # fmt: skip
+    abandoned = fetch(
+        """SELECT slot_name,
+                  pg_catalog.pg_size_pretty(pg_catalog.pg_wal_lsn_diff(
+                      pg_catalog.pg_current_wal_lsn(), restart_lsn)) AS kept
+             FROM pg_catalog.pg_replication_slots
+            WHERE slot_name ~ '^pgheal_' AND NOT active
+              AND database = pg_catalog.current_database()"""
+    )
+    if abandoned:
+        found("replication slots with no subscriber connected, keeping WAL: "
+              + ", ".join(f"{a['slot_name']} ({a['kept']})" for a in abandoned),
+              "bring the subscriber back, or remove it: pgheal network leave (--member ID on "
+              "a hub), or SELECT pg_drop_replication_slot(name)", "warn")  # fmt: skip
     if problems:
-        return _row("network", "error", "; ".join(problems), "; ".join(dict.fromkeys(fixes)))
+        return _row("network", status, "; ".join(problems), "; ".join(dict.fromkeys(fixes)))
     if role == "alone":
         return _row("network", "ok", "not in a learning network (pgheal network join)")
     return _row("network", "ok", f"{role}: {len(subs)} subscription{'s' if len(subs) != 1 else ''}"

@@ -32,12 +32,14 @@ def share() -> int:
     """Body of ``heal.share_patterns()``: bring this member's rows of
     heal.shared_patterns up to date; return how many it holds. Writes only rows that
     changed, so replication carries only news."""
-    me = fetch(f"""SELECT member_id::text, ({_SIGNATURE}) AS signature, shared_signature
-                     FROM heal.network_member""")[0]  # fmt: skip
+    me = fetch(f"""SELECT m.member_id::text, ({_SIGNATURE}) AS signature,
+                          m.shared_signature, m.shared_rows,
+                          (SELECT count(*) FROM heal.shared_patterns s
+                            WHERE s.member_id = m.member_id) AS rows
+                     FROM heal.network_member m""")[0]  # fmt: skip
     member, signature = me["member_id"], me["signature"]
-    if signature == me["shared_signature"]:
-        return int(fetch_value("SELECT count(*) FROM heal.shared_patterns WHERE member_id = $1",
-                               member, types=("uuid",)))  # fmt: skip
+    if signature == me["shared_signature"] and me["rows"] == me["shared_rows"]:
+        return int(me["rows"])  # nothing changed, and nobody deleted rows by hand
     rows = [*_fixes(), *_provides()]
     fetch(
         """WITH wanted AS (
@@ -64,7 +66,8 @@ def share() -> int:
         member,
         json.dumps(rows),
     )
-    fetch("UPDATE heal.network_member SET shared_signature = $1", signature)
+    fetch("UPDATE heal.network_member SET shared_signature = $1, shared_rows = $2", signature,
+          len(rows), types=("text", "int8"))  # fmt: skip
     return len(rows)
 
 

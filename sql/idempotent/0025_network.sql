@@ -24,9 +24,9 @@ AS $$
 DECLARE
     m record;
 BEGIN
-    PERFORM pg_catalog.pg_advisory_xact_lock(
-        pg_catalog.hashtext(concat_ws('|', 'heal.network', p_kind, p_object_kind, p_object,
-                                      p_extension)));
+    -- One lock for all merging, whatever order rows come in (a lock per pattern would
+    -- deadlock two members' transactions); its own key space, not an application's.
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('heal.network'), 0);
     SELECT count(DISTINCT s.member_id)::integer AS members,
            coalesce(sum(s.applied), 0)::bigint AS applied,
            coalesce(sum(s.held), 0)::bigint AS held,
@@ -105,6 +105,37 @@ BEGIN
 END
 $$;
 
+-- TRUNCATE is not replicated (the publications carry inserts, updates and deletes:
+-- a member's TRUNCATE would empty the hub's table of every member's rows), so it is
+-- refused: DELETE rows instead, which replicate one by one.
+CREATE OR REPLACE FUNCTION heal._refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'heal.% is replicated in the learning network: DELETE its rows instead '
+                    'of TRUNCATE (which is not replicated)', TG_TABLE_NAME
+        USING ERRCODE = 'feature_not_supported';
+END
+$$;
+COMMENT ON FUNCTION heal._refuse_truncate() IS
+    'Internal: keeps TRUNCATE off the tables the learning network replicates.';
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['shared_patterns', 'network_patterns'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = ('heal.' || t)::pg_catalog.regclass
+                          AND tgname = t || '_no_truncate') THEN
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER %I BEFORE TRUNCATE ON heal.%I FOR EACH STATEMENT '
+                'EXECUTE FUNCTION heal._refuse_truncate()', t || '_no_truncate', t);
+        END IF;
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION heal.merge_network() RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -130,10 +161,13 @@ CREATE OR REPLACE VIEW heal.network AS
 WITH me AS (SELECT member_id, is_hub, hub_since, joined_at FROM heal.network_member),
 subs AS (
     SELECT s.subname, s.subenabled, st.pid, st.last_msg_send_time, st.last_msg_receipt_time,
-           st.latest_end_time
+           st.latest_end_time, e.apply_error_count, e.sync_error_count,
+           (SELECT count(*) FROM pg_catalog.pg_subscription_rel r
+             WHERE r.srsubid = s.oid AND r.srsubstate <> 'r') AS syncing
       FROM pg_catalog.pg_subscription s
       LEFT JOIN pg_catalog.pg_stat_subscription st
              ON st.subid = s.oid AND st.relid IS NULL
+      LEFT JOIN pg_catalog.pg_stat_subscription_stats e ON e.subid = s.oid
      WHERE s.subdbid = (SELECT oid FROM pg_catalog.pg_database
                          WHERE datname = pg_catalog.current_database())
        AND s.subname ~ '^pgheal_'
@@ -147,7 +181,13 @@ SELECT CASE WHEN me.is_hub THEN 'hub' WHEN me.joined_at IS NOT NULL THEN 'member
        s.pid IS NOT NULL AS running,
        s.latest_end_time AS last_sync,
        s.last_msg_receipt_time AS last_contact,
-       s.last_msg_receipt_time - s.last_msg_send_time AS lag,
+       -- Since the subscriber last confirmed a position to its publisher: it confirms
+       -- at least every wal_receiver_status_interval while it applies, and stops while
+       -- applying is stuck or the publisher is away.
+       CASE WHEN s.subname IS NOT NULL
+            THEN pg_catalog.clock_timestamp() - s.latest_end_time END AS lag,
+       s.apply_error_count + s.sync_error_count AS errors,
+       s.syncing AS tables_syncing,
        CASE WHEN n.member_id IS NOT NULL
             THEN (SELECT count(*) FROM heal.shared_patterns x WHERE x.member_id = n.member_id)
             ELSE (SELECT count(*) FROM heal.network_patterns) END AS patterns_in,

@@ -9,12 +9,14 @@ CREATE TABLE heal.network_member (
     is_hub    boolean NOT NULL DEFAULT false,
     hub_since timestamptz,
     joined_at timestamptz,
-    shared_signature text
+    hub_id    uuid,
+    shared_signature text,
+    shared_rows bigint
 );
 INSERT INTO heal.network_member DEFAULT VALUES;
 COMMENT ON TABLE heal.network_member IS
     'This database in the learning network: its random member id (the only name its rows '
-    'carry), whether it is a hub, when it joined one, and what its shared rows were '
+    'carry), whether it is a hub, when it joined which one, and what its shared rows were '
     'made from (so an idle scan rewrites nothing).';
 
 CREATE TABLE heal.shared_patterns (
@@ -31,6 +33,9 @@ CREATE TABLE heal.shared_patterns (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (member_id, kind, object_kind, object, extension)
 );
+-- A hub merges one pattern across members.
+CREATE INDEX shared_patterns_pattern_idx
+    ON heal.shared_patterns (kind, object_kind, object, extension);
 COMMENT ON TABLE heal.shared_patterns IS
     'What this database shares with the network, kept by heal.scan(): fixes it proved '
     '(kind fix: an error about an extension''s object, the extension that fixed it, how '

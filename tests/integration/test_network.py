@@ -192,6 +192,48 @@ def test_a_member_that_was_down_catches_up(fleet):
         wait_for(conn_c, HSTORE_FIX, "C catching up")
 
 
+def test_a_join_that_cannot_stream_is_undone_and_says_why(fleet, capsys):
+    hub, a = fleet["hub"].dsn(), fleet["a"].dsn()
+    with Cluster(pg_cron=False, csvlog=False, logical=True) as d:
+        with connect(d.dsn()) as conn:
+            deploy.install(conn, serverdeps.default_path())
+        capsys.readouterr()
+        # The hub's server reaches the hub itself, where no member publishes.
+        code = cli.main(["network", "join", "--dsn", d.dsn(), "--hub", hub,
+                         "--member-conninfo", hub])  # fmt: skip
+        assert code == 2
+        said = capsys.readouterr().err
+        assert "found no table to copy: does --member-conninfo reach the right database?" in said
+        with connect(d.dsn()) as conn, connect(hub) as h:
+            assert scalar(conn, "SELECT role FROM heal.network") == "alone"
+            assert scalar(conn, "SELECT count(*) FROM pg_replication_slots") == 0
+            assert scalar(conn, "SELECT count(*) FROM pg_publication") == 0
+            assert scalar(h, "SELECT count(*) FROM heal.network_members") == 2
+            assert scalar(h, "SELECT count(*) FROM pg_subscription") == 2
+
+        # A member gone for good is removed on the hub alone.
+        joined = cli_json("network", "join", "--dsn", d.dsn(), "--hub", hub, capsys=capsys)
+        with connect(hub) as h:
+            wait_for(h, "SELECT count(*) = 3 FROM heal.network WHERE running", "D streaming")
+    with connect(hub) as h:  # D's cluster is gone
+        forgot = cli_json("network", "leave", "--dsn", hub, "--member", joined["member_id"],
+                          capsys=capsys)  # fmt: skip
+        assert f"hub: member {joined['member_id']} and its patterns" in forgot["removed"]
+        assert scalar(h, "SELECT count(*) FROM heal.network_members") == 2
+        assert scalar(h, "SELECT count(*) FROM pg_subscription") == 2
+        assert scalar(h, "SELECT count(*) FROM pg_replication_slots") == 2
+        assert scalar(h, "SELECT count(*) FROM heal.shared_patterns WHERE member_id = %s",
+                      (joined["member_id"],)) == 0  # fmt: skip
+    # Leaving through a database that is not this member's hub changes nothing.
+    assert cli.main(["network", "leave", "--dsn", a, "--hub", fleet["c"].dsn()]) == 2
+    assert "--hub is not this member's hub" in capsys.readouterr().err
+
+
+def test_truncate_is_refused_where_it_would_not_replicate(fleet):
+    with connect(fleet["a"].dsn()) as conn, pytest.raises(psycopg.Error, match="DELETE its rows"):
+        conn.execute("TRUNCATE heal.shared_patterns")
+
+
 def test_leaving_leaves_no_slot_subscription_or_row(fleet, capsys):
     hub, a, c = (fleet[n].dsn() for n in ("hub", "a", "c"))
     for member in (a, c):
