@@ -242,7 +242,14 @@ def _network_lines(action: str, result: Any) -> list[str]:
 
 
 def _connect_to(dsn: str) -> psycopg.Connection:
-    return session.take(psycopg.connect(dsn, autocommit=True))
+    """The hub's connection (--hub); a failure says it was the hub's."""
+    try:
+        return session.take(psycopg.connect(dsn, autocommit=True))
+    except psycopg.OperationalError as exc:
+        raise network.NetworkError(
+            f"cannot connect to the hub (--hub): {str(exc).strip()}; a member can leave a hub "
+            "that is gone for good without --hub"
+        ) from None
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
