@@ -344,8 +344,7 @@ def leave(member: psycopg.Connection, hub_conn: psycopg.Connection | None) -> Le
     (gone for good), what is on the hub is named in ``left_behind``."""
     me = _me(member)
     if me["is_hub"]:
-        raise NetworkError("this database is a hub: to remove one of its members, "
-                           "pgheal network leave --dsn HUB --member ID")  # fmt: skip
+        return _close_hub(member, me["member_id"])
     member_id = me["member_id"]
     if hub_conn is not None and me["hub_id"] is not None:
         the_hub = _me(hub_conn)
@@ -353,6 +352,26 @@ def leave(member: psycopg.Connection, hub_conn: psycopg.Connection | None) -> Le
             raise NetworkError(f"--hub is not this member's hub (that is hub {me['hub_id']}; "
                                f"--hub reaches {the_hub['member_id']})")  # fmt: skip
     return _undo(member, hub_conn, member_id, LeaveReport(member_id))
+
+
+def _close_hub(conn: psycopg.Connection, hub_id: str) -> LeaveReport:
+    """A hub with no members left stops being one: its publication and merge go."""
+    members = _scalar(conn, "SELECT count(*) FROM heal.network_members")
+    if members:
+        raise NetworkError(
+            f"this database is the hub of {members} members: run pgheal network leave on "
+            "each (or here, --member ID for one gone for good) first"
+        )
+    report = LeaveReport(hub_id)
+    with conn.transaction():
+        if _publication_exists(conn, HUB_PUBLICATION):
+            conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(HUB_PUBLICATION)))
+            report.removed.append(f"hub: publication {HUB_PUBLICATION}")
+        conn.execute("ALTER TABLE heal.shared_patterns DISABLE TRIGGER shared_patterns_merge")
+        conn.execute("DELETE FROM heal.network_patterns")
+        conn.execute("UPDATE heal.network_member SET is_hub = false, hub_since = NULL")
+    report.removed.append("hub: its merge and merged patterns; it is a hub no more")
+    return report
 
 
 def forget(hub_conn: psycopg.Connection, member_id: str) -> LeaveReport:

@@ -249,6 +249,11 @@ def test_leaving_leaves_no_slot_subscription_or_row(fleet, capsys):
     with connect(hub) as h:
         assert scalar(h, "SELECT count(*) FROM heal.shared_patterns") == 0
         assert scalar(h, "SELECT count(*) FROM pg_publication") == 1  # the hub's own
+    closed = cli_json("network", "leave", "--dsn", hub, capsys=capsys)  # no members left
+    assert "hub: publication pgheal_network" in closed["removed"]
+    with connect(hub) as h:
+        assert scalar(h, "SELECT count(*) FROM pg_publication") == 0
+        assert scalar(h, "SELECT role FROM heal.network") == "alone"
     with connect(a) as conn_a:
         assert scalar(conn_a, "SELECT count(*) FROM pg_publication") == 0
         assert scalar(conn_a, "SELECT role FROM heal.network") == "alone"
