@@ -201,8 +201,8 @@ def _network_action(
         return network.hub(conn).__dict__
     if args.action == "join":
         assert hub is not None
-        return network.join(conn, hub, args.member_conninfo or _dsn(args),
-                            args.hub_conninfo or args.hub).__dict__  # fmt: skip
+        return network.join(conn, hub, _dsn(args), args.hub, args.member_conninfo,
+                            args.hub_conninfo).__dict__  # fmt: skip
     if args.action == "leave" and args.member:
         return network.forget(conn, args.member).__dict__
     if args.action == "leave":
@@ -514,10 +514,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--member", metavar="ID",
                    help="leave, run on a hub: remove this member without its database")  # fmt: skip
     p.add_argument("--member-conninfo", metavar="CONNINFO",
-                   help="how the hub's server reaches this member (default: the member's "
-                   "connection)")  # fmt: skip
+                   help="how the hub's server reaches this member, as a role that is no "
+                   "superuser (default: the member's connection as pgheal_replicator)")  # fmt: skip
     p.add_argument("--hub-conninfo", metavar="CONNINFO",
-                   help="how this member's server reaches the hub (default: --hub)")  # fmt: skip
+                   help="how this member's server reaches the hub, as a role that is no "
+                   "superuser (default: --hub as pgheal_replicator)")  # fmt: skip
     p = command("status", cmd_status, "health and the last 24 hours in a few lines")
     dsn(p)
     p = command("doctor", cmd_doctor, "run every health check and say what to do about each")

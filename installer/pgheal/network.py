@@ -26,6 +26,8 @@ from psycopg.rows import dict_row
 #: Publication of a member's shared rows, and of a hub's merged rows.
 MEMBER_PUBLICATION = "pgheal_shared"
 HUB_PUBLICATION = "pgheal_network"
+#: The hub's triggers on heal.shared_patterns.
+HUB_TRIGGERS = ("shared_patterns_check", "shared_patterns_merge", "shared_patterns_no_truncate")
 #: How many of each a join takes on either side, while the first copy of a table
 #: runs (one more slot, walsender and worker than afterwards).
 NEEDED = 2
@@ -162,7 +164,11 @@ def hub(conn: psycopg.Connection) -> HubReport:
     with conn.transaction():
         conn.execute("UPDATE heal.network_member SET is_hub = true, "
                      "hub_since = coalesce(hub_since, pg_catalog.now())")  # fmt: skip
-        conn.execute("ALTER TABLE heal.shared_patterns ENABLE ALWAYS TRIGGER shared_patterns_merge")
+        # ALWAYS: they fire for the rows the hub's subscriptions apply, which is where a
+        # member's rows are checked, merged, and a member's TRUNCATE refused.
+        for trigger in HUB_TRIGGERS:
+            conn.execute(sql.SQL("ALTER TABLE heal.shared_patterns ENABLE ALWAYS TRIGGER {}"
+                                 ).format(sql.Identifier(trigger)))  # fmt: skip
         if not _publication_exists(conn, HUB_PUBLICATION):
             conn.execute(sql.SQL(PUBLISH).format(sql.Identifier(HUB_PUBLICATION),
                                                  sql.Identifier("network_patterns")))  # fmt: skip
@@ -185,14 +191,17 @@ class JoinReport:
 def join(
     member: psycopg.Connection,
     hub_conn: psycopg.Connection,
-    member_conninfo: str,
-    hub_conninfo: str,
+    member_dsn: str,
+    hub_dsn: str,
+    member_conninfo: str | None = None,
+    hub_conninfo: str | None = None,
 ) -> JoinReport:
     """Make `member` a member of `hub_conn`'s hub, replicating both ways.
 
     `member_conninfo` is how the hub's server reaches the member, `hub_conninfo` how
-    the member's server reaches the hub (each stored in a subscription: a password in
-    it is readable by superusers only)."""
+    the member's server reaches the hub; by default the CLI's own connections
+    (`member_dsn`, `hub_dsn`) as the role :data:`REPLICATOR`. Each is stored in a
+    subscription on the other side, whose superusers can read it."""
     _check((member, "member"), (hub_conn, "hub"))
     me, the_hub = _me(member), _me(hub_conn)
     if not the_hub["is_hub"]:
@@ -223,6 +232,10 @@ def join(
         if not _publication_exists(member, MEMBER_PUBLICATION):
             member.execute(sql.SQL(PUBLISH).format(sql.Identifier(MEMBER_PUBLICATION),
                                                    sql.Identifier("shared_patterns")))  # fmt: skip
+    to_member = _replication_conninfo(member, member_dsn, member_conninfo, "shared_patterns",
+                                      "--member-conninfo")  # fmt: skip
+    to_hub = _replication_conninfo(hub_conn, hub_dsn, hub_conninfo, "network_patterns",
+                                   "--hub-conninfo")  # fmt: skip
     inbound, outbound = hub_subscription(member_id), member_subscription(member_id)
     try:
         hub_conn.execute("INSERT INTO heal.network_members (member_id, subscription) "
@@ -231,7 +244,7 @@ def join(
             hub_conn,
             member,
             inbound,
-            member_conninfo,
+            to_member,
             MEMBER_PUBLICATION,
             "the hub's server could not reach the member with --member-conninfo",
         )
@@ -239,7 +252,7 @@ def join(
             member,
             hub_conn,
             outbound,
-            hub_conninfo,
+            to_hub,
             HUB_PUBLICATION,
             "the member's server could not reach the hub with --hub-conninfo",
         )
@@ -255,6 +268,46 @@ def join(
                                f"{'; '.join(undone.left_behind)}") from exc  # fmt: skip
         raise
     return JoinReport(member_id, shared, {"hub": inbound, "member": outbound})
+
+
+#: The role subscriptions log in as: it may replicate and read the one table
+#: published, nothing else. Never a superuser: each side stores the other's conninfo
+#: in pg_subscription, which the other side's superusers read.
+REPLICATOR = "pgheal_replicator"
+
+
+def _replication_conninfo(
+    publisher: psycopg.Connection, dsn: str, given: str | None, table: str, option: str
+) -> str:
+    """How the other side's server logs in to `publisher`: the conninfo `given` for
+    `option`, whose user must not be a superuser; else the CLI's own `dsn` as the role
+    :data:`REPLICATOR`, without its password. The role is made here when missing,
+    and may read heal.`table`."""
+    with publisher.transaction():
+        if not _scalar(publisher, "SELECT count(*) FROM pg_catalog.pg_roles WHERE rolname = %s",
+                       (REPLICATOR,)):  # fmt: skip
+            publisher.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION").format(
+                sql.Identifier(REPLICATOR)))  # fmt: skip
+        publisher.execute(sql.SQL("GRANT SELECT ON heal.{} TO {}").format(
+            sql.Identifier(table), sql.Identifier(REPLICATOR)))  # fmt: skip
+    if given is None:
+        info = conninfo_to_dict(dsn)
+        info.pop("password", None)
+        info["user"] = REPLICATOR
+        return make_conninfo(**info)
+    user = conninfo_to_dict(given).get("user")
+    if not user:
+        raise NetworkError(
+            f"{option} must name its user (user=...): a role with LOGIN REPLICATION and "
+            f"SELECT on heal.{table}, such as {REPLICATOR}"
+        )
+    if _scalar(publisher, "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = %s", (user,)):
+        raise NetworkError(
+            f"{option} logs in as {user}, a superuser: the other side would store a "
+            f"superuser's login in pg_subscription. Use a role with LOGIN REPLICATION and "
+            f"SELECT on heal.{table} ({REPLICATOR}, which pgheal made), or leave {option} out"
+        )
+    return given
 
 
 #: A publication of one of pgheal's tables. TRUNCATE is not published (and refused on
@@ -367,7 +420,9 @@ def _close_hub(conn: psycopg.Connection, hub_id: str) -> LeaveReport:
         if _publication_exists(conn, HUB_PUBLICATION):
             conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(HUB_PUBLICATION)))
             report.removed.append(f"hub: publication {HUB_PUBLICATION}")
+        conn.execute("ALTER TABLE heal.shared_patterns DISABLE TRIGGER shared_patterns_check")
         conn.execute("ALTER TABLE heal.shared_patterns DISABLE TRIGGER shared_patterns_merge")
+        conn.execute("ALTER TABLE heal.shared_patterns ENABLE TRIGGER shared_patterns_no_truncate")
         conn.execute("DELETE FROM heal.network_patterns")
         conn.execute("UPDATE heal.network_member SET is_hub = false, hub_since = NULL")
     report.removed.append("hub: its merge and merged patterns; it is a hub no more")

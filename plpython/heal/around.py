@@ -20,7 +20,7 @@ from .catalog import DatabaseCatalog
 from .db import OwnPath, caller, cancelled, fetch, fetch_value, settings
 from .errors import is_cancel
 from .fingerprint import fingerprint
-from .fixes import apply_fix_as, plan_error, spi_message
+from .fixes import apply_plan_as, plan_error, spi_message
 from .policy import Policy
 from .scanner import log_files, log_source, read_since, wanted
 
@@ -118,7 +118,7 @@ def _heal(sqlstate: str, message: str, role: str | None, tool: str | None) -> di
     if not reason:
         try:
             with plpy.subtransaction():
-                fix_sql = ";\n".join(apply_fix_as(who.role, fix) for fix in fixes)
+                fix_sql = apply_plan_as(who.role, fixes, planned, fp.missing)
         except plpy.SPIError as exc:
             if cancelled(exc):
                 raise

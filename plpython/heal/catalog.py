@@ -27,6 +27,7 @@ from .db import (
 )
 from .errors import ANY_ARGS, Missing
 from .extcatalog import install_chain, objects_in, prepare
+from .fingerprint import canonical
 from .planner import NetworkPattern, consult_network, plan
 from .policy import Extension, Policy, SchemaInfo, is_temporary_schema
 from .script import Script, ScriptError, split, statement_tree, too_deep
@@ -252,7 +253,7 @@ class DatabaseCatalog:
                   AND (os_package IS NULL OR os_package ~ '^[a-z0-9{}][a-z0-9+.{}-]{0,99}$')
                 ORDER BY kind = 'fix' DESC, confidence DESC, members DESC, extension""",
             missing.kind,
-            Missing(missing.kind, missing.name, None, missing.args).describe(),
+            canonical(missing).describe(),
             missing.name,
         )
         return [NetworkPattern(r["kind"], r["extension"], r["members"], r["applied"],

@@ -53,14 +53,39 @@ def _digest(key: str) -> str:
     return hashlib.md5(key.encode()).hexdigest()
 
 
+#: What a numeric type modifier looks like: ``varchar(20)``, ``numeric(10, 2)``.
+_TYPMOD = re.compile(r"^[^()]*(\(\s*\d+(\s*,\s*\d+)?\s*\))?(\[\])*$")
+#: An access method's or a language's name.
+_PLAIN_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def canonical(missing: Missing) -> Missing:
+    """`missing` without its schema, its argument types as the catalog names them
+    (``integer`` -> ``int4``): how the network names it, whoever printed the error."""
+    if missing.kind in ("function", "procedure", "operator"):
+        args = tuple(a if a in ("", "...") else normalize_type(a) for a in missing.args)
+    else:
+        args = missing.args
+    return Missing(missing.kind, missing.name, None, args)
+
+
 def shareable(missing: Missing, catalog_types: frozenset[str]) -> Missing | None:
-    """`missing` as the network may see it, or None when it names something of an
-    application's: the schema qualifier goes, and every argument type must be one of
-    `catalog_types` (the system's and installed extensions' type names)."""
-    for arg in missing.args:
-        if arg in ("", "...", "unknown"):
-            continue
-        base = normalize_type(arg).lstrip("_")
-        if base not in catalog_types:
-            return None
-    return Missing(missing.kind, missing.name, None, missing.args)
+    """`missing` as the network may see it (:func:`canonical`), or None when it names
+    something of an application's. Argument types must be `catalog_types` (the
+    system's and installed extensions' type names), written plainly (no schema, no
+    modifier but a number); an access method or language a plain name; the type of a
+    default operator class a catalog type. Only names of that shape leave: the text
+    of an error message (which any role can make up with RAISE) does not."""
+    if missing.kind in ("function", "procedure", "operator"):
+        for arg in missing.args:
+            if arg in ("", "...", "unknown"):
+                continue
+            if "." in arg or '"' in arg or not _TYPMOD.match(arg):
+                return None
+            if normalize_type(arg).lstrip("_") not in catalog_types:
+                return None
+    elif any(not _PLAIN_NAME.match(a) for a in missing.args):
+        return None
+    if missing.kind == "default_opclass" and normalize_type(missing.name) not in catalog_types:
+        return None
+    return canonical(missing)

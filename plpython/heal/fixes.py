@@ -9,7 +9,7 @@ import re
 import plpy
 
 from . import reasons
-from .catalog import DatabaseCatalog
+from .catalog import DatabaseCatalog, extension_owns
 from .db import caller, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint
@@ -183,6 +183,24 @@ def plan_error(
     planned = consult_network(plan(fp.missing, catalog, policy, who), fp.missing, catalog,
                               policy, who)  # fmt: skip
     return planned, "network" if planned.network else "catalog"
+
+
+def apply_plan_as(role: str, fixes: list[Fix], planned: Plan, missing: Missing | None) -> str:
+    """Apply `fixes` (of `planned`) for `role`, in the caller's subtransaction; return the
+    SQL run. A fix the learning network proposed must provide what is missing: any
+    member can claim that an extension provides any name, so when the object does not
+    belong to the extension afterwards, the fix is undone (an error here rolls the
+    subtransaction back)."""
+    fix_sql = ";\n".join(apply_fix_as(role, fix) for fix in fixes)
+    if planned.network is not None and missing is not None:
+        extension = planned.network["extension"]
+        if not extension_owns(missing, extension):
+            plpy.error(
+                f"the learning network's pattern installed extension {extension}, which does "
+                f"not provide {missing.describe()}: undone",
+                sqlstate="58P01",
+            )
+    return fix_sql
 
 
 def fix_error_kind(exc: Exception) -> str:

@@ -23,7 +23,7 @@ from .catalog import DatabaseCatalog, extension_owns
 from .db import caller, cancelled, database_search_path, fetch, fetch_value, settings
 from .errors import Missing
 from .fingerprint import Fingerprint, fingerprint
-from .fixes import apply_fix_as, fix_error_kind, plan_error, spi_message
+from .fixes import apply_plan_as, fix_error_kind, plan_error, spi_message
 from .logs import LogFile, Record, Wanted, read_log, reading_order
 from .planner import Fix, plan
 from .policy import Policy
@@ -595,13 +595,12 @@ def _heal_error(
         return
     try:
         with plpy.subtransaction():
-            applied = [apply_fix_as(who.role, fix) for fix in fixes]
+            fix_sql = apply_plan_as(who.role, fixes, planned, fp.missing)
     except plpy.SPIError as exc:
         if cancelled(exc):
             raise
         _refused(fp, error, spi_message(exc), fix_error_kind(exc))
         return
-    fix_sql = ";\n".join(applied)
     fetch(
         """UPDATE heal.error_fingerprints SET fixed_at = clock_timestamp(), fix_sql = $2,
                   fix_source = $3, refused = NULL, reason_kind = NULL WHERE fingerprint = $1""",

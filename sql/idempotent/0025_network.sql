@@ -25,13 +25,17 @@ DECLARE
     m record;
 BEGIN
     -- One lock for all merging, whatever order rows come in (a lock per pattern would
-    -- deadlock two members' transactions); its own key space, not an application's.
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('heal.network'), 0);
+    -- deadlock two members' transactions, and fill the lock table): a table lock only
+    -- pgheal's owner may take (readers' ACCESS SHARE does not conflict).
+    LOCK TABLE heal.network_patterns IN SHARE ROW EXCLUSIVE MODE;
     SELECT count(DISTINCT s.member_id)::integer AS members,
            coalesce(sum(s.applied), 0)::bigint AS applied,
            coalesce(sum(s.held), 0)::bigint AS held,
-           max(s.sqlstate) AS sqlstate, max(s.pattern) AS pattern,
-           max(s.os_package) AS os_package, max(s.updated_at) AS updated_at
+           -- what most members say, not whoever writes the greatest string
+           mode() WITHIN GROUP (ORDER BY s.sqlstate) AS sqlstate,
+           mode() WITHIN GROUP (ORDER BY s.pattern) AS pattern,
+           mode() WITHIN GROUP (ORDER BY s.os_package) AS os_package,
+           max(s.updated_at) AS updated_at
       INTO m
       FROM heal.shared_patterns s
       JOIN heal.network_members n ON n.member_id OPERATOR(pg_catalog.=) s.member_id
@@ -89,6 +93,65 @@ END
 $$;
 COMMENT ON FUNCTION heal._merge_shared() IS
     'Internal: trigger of heal.shared_patterns on a hub (fires for replicated rows too).';
+
+-- On a hub, before a member's row is taken: rows arrive from databases the hub does
+-- not control. A row is kept only when it carries the id of the member whose
+-- subscription applies it (a member speaks for itself alone, and deletes only its
+-- own rows), with counts in bounds and names of the shape of an extension's, a
+-- package's, an SQLSTATE; any other row is dropped, so one member cannot stop
+-- another's subscription.
+CREATE OR REPLACE FUNCTION heal._check_shared() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sender uuid;
+    applying boolean;
+BEGIN
+    SELECT true, n.member_id INTO applying, sender
+      FROM pg_catalog.pg_stat_subscription st
+      LEFT JOIN heal.network_members n ON n.subscription OPERATOR(pg_catalog.=) st.subname
+     WHERE st.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+     LIMIT 1;
+    IF applying IS NULL THEN
+        RETURN coalesce(NEW, OLD);  -- pgheal's own work on the hub (a leave, its scan)
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.<>) 'INSERT'
+       AND OLD.member_id IS DISTINCT FROM sender THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    IF NEW.member_id IS DISTINCT FROM sender
+       OR NEW.applied OPERATOR(pg_catalog.>) 1000000000
+       OR NEW.held OPERATOR(pg_catalog.>) NEW.applied
+       OR pg_catalog.length(NEW.object) OPERATOR(pg_catalog.>) 200
+       OR NEW.object_kind OPERATOR(pg_catalog.!~) '^[a-z_]{1,30}$'
+       OR NEW.extension OPERATOR(pg_catalog.!~) '^[A-Za-z0-9_.-]{1,63}$'
+       OR NEW.sqlstate OPERATOR(pg_catalog.!~) '^[0-9A-Z]{5}$'
+       OR pg_catalog.length(NEW.pattern) OPERATOR(pg_catalog.>) 200
+       OR NEW.os_package OPERATOR(pg_catalog.!~) '^[a-z0-9{}][a-z0-9+.{}-]{0,99}$' THEN
+        RETURN NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION heal._check_shared() IS
+    'Internal: on a hub, keeps only rows a member may send (its own id, bounded counts, '
+    'names of the right shape).';
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                    WHERE tgrelid = 'heal.shared_patterns'::pg_catalog.regclass
+                      AND tgname = 'shared_patterns_check') THEN
+        CREATE TRIGGER shared_patterns_check
+            BEFORE INSERT OR UPDATE OR DELETE ON heal.shared_patterns
+            FOR EACH ROW EXECUTE FUNCTION heal._check_shared();
+        ALTER TABLE heal.shared_patterns DISABLE TRIGGER shared_patterns_check;
+    END IF;
+END
+$$;
 
 -- Made once, disabled: a hub enables it ALWAYS (pgheal network hub), so it fires for
 -- the rows its subscriptions apply; a member's own rows are merged by its hub.

@@ -97,10 +97,12 @@ SELECT 'network', n.object, n.sqlstate,
        'create_extension ' || n.extension || ' (fixed on ' || n.members
            || CASE WHEN n.members = 1 THEN ' member' ELSE ' members' END || ', held '
            || n.held || ' of ' || n.applied || ' times)',
-       NULL, n.applied::integer, n.updated_at,
+       NULL, least(n.applied, 2147483647)::integer, n.updated_at,
        (SELECT value FROM heal.settings WHERE name = 'network_patterns') <> 'off'
   FROM heal.network_patterns n
- WHERE n.kind = 'fix';
+ WHERE n.kind = 'fix'  -- other databases' text: only what has the shape of names
+   AND n.extension ~ '^[A-Za-z0-9_.-]{1,63}$' AND n.object ~ '^[a-z_]+ [^;]{1,200}$'
+   AND n.object !~ '--|;|/\*';
 COMMENT ON VIEW heal.patterns IS
     'What pgheal knows how to heal: built-in kinds, fixes found in the extension catalog, '
     'patterns learned from people, and fixes the learning network proved.';

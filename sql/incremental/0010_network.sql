@@ -57,6 +57,7 @@ CREATE TABLE heal.network_patterns (
     updated_at  timestamptz NOT NULL,
     PRIMARY KEY (kind, object_kind, object, extension)
 );
+CREATE INDEX network_patterns_object_idx ON heal.network_patterns (object_kind, object);
 COMMENT ON TABLE heal.network_patterns IS
     'What the network knows: one row per pattern with fleet-wide counts, merged by the hub '
     'from its members'' heal.shared_patterns and replicated to every member.';

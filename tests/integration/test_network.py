@@ -160,6 +160,12 @@ def test_what_a_learns_heals_c_and_nothing_else_leaves_a(fleet, capsys):
         with connect(as_app(c)) as app:  # installed where the app may use it
             assert scalar(app, "SELECT extensions.uuid_generate_v4() IS NOT NULL") is True
 
+        # Each side logs in to the other as a role that is no superuser.
+        for conn in (conn_a, h):
+            logins = [r[0] for r in conn.execute("SELECT subconninfo FROM pg_subscription")]
+            assert logins and all(f"user={network.REPLICATOR}" in x for x in logins)
+        assert scalar(h, "SELECT rolsuper FROM pg_roles WHERE rolname = %s",
+                      (network.REPLICATOR,)) is False  # fmt: skip
         status = cli_json("network", "status", "--dsn", hub, capsys=capsys)
         assert [r["role"] for r in status] == ["hub", "hub"]
         assert all(r["enabled"] and r["running"] for r in status)
@@ -192,15 +198,62 @@ def test_a_member_that_was_down_catches_up(fleet):
         wait_for(conn_c, HSTORE_FIX, "C catching up")
 
 
+def test_a_hostile_member_speaks_only_for_itself(fleet):
+    """Rows reach the hub from databases it does not control: another member's id,
+    counts out of bounds, names of no name's shape and a TRUNCATE are not taken."""
+    hub, a, c = (fleet[n].dsn() for n in ("hub", "a", "c"))
+    with connect(a) as conn_a, connect(hub) as h, connect(c) as conn_c:
+        c_id = scalar(conn_c, "SELECT member_id::text FROM heal.network_member")
+        before = scalar(h, "SELECT count(*) FROM heal.shared_patterns WHERE member_id = %s",
+                        (c_id,))  # fmt: skip
+        for member, obj, ext, applied, held in (
+            ("c_id", "function forged()", "uuid-ossp", 1, 1),  # C's id, from A
+            ("own", "function huge()", "uuid-ossp", 9223372036854775805, 9223372036854775806),
+            ("own", "function more_held()", "uuid-ossp", 1, 5),
+            ("own", "function told()", "adminpack; ALTER ROLE app SUPERUSER", 1, 1),
+            ("own", "function fine()", "uuid-ossp", 1, 1),
+        ):
+            conn_a.execute(
+                """INSERT INTO heal.shared_patterns (member_id, kind, object_kind, object,
+                          extension, applied, held)
+                   SELECT CASE %s WHEN 'own' THEN member_id ELSE %s::uuid END, 'fix',
+                          'function', %s, %s, %s, %s FROM heal.network_member""",
+                (member, c_id, obj, ext, applied, held),
+            )
+        wait_for(h, "SELECT count(*) = 1 FROM heal.network_patterns "
+                    "WHERE object = 'function fine()'", "the one good row")  # fmt: skip
+        assert scalar(h, "SELECT count(*) FROM heal.shared_patterns WHERE object IN "
+                         "('function forged()', 'function huge()', 'function more_held()', "
+                         "'function told()')") == 0  # fmt: skip
+        # A deletes C's rows, and empties the table past its own settings.
+        conn_a.execute("DELETE FROM heal.shared_patterns")  # its own replicate; C's are not there
+        conn_a.execute("ALTER PUBLICATION pgheal_shared SET (publish = 'insert, update, delete, "
+                       "truncate')")  # fmt: skip
+        conn_a.execute("ALTER TABLE heal.shared_patterns DISABLE TRIGGER "
+                       "shared_patterns_no_truncate")  # fmt: skip
+        conn_a.execute("TRUNCATE heal.shared_patterns")
+        wait_for(h, "SELECT status = 'error' FROM heal.health WHERE name = 'network'",
+                 "the hub refusing A's TRUNCATE")  # fmt: skip
+        assert scalar(h, "SELECT count(*) FROM heal.shared_patterns WHERE member_id = %s",
+                      (c_id,)) == before > 0  # fmt: skip
+        conn_a.execute("ALTER TABLE heal.shared_patterns ENABLE TRIGGER "
+                       "shared_patterns_no_truncate")  # fmt: skip
+
+
 def test_a_join_that_cannot_stream_is_undone_and_says_why(fleet, capsys):
     hub, a = fleet["hub"].dsn(), fleet["a"].dsn()
     with Cluster(pg_cron=False, csvlog=False, logical=True) as d:
         with connect(d.dsn()) as conn:
             deploy.install(conn, serverdeps.default_path())
         capsys.readouterr()
+        # A superuser's login would be stored on the other side: refused.
+        assert cli.main(["network", "join", "--dsn", d.dsn(), "--hub", hub,
+                         "--member-conninfo", d.dsn()]) == 2  # fmt: skip
+        assert "logs in as postgres, a superuser" in capsys.readouterr().err
         # The hub's server reaches the hub itself, where no member publishes.
+        wrong = hub.replace("postgres@", f"{network.REPLICATOR}@", 1)
         code = cli.main(["network", "join", "--dsn", d.dsn(), "--hub", hub,
-                         "--member-conninfo", hub])  # fmt: skip
+                         "--member-conninfo", wrong])  # fmt: skip
         assert code == 2
         said = capsys.readouterr().err
         assert "found no table to copy: does --member-conninfo reach the right database?" in said
@@ -213,8 +266,7 @@ def test_a_join_that_cannot_stream_is_undone_and_says_why(fleet, capsys):
 
         # A member gone for good is removed on the hub alone.
         joined = cli_json("network", "join", "--dsn", d.dsn(), "--hub", hub, capsys=capsys)
-        with connect(hub) as h:
-            wait_for(h, "SELECT count(*) = 3 FROM heal.network WHERE running", "D streaming")
+        # (join returns once both of its subscriptions stream)
     with connect(hub) as h:  # D's cluster is gone
         forgot = cli_json("network", "leave", "--dsn", hub, "--member", joined["member_id"],
                           capsys=capsys)  # fmt: skip
@@ -230,7 +282,7 @@ def test_a_join_that_cannot_stream_is_undone_and_says_why(fleet, capsys):
 
 
 def test_truncate_is_refused_where_it_would_not_replicate(fleet):
-    with connect(fleet["a"].dsn()) as conn, pytest.raises(psycopg.Error, match="DELETE its rows"):
+    with connect(fleet["c"].dsn()) as conn, pytest.raises(psycopg.Error, match="DELETE its rows"):
         conn.execute("TRUNCATE heal.shared_patterns")
 
 
@@ -257,7 +309,8 @@ def test_leaving_leaves_no_slot_subscription_or_row(fleet, capsys):
     with connect(a) as conn_a:
         assert scalar(conn_a, "SELECT count(*) FROM pg_publication") == 0
         assert scalar(conn_a, "SELECT role FROM heal.network") == "alone"
-        # What A shares is still kept, for the next hub.
+        # What A shares is made again (its rows were deleted above), for the next hub.
+        conn_a.execute("SELECT heal.share_patterns()")
         assert scalar(conn_a, "SELECT count(*) FROM heal.shared_patterns WHERE kind = 'fix'") == 2
 
 

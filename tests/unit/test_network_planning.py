@@ -107,3 +107,15 @@ def test_shared_objects_lose_their_schema_and_keep_only_catalog_types():
     assert shareable(Missing("function", "f", None, ("integer[]",)), CATALOG_TYPES) is not None
     assert shareable(Missing("function", "f", None, ("secret_type",)), CATALOG_TYPES) is None
     assert shareable(Missing("operator", "->", None, ("hstore", "text")), CATALOG_TYPES)
+
+
+def test_error_text_that_is_no_type_never_leaves():
+    """Any role can make up a message with RAISE: only names of catalog shape go out."""
+    for args in (("text(ssn=078-05-1120 card=4111)",), ("acme_payroll.int4",),
+                 ('"int4"',), ("secret_type",)):  # fmt: skip
+        assert shareable(Missing("function", "uuid_generate_v4", None, args), CATALOG_TYPES) is None
+    typed = shareable(Missing("function", "f", None, ("character varying(20)", "integer")),
+                      CATALOG_TYPES | {"varchar"})  # fmt: skip
+    assert typed is not None and typed.describe() == "function f(varchar, int4)"
+    assert shareable(Missing("opclass", "gin_trgm_ops", None, ("gin",)), CATALOG_TYPES)
+    assert shareable(Missing("opclass", "x", None, ("gin; drop",)), CATALOG_TYPES) is None
