@@ -140,31 +140,27 @@ COMMENT ON FUNCTION heal._check_shared() IS
     'Internal: on a hub, keeps only rows a member may send (its own id, bounded counts, '
     'names of the right shape).';
 
+-- The hub's row triggers, made once and disabled: a hub enables them ALWAYS (pgheal
+-- network hub), so they fire for the rows its subscriptions apply; a member's own rows
+-- are checked and merged by its hub.
 DO $$
+DECLARE
+    t record;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
-                    WHERE tgrelid = 'heal.shared_patterns'::pg_catalog.regclass
-                      AND tgname = 'shared_patterns_check') THEN
-        CREATE TRIGGER shared_patterns_check
-            BEFORE INSERT OR UPDATE OR DELETE ON heal.shared_patterns
-            FOR EACH ROW EXECUTE FUNCTION heal._check_shared();
-        ALTER TABLE heal.shared_patterns DISABLE TRIGGER shared_patterns_check;
-    END IF;
-END
-$$;
-
--- Made once, disabled: a hub enables it ALWAYS (pgheal network hub), so it fires for
--- the rows its subscriptions apply; a member's own rows are merged by its hub.
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
-                    WHERE tgrelid = 'heal.shared_patterns'::pg_catalog.regclass
-                      AND tgname = 'shared_patterns_merge') THEN
-        CREATE TRIGGER shared_patterns_merge
-            AFTER INSERT OR UPDATE OR DELETE ON heal.shared_patterns
-            FOR EACH ROW EXECUTE FUNCTION heal._merge_shared();
-        ALTER TABLE heal.shared_patterns DISABLE TRIGGER shared_patterns_merge;
-    END IF;
+    FOR t IN SELECT * FROM (VALUES ('shared_patterns_check', 'BEFORE', '_check_shared'),
+                                   ('shared_patterns_merge', 'AFTER', '_merge_shared'))
+                           AS v(name, timing, func)
+    LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                        WHERE tgrelid = 'heal.shared_patterns'::pg_catalog.regclass
+                          AND tgname = t.name) THEN
+            EXECUTE pg_catalog.format(
+                'CREATE TRIGGER %I %s INSERT OR UPDATE OR DELETE ON heal.shared_patterns '
+                'FOR EACH ROW EXECUTE FUNCTION heal.%I()', t.name, t.timing, t.func);
+            EXECUTE pg_catalog.format(
+                'ALTER TABLE heal.shared_patterns DISABLE TRIGGER %I', t.name);
+        END IF;
+    END LOOP;
 END
 $$;
 
