@@ -688,6 +688,71 @@ def named_schemas(shape: tuple) -> set[str]:
     return found
 
 
+#: What a tree holds that :func:`statement` never reads: where each node is, and the
+#: values of constants (what an ``A_Const`` holds, in each of its forms; one of another
+#: form stays, which only makes its shape its own). Both start with unescaped quotes,
+#: which are never inside a JSON string, and each has a literal start the search skips to.
+_PLACES = re.compile(r'location":-?\d+')
+_CONSTANT = re.compile(
+    r'\{"A_Const":\{"(?:sval":\{"sval":"(?:[^"\\]+|\\.)*"\}|fval":\{"fval":"[^"]*"\}'
+    r'|bsval":\{"bsval":"[^"]*"\}|ival":\{(?:"ival":-?\d+)?\}|boolval":\{(?:"boolval":true)?\}'
+    r'|isnull":true)'
+)
+_NO_CONSTANT = '{"A_Const":{"'
+#: Statements whose analysis reads a constant (a search_path's value) or the text.
+_READS_MORE = ('{"VariableSetStmt":', '{"CreateFunctionStmt":', '{"DoStmt":')
+_SETS_CONFIG = '"sval":"set_config"'
+#: How many shapes an analysis keeps, and how long each may be: bounded memory.
+_SHAPES, _SHAPE_CHARS = 4096, 8192
+
+
+class Analysis:
+    """The :func:`statement` of each statement of a script, from the split's trees.
+
+    Statements of one shape (equal trees but for constants and places: a seed file's
+    INSERTs) are analysed once: a script's analysis costs a dictionary lookup per
+    statement where its statements repeat. Called with each statement's JSON tree
+    (see :func:`heal.script.split`); a tree it cannot read stops it, and :meth:`of`
+    raises that.
+    """
+
+    def __init__(self, sql: str, pglast: ModuleType) -> None:
+        self.sql = sql
+        self.pglast = pglast
+        self.statements: list[Statement] = []
+        #: The number of the statement too deep to look into, or what analysing it raised.
+        self.too_deep: int | None = None
+        self.failed: Exception | None = None
+        self._shapes: dict[str, Statement] = {}
+
+    def __call__(self, tree_json: str | None, start: int, stop: int) -> None:
+        if self.too_deep is not None or self.failed is not None:
+            return
+        if tree_json is None:
+            self.too_deep = len(self.statements) + 1
+            return
+        shape = None
+        if len(tree_json) <= _SHAPE_CHARS and not (
+            tree_json.startswith(_READS_MORE) or _SETS_CONFIG in tree_json
+        ):
+            shape = _PLACES.sub("", _CONSTANT.sub(_NO_CONSTANT, tree_json))
+            known = self._shapes.get(shape)
+            if known is not None:
+                self.statements.append(known)
+                return
+        try:
+            found = statement(json.loads(tree_json), self.pglast, self.sql[start:stop]).kept()
+        except RecursionError:
+            self.too_deep = len(self.statements) + 1
+            return
+        except Exception as exc:  # a defect of the analysis: the migration goes on without it
+            self.failed = exc
+            return
+        if shape is not None and len(self._shapes) < _SHAPES:
+            self._shapes[shape] = found
+        self.statements.append(found)
+
+
 def names(statements: list[Statement], path: list[str] | None = None) -> Names:
     """Everything to look up in the catalogs for these statements (on `path`: the
     schemas an unqualified CREATE may land in, too)."""

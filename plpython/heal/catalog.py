@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import plpy
@@ -30,7 +29,7 @@ from .extcatalog import install_chain, objects_in, prepare
 from .fingerprint import canonical
 from .planner import NetworkPattern, consult_network, plan
 from .policy import Extension, Policy, SchemaInfo, is_temporary_schema
-from .script import Script, ScriptError, split, statement_tree, too_deep
+from .script import Script, ScriptError, split, too_deep
 from .snapshot import take_snapshot
 
 #: Per kind: a query for the schemas holding objects of that name, and whether each
@@ -410,21 +409,22 @@ def rebuild_extension_catalog(fingerprint: str) -> int:
 
 
 def predict(
-    script: Script, pglast: ModuleType, path: list[str] | None = None
-) -> dict[int, list[Missing]]:
-    """What each statement (by number) will miss, found before anything runs."""
-    analysed = []
-    for stmt in script.statements:
-        try:
-            tree = statement_tree(stmt, pglast)
-            analysed.append(analyze.statement(tree, pglast, stmt.text).kept())
-        except RecursionError:  # a body nested too deeply to look into
-            raise too_deep(stmt) from None
+    script: Script, analysis: analyze.Analysis, path: list[str] | None = None
+) -> analyze.Found:
+    """What each statement (by number) will miss, found before anything runs.
+
+    `analysis` is what :func:`heal.script.split` gave the trees of the statements to.
+    """
+    if analysis.too_deep is not None:  # a body nested too deeply to look into
+        raise too_deep(script.statements.numbered(analysis.too_deep))
+    if analysis.failed is not None:
+        raise analysis.failed
+    dropped = script.statements.dropped
+    analysed = [a for number, a in enumerate(analysis.statements, 1) if number not in dropped]
     path = path if path is not None else session_search_path()
     found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)), path)
     numbered = analyze.Found()
-    numbered.update({stmt.number: found[i] for i, stmt in enumerate(script.statements)
-                     if i in found})  # fmt: skip
+    numbered.update({script.statements[i].number: refs for i, refs in found.items()})
     numbered.deferred, numbered.homes, numbered.qualified = (
         found.deferred, found.homes, found.qualified)  # fmt: skip
     return numbered
@@ -441,9 +441,10 @@ def plan_script(sql: str | None) -> list[dict]:
 def _plan_script(sql: str, path: str) -> list[dict]:
     """:func:`plan_script` on pgheal's own search_path; `path` is the session's."""
     pglast = load_parser()
+    analysis = analyze.Analysis(sql, pglast)
     try:
-        script = split(sql, pglast, keep_outside=True)
-        found = predict(script, pglast, session_search_path(path))
+        script = split(sql, pglast, keep_outside=True, each=analysis)
+        found = predict(script, analysis, session_search_path(path))
     except ScriptError as exc:  # PostgreSQL's way of saying it, not a Python traceback
         plpy.error(f"heal.plan: {exc.message}", hint=exc.hint, sqlstate=exc.sqlstate)
     policy = Policy.from_settings(settings())

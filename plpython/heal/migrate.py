@@ -17,7 +17,7 @@ from typing import Any
 import plpy
 
 from . import parser, reasons, records
-from .analyze import Found
+from .analyze import Analysis, Found
 from .catalog import DatabaseCatalog, predict
 from .db import (
     OWN_PATH,
@@ -47,7 +47,7 @@ from .fingerprint import fingerprint, of_missing
 from .fixes import apply_fix_as, fix_error_kind, learned_plan, spi_message
 from .planner import Fix, consult_network, plan
 from .policy import Caller, Policy, SettingError
-from .script import Lines, ScriptError, Statement, policy_probe, split
+from .script import Lines, ScriptError, Statement, Statements, policy_probe, split
 from .searchpath import appended, join_path, split_path
 
 
@@ -154,6 +154,9 @@ def _failure(sqlstate: str, message: str, detail: str, hint: str) -> dict[str, s
 
 
 ROLLED_BACK_HINT = "The migration was rolled back; heal.build_events has each step."
+#: How many statements, and how much of the script, heal.migrate gives the server at
+#: once (see :meth:`Healer.run_statements`).
+CHUNK_STATEMENTS, CHUNK_BYTES = 100, 1 << 16
 
 
 class _SessionPath:
@@ -275,7 +278,8 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
     run.event("migration_started", detail={"bytes": len(sql.encode()), "name": name})
     try:
         pglast = load_parser()
-        script = split(sql, pglast)
+        analysis = Analysis(sql, pglast) if policy.predict else None
+        script = split(sql, pglast, each=analysis)
     except ScriptError as exc:
         run.event("migration_failed", sqlstate=exc.sqlstate, message=exc.message)
         _finish_failed(run, exc.message, exc.sqlstate)
@@ -289,9 +293,9 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
         return None
     run.statements = len(script.statements)
     predicted = Found()
-    if policy.predict:
+    if analysis is not None:
         try:
-            predicted = predict(script, pglast, session_search_path(own.saved))
+            predicted = predict(script, analysis, session_search_path(own.saved))
         except Exception as exc:  # analysis must never stop a migration; a cancel does
             if cancelled(exc):
                 raise
@@ -300,8 +304,7 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
     healer.catalog.expect(predicted)  # where the whole script expects extensions
     try:
         with plpy.subtransaction(), _SessionPath(own):
-            for stmt in script.statements:
-                healer.execute(stmt, predicted.get(stmt.number, ()))
+            healer.run_statements(script.statements, predicted)
             if dry_run:
                 raise _DryRun
     except _DryRun:
@@ -429,6 +432,39 @@ class Healer:
         self.path_added: list[str] = []
         self.path_kept: list[str] = []
 
+    def run_statements(self, statements: Statements, predicted: Found) -> None:
+        """Run every statement: those analysis found wanting one by one, through
+        :meth:`execute`; the others a chunk at a time, in one call of the server each
+        (heal._run_statements), and a statement of a chunk that fails through
+        :meth:`execute` again: it is run anew, for its error as PostgreSQL reports it.
+        """
+        chunk: list[tuple[int, int, int]] = []
+        size = 0
+        for span in statements.spans():
+            number, start, end = span
+            if number in predicted:
+                self._run_chunk(statements, chunk)
+                chunk, size = [], 0
+                self.execute(statements.numbered(number), predicted[number])
+                continue
+            chunk.append(span)
+            size += end - start
+            if len(chunk) >= CHUNK_STATEMENTS or size >= CHUNK_BYTES:
+                self._run_chunk(statements, chunk)
+                chunk, size = [], 0
+        self._run_chunk(statements, chunk)
+
+    def _run_chunk(self, statements: Statements, chunk: list[tuple[int, int, int]]) -> None:
+        sql = statements.script
+        while chunk:
+            failed = fetch_value("SELECT heal._run_statements($1)",
+                                 [sql[start:end] for _, start, end in chunk],
+                                 types=("text[]",))  # fmt: skip
+            if not failed:
+                return
+            self.execute(statements.numbered(chunk[failed - 1][0]))
+            chunk = chunk[failed:]
+
     def run_statement(self, stmt: Statement) -> PgError | None:
         try:  # plpy.execute runs in a subtransaction of its own: a failure undoes just it
             plpy.execute(stmt.text)
@@ -438,11 +474,14 @@ class Healer:
             return PgError.from_spi(exc, stmt)
         return None
 
-    def execute(self, stmt: Statement, predicted: Iterable[Missing] = ()) -> None:
+    def execute(
+        self, stmt: Statement, predicted: Iterable[Missing] = (), failed: PgError | None = None
+    ) -> None:
         """Run `stmt`, healing and retrying until it passes or cannot be healed.
 
         `predicted` are dependencies static analysis found missing: they are fixed
-        before the statement runs, so it needs no failed attempt.
+        before the statement runs, so it needs no failed attempt. `failed` is how the
+        statement failed when it was run already.
         """
         for missing in predicted:
             with OwnPath() as self.own:  # the statement runs on the session's path, pgheal not
@@ -453,7 +492,7 @@ class Healer:
         pending: dict | None = None  # the last heal, confirmed once the retry gets past it
         pending_key: tuple[str, str] | None = None
         while True:
-            error = self.run_statement(stmt)
+            error, failed = failed or self.run_statement(stmt), None
             key = (error.sqlstate, error.message) if error else None
             if pending is not None and key != pending_key:
                 self._succeeded(stmt, pending)

@@ -1,19 +1,21 @@
 """Turn a migration script into the statements ``heal.migrate`` runs.
 
-Splitting uses pglast's parser (so a syntax error is found before anything runs),
-then looks only at the few statements whose first words say they might be
-something a procedure cannot run: parsing every statement would cost 25 times
-as much as splitting. Those are read as JSON parse trees, and edited as text found
-by the scanner: pglast's AST objects are never built from user text (they recurse
-without a depth check and crash the backend on deep input).
+Splitting parses the script with pglast's parser into JSON parse trees, a piece at a
+time (so a syntax error is found before anything runs): each statement is parsed
+once, and the same trees tell where statements end, feed the static analysis, and
+show the few statements whose first words say they might be something a procedure
+cannot run. Statements are edited as text found by the scanner: pglast's AST objects
+are never built from user text (they recurse without a depth check and crash the
+backend on deep input).
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import re
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -99,6 +101,11 @@ class Statements(Sequence[Statement]):
         self._bounds.append(start)
         self._bounds.append(end)
 
+    @property
+    def dropped(self) -> frozenset[int]:
+        """The numbers of the statements that are not run."""
+        return frozenset(self._dropped)
+
     def _drop(self, number: int) -> None:
         self._dropped.add(number)
         self._kept = None
@@ -121,6 +128,17 @@ class Statements(Sequence[Statement]):
         bounds = self._bounds
         for position in range(self._all()):
             yield position + 1, bounds[2 * position], bounds[2 * position + 1]
+
+    def spans(self) -> Iterator[tuple[int, int, int]]:
+        """(number, start, end) of the statements that run, without making objects."""
+        dropped = self._dropped
+        for number, start, end in self.bounds():
+            if number not in dropped:
+                yield number, start, end
+
+    def numbered(self, number: int) -> Statement:
+        """The statement numbered `number` (1-based, those not run counted)."""
+        return self._make(number - 1)
 
     def __len__(self) -> int:
         return self._all() - len(self._dropped)
@@ -148,6 +166,9 @@ class Statements(Sequence[Statement]):
 class Script:
     statements: Statements
     notices: list[str] = field(default_factory=list)
+    #: number -> JSON parse tree, while split: the statements whose first words say
+    #: they may be something a procedure cannot run (see :func:`_check_runnable`)
+    suspects: dict[int, str | None] = field(default_factory=dict, repr=False)
 
 
 class ScriptError(Exception):
@@ -220,11 +241,19 @@ def _meta_refusal(command: str, arguments: str) -> str | None:
     return "is not SQL"
 
 
-def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
+def split(
+    sql: str,
+    pglast: ModuleType,
+    keep_outside: bool = False,
+    each: Callable[[str | None, int, int], None] | None = None,
+) -> Script:
     """Split `sql` into statements; raise :class:`ScriptError` when it cannot run.
 
     With `keep_outside`, statements that cannot run inside a transaction are kept and
     marked (:attr:`Statement.outside`) instead of refused: the CLI runs them itself.
+    `each` is given every statement's JSON parse tree (None when too deep for one),
+    start and stop, in order (those dropped afterwards too): the analysis reads the
+    split's own parse.
     """
     statements = Statements(sql)
     script = Script(statements=statements)
@@ -245,8 +274,12 @@ def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
         blanked = _blank(blanked, start, end)
 
     try:
-        for start, stop in _spans(blanked, pglast):
+        for start, stop, tree in _spans(blanked, pglast):
             statements._add(start, stop)
+            if each is not None:
+                each(tree, start, stop)
+            if _suspect(tree, sql, start, stop):
+                script.suspects[len(statements)] = tree
     except pglast.parser.ParseError as exc:
         message = exc.args[0]
         location = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(sql)
@@ -257,67 +290,149 @@ def split(sql: str, pglast: ModuleType, keep_outside: bool = False) -> Script:
             f"{message} (statement {number}, line {line}, column {column})",
             hint="Nothing was run: fix the script and run it again.",
         ) from None
-    _check_runnable(script, pglast, keep_outside)
+    _check_runnable(script, keep_outside)
     return script
 
 
 #: How much of a script the parser is given at once. libpg_query keeps the parse trees
-#: of all it splits until it is done, some fifty times the text, and pglast's scanner
-#: makes an object of every token: a 10 MB script split whole took over 500 MB, in
-#: pieces of 256 kB still 60 MB. Pieces of 16 kB cost about 1 MB, and split no slower.
+#: of all it parses until it is done, some fifty times the text: a 10 MB script parsed
+#: whole took over 500 MB. Pieces of 16 kB cost about 1 MB, and parse no slower.
 SPLIT_PIECE = 1 << 14
 
-#: How many of a piece's last semicolons are tried as its end (one inside a BEGIN
+#: How many of a piece's last statement ends are tried as its end (one inside a BEGIN
 #: ATOMIC body ends no statement) before the piece is made larger.
 _CUT_TRIES = 8
 
+#: Where each statement's tree starts in libpg_query's JSON: only a RawStmt has a field
+#: named ``stmt``, and a quote inside a JSON string is escaped, so this is never inside one.
+_RAW_STMT = '{"stmt":{'
 
-def _spans(text: str, pglast: ModuleType) -> Iterator[tuple[int, int]]:
-    """(start, stop) of each statement of `text`, split a piece at a time.
 
-    A piece ends where a statement does: at a semicolon the scanner finds, checked by
-    the parser (a piece cut inside a literal, a comment or a function body does not
-    parse, and is made larger). A syntax error is raised at its place in `text`.
+def _spans(text: str, pglast: ModuleType) -> Iterator[tuple[int, int, str | None]]:
+    """(start, stop, tree) of each statement of `text`, parsed a piece at a time.
+
+    `tree` is the statement's JSON parse tree as libpg_query writes it (``{"Kind":
+    {...}}``), None when it is too deep for one: the one parse of the split feeds the
+    analysis too. A piece ends where a statement does, as the scanner finds it,
+    checked by the parser (a piece cut inside a function body does not parse, and is
+    made larger). A syntax error is raised at its place in `text`.
     """
     start, size = 0, SPLIT_PIECE
     while start < len(text):
         if len(text) - start <= size:
-            yield from _split_piece(text, start, len(text), pglast)
+            yield from _parsed(text, start, len(text), pglast)
             return
         found = _cut(text, start, start + size, pglast)
         if found is None:
             size *= 2
             continue
-        stop, spans = found
-        for span in spans:
-            yield start + span.start, start + span.stop
-        start, size = stop, SPLIT_PIECE
+        start, parsed = found
+        yield from parsed
+        size = SPLIT_PIECE
 
 
-def _split_piece(text: str, start: int, stop: int, pglast: ModuleType) -> Iterator[tuple[int, int]]:
-    try:
-        spans = pglast.split(text[start:stop], with_parser=True, only_slices=True)
-    except pglast.parser.ParseError as exc:
-        at = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else stop - start
-        raise pglast.parser.ParseError(exc.args[0], start + at) from None
-    for span in spans:
-        yield start + span.start, start + span.stop
+def _cut(
+    text: str, start: int, stop: int, pglast: ModuleType
+) -> tuple[int, list[tuple[int, int, str | None]]] | None:
+    """Where in text[start:stop] a whole number of statements ends, and their spans.
 
-
-def _cut(text: str, start: int, stop: int, pglast: ModuleType) -> tuple[int, tuple] | None:
-    """Where in text[start:stop] a whole number of statements ends, and their spans."""
-    try:
-        tokens = pglast.parser.scan(text[start:stop])
-    except pglast.parser.ParseError:
-        return None  # cut inside a literal or a comment
-    ends = [t.end + 1 for t in tokens if t.name == "ASCII_59"][-_CUT_TRIES:]
-    for end in reversed(ends):
+    Tried at the piece's last semicolons: one inside a literal, a block comment or a
+    body does not parse; one inside a line comment parses, but the parser ends no
+    statement there. Failing that (a statement too deep for a JSON tree, say), at the
+    ends the scanner finds.
+    """
+    piece = text[start:stop]
+    at = len(piece)
+    for _ in range(_CUT_TRIES):
+        at = piece.rfind(";", 0, at)
+        if at < 0:
+            break
         try:
-            spans = pglast.split(text[start : start + end], with_parser=True, only_slices=True)
+            tree_json = pglast.parser.parse_sql_json(piece[: at + 1])
         except pglast.parser.ParseError:
             continue
-        return start + end, spans
+        ended = at if piece.isascii() else len(piece[:at].encode())
+        location, length, _ = _raw_bounds(tree_json, len(tree_json) - 3)
+        if length and location + length == ended:
+            return start + at + 1, list(_statements(tree_json, text, start, start + at + 1))
+    try:
+        slices = pglast.split(piece, with_parser=False, only_slices=True)
+    except pglast.parser.ParseError:
+        return None  # cut inside a literal or a comment
+    # The last statement the scanner finds may be cut short by the piece's end.
+    for end in [s.stop for s in slices[:-1]][-_CUT_TRIES:][::-1]:
+        try:
+            return start + end, _parsed(text, start, start + end, pglast)
+        except pglast.parser.ParseError:
+            continue
     return None
+
+
+def _parsed(
+    text: str, start: int, stop: int, pglast: ModuleType
+) -> list[tuple[int, int, str | None]]:
+    """:func:`_spans` of text[start:stop], which must be whole statements."""
+    piece = text[start:stop]
+    try:
+        return list(_statements(pglast.parser.parse_sql_json(piece), text, start, stop))
+    except pglast.parser.ParseError as exc:
+        try:
+            slices = pglast.split(piece, with_parser=True, only_slices=True)
+        except pglast.parser.ParseError:
+            at = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(piece)
+            raise pglast.parser.ParseError(exc.args[0], start + at) from None
+    # It parses, but a statement is too deep for a JSON tree: each one on its own.
+    parsed = []
+    for span in slices:
+        try:
+            one = pglast.parser.parse_sql_json(piece[span])
+        except pglast.parser.ParseError:
+            parsed.append((start + span.start, start + span.stop, None))
+            continue
+        parsed += _statements(one, text, start + span.start, start + span.stop)
+    return parsed
+
+
+def _raw_bounds(tree_json: str, end: int) -> tuple[int, int, int]:
+    """(stmt_location, stmt_len, where its statement's own tree ends) of the RawStmt
+    whose closing brace is at `end` in `tree_json`; the JSON leaves a 0 out. A stmt_len
+    ends at the statement's semicolon: 0 when none ends it."""
+    tail, location, length = end, 0, 0
+    at = tree_json.rfind(',"stmt_len":', end - 24, end)
+    if at >= 0:
+        length, tail = int(tree_json[at + 12 : end]), at
+    at = tree_json.rfind(',"stmt_location":', tail - 30, tail)
+    if at >= 0:
+        location, tail = int(tree_json[at + 17 : tail]), at
+    return location, length, tail
+
+
+def _statements(tree_json: str, text: str, start: int, stop: int) -> Iterator[tuple[int, int, str]]:
+    """(start, stop, tree) of each statement `tree_json` parsed from text[start:stop],
+    without leading and trailing white space, as ``pglast.split`` cuts them; `tree` is
+    the statement's own ``{"Kind": {...}}``."""
+    piece = text[start:stop]
+    encoded = None if piece.isascii() else piece.encode()
+    done_bytes = done_chars = 0  # the parser counts bytes, Python characters
+    find = tree_json.find
+    at = find(_RAW_STMT)
+    while at >= 0:
+        following = find(_RAW_STMT, at + 9)
+        end = following - 2 if following >= 0 else len(tree_json) - 3  # the RawStmt's }
+        location, length, tree_end = _raw_bounds(tree_json, end)
+        tree = tree_json[at + 8 : tree_end]
+        if encoded is None:
+            low, high = location, location + length if length else len(piece)
+        else:
+            done_chars += len(encoded[done_bytes:location].decode())
+            low = done_chars
+            high = low + len(encoded[location : location + length].decode()) if length else len(
+                piece)  # fmt: skip
+            done_bytes, done_chars = location + length, high
+        cut = piece[low:high]
+        yield (start + low + len(cut) - len(cut.lstrip()), start + low + len(cut.rstrip()),
+               tree)  # fmt: skip
+        at = following
 
 
 def _statement_at(blanked: str, location: int, pglast: ModuleType) -> int:
@@ -329,14 +444,17 @@ def _statement_at(blanked: str, location: int, pglast: ModuleType) -> int:
     return 1 + sum(1 for t in tokens if t.name == "ASCII_59")
 
 
-def _check_runnable(script: Script, pglast: ModuleType, keep_outside: bool) -> None:
+def _check_runnable(script: Script, keep_outside: bool) -> None:
     """Drop transaction control that the one-transaction run makes moot; refuse the rest."""
-    statements, sql = script.statements, script.statements.script
-    for number, start, end in statements.bounds():
-        if not _SUSPECT.match(sql, _LEADING_NOISE.match(sql, start, end).end(), end):
-            continue  # most statements: nothing made, nothing copied
+    statements = script.statements
+    for number, tree in script.suspects.items():
         stmt = statements._make(number - 1)
-        verdict = classify_node(statement_tree(stmt, pglast))
+        try:
+            if tree is None:
+                raise RecursionError
+            verdict = classify_node(json.loads(tree))
+        except RecursionError:  # too deep for the parser's tree, or for json.loads
+            raise too_deep(stmt) from None
         if verdict == "skip":
             script.notices.append(
                 f"skipped {leading_words(stmt.text).split()[0].upper()} on line {stmt.line}: "
@@ -353,21 +471,7 @@ def _check_runnable(script: Script, pglast: ModuleType, keep_outside: bool) -> N
                 hint="PostgreSQL never runs it inside a transaction or function: "
                 "run it on its own at top level, for example with psql.",
             )
-
-
-def statement_tree(stmt: Statement, pglast: ModuleType) -> dict:
-    """The JSON parse tree of one statement, ``{"NodeType": {fields}}``.
-
-    Only the JSON entry goes through libpg_query's own stack check: building pglast's
-    AST objects recurses once per tree level unchecked and crashes the backend on a
-    deep expression. A tree too deep for the parser or for ``json.loads`` is refused
-    cleanly instead.
-    """
-    try:
-        return parse(stmt.text, pglast)[0]
-    except (RecursionError, pglast.parser.ParseError):
-        # split() parsed this statement already: only its depth can fail here.
-        raise too_deep(stmt) from None
+    script.suspects.clear()
 
 
 def too_deep(stmt: Statement) -> ScriptError:
@@ -391,6 +495,25 @@ _NEVER_IN_TRANSACTION = {
 }
 #: Transaction control the one-transaction run makes moot: dropped with a notice.
 _SKIPPED_TRANSACTION = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
+
+
+#: The kinds of statement :func:`classify_node` reads further, as their trees start.
+_SUSPECT_KINDS = tuple(f'{{"{kind}":' for kind in (
+    *_NEVER_IN_TRANSACTION, "CreateSubscriptionStmt", "VacuumStmt", "ReindexStmt",
+    "AlterSubscriptionStmt", "AlterDatabaseStmt", "ClusterStmt", "DiscardStmt",
+    "TransactionStmt"))  # fmt: skip
+#: Those it reads further only when they say CONCURRENTLY.
+_CONCURRENT_KINDS = ('{"IndexStmt":', '{"DropStmt":', '{"AlterTableStmt":')
+
+
+def _suspect(tree: str | None, sql: str, start: int, stop: int) -> bool:
+    """Whether the statement may be something a procedure cannot run: by its tree's
+    kind, or, with no tree (too deep for one), by its first words."""
+    if tree is None:
+        return bool(_SUSPECT.match(sql, _LEADING_NOISE.match(sql, start, stop).end(), stop))
+    return tree.startswith(_SUSPECT_KINDS) or (
+        tree.startswith(_CONCURRENT_KINDS) and '"concurrent":true' in tree
+    )
 
 
 def _defnames(items: list | None) -> set[str]:
@@ -430,7 +553,7 @@ _REFRESHING = frozenset({"ALTER_SUBSCRIPTION_SET_PUBLICATION",
 def classify_node(tree: dict) -> str | None:
     """``"skip"`` for BEGIN/COMMIT, a statement name when it cannot run in a procedure.
 
-    `tree` is one statement of the JSON parse tree (see :func:`statement_tree`): false
+    `tree` is one statement of the JSON parse tree (see :func:`split`): false
     booleans and absent nodes are left out of it, enums are their names.
     """
     ((kind, node),) = tree.items()

@@ -99,6 +99,32 @@ BEGIN
 END
 $$;
 
+-- Internal: run statements one by one, each in a subtransaction of its own, until one
+-- fails: its place in the array (the statements before it stay done), or 0 when all
+-- ran. heal.migrate runs a script a chunk at a time through it, and a failed statement
+-- on its own again, to heal it. With the caller's rights, on the caller's search_path:
+-- no SET clause, which would undo what a statement sets when the call returns.
+CREATE OR REPLACE FUNCTION heal._run_statements(statements text[]) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    ran integer := 0;
+    query text;
+BEGIN
+    FOREACH query IN ARRAY statements LOOP
+        ran := ran OPERATOR(pg_catalog.+) 1;
+        BEGIN
+            EXECUTE query;
+        EXCEPTION WHEN OTHERS THEN
+            RETURN ran;
+        END;
+    END LOOP;
+    RETURN 0;
+END
+$$;
+COMMENT ON FUNCTION heal._run_statements(text[]) IS
+    'Internal: run statements in turn until one fails (heal.migrate''s chunks).';
+
 -- Runs the migration with the caller's rights; fixes go through heal.apply_fix.
 -- No SET clauses: a procedure with one cannot commit, and the failure record must.
 -- The work is done in PL/Python; the error is raised here so that the client sees

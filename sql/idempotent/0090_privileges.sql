@@ -77,5 +77,8 @@ GRANT USAGE ON SCHEMA heal TO PUBLIC;
 GRANT EXECUTE ON FUNCTION heal.write_records() TO PUBLIC;
 -- Raises the error a run returned, with the caller's rights (not SECURITY DEFINER).
 GRANT EXECUTE ON FUNCTION heal.raise_failure(jsonb) TO PUBLIC;
+-- Runs the caller's statements with the caller's rights (not SECURITY DEFINER): after
+-- a script's SET ROLE, heal.migrate runs the rest of it through this as that role.
+GRANT EXECUTE ON FUNCTION heal._run_statements(text[]) TO PUBLIC;
 -- The event trigger's function is SECURITY DEFINER and cannot be called directly:
 -- no grant is needed for it to fire for every role.

@@ -359,3 +359,52 @@ def test_a_function_named_only_in_a_string_is_said_so_not_guessed(conn):
     assert conn.execute("SELECT reason_kind, times FROM heal.failures").fetchall() == [
         ("no_fix", 1)
     ]
+
+
+REACTIVE = "UPDATE heal.settings SET value = 'off' WHERE name = 'predict'"
+
+
+def test_statements_before_a_reactive_heal_run_once(conn):
+    """A chunk's statements before the one that fails stay done: sequence values,
+    prepared statements and notices are taken, made and sent once."""
+    conn.execute(REACTIVE)
+    conn.execute("CREATE TABLE parents (id serial PRIMARY KEY, v text)")
+    notices = migrate(
+        conn,
+        "INSERT INTO parents (v) VALUES ('a');\n"
+        "PREPARE chunked_p AS SELECT 1;\n"
+        "DO $$ BEGIN RAISE NOTICE 'said once'; END $$;\n"
+        "INSERT INTO parents (v) VALUES ('b');\n"
+        "CREATE TABLE kids (id uuid DEFAULT uuid_generate_v4(), parent int REFERENCES parents);\n"
+        "INSERT INTO kids (parent) VALUES (1), (2);\n",
+    )
+    assert conn.execute("SELECT id, v FROM parents ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+    assert scalar(conn, "SELECT count(*) FROM kids") == 2
+    assert notices.count("said once") == 1
+    assert scalar(conn, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'chunked_p'") == 1
+    healed = [e[1] for e in events(conn) if e[0] == "auto_heal_success"]
+    assert healed == [5]
+
+
+def test_chunks_stop_where_a_statement_fails_and_go_on_after_it(conn):
+    """Failing statements far into a long script, in several chunks: each heals where it
+    is, and every statement runs exactly once."""
+    conn.execute(REACTIVE)
+    inserts = [f"INSERT INTO log (n) VALUES ({i});" for i in range(450)]
+    inserts[130] = "CREATE TABLE app1.t (id int);"
+    inserts[131] = "INSERT INTO log (n, k) VALUES (131, soundex('x'));"
+    inserts[299] = "CREATE TABLE app2.t (id int);"
+    migrate(conn, "CREATE TABLE log (n int, k text);\n" + "\n".join(inserts))
+    assert scalar(conn, "SELECT count(*) FROM log") == 448
+    assert scalar(conn, "SELECT count(DISTINCT n) FROM log") == 448
+    assert scalar(conn, "SELECT k FROM log WHERE n = 131") == "X000"
+    healed = [e[1] for e in events(conn) if e[0] == "auto_heal_success"]
+    assert healed == [132, 133, 301]
+
+
+def test_a_script_that_switches_role_runs_its_chunks_as_that_role(conn, app_role):
+    conn.execute(f"GRANT {app_role} TO postgres")
+    migrate(conn, f"SET ROLE {app_role};\n" + "".join(
+        f"CREATE TABLE owned_{i} (id int);\n" for i in range(150)))  # fmt: skip
+    assert scalar(conn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'owned\\_%' "
+                  f"AND tableowner = '{app_role}'") == 150  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pglast
 import pytest
 
@@ -178,13 +180,21 @@ DEEP = [
 ]
 
 
-@pytest.mark.parametrize("make", DEEP[:4])
-def test_too_deep_to_look_into_is_a_clean_error(make):
-    """600 levels pass the parser but not json.loads: refused, not a traceback."""
+def test_too_deep_to_look_into_is_a_clean_error():
+    """600 levels pass the parser but not json.loads: a statement split() must look
+    into (CREATE INDEX CONCURRENTLY) is refused, not a traceback."""
     with pytest.raises(ScriptError) as info:
-        split(f"SELECT 1;\n{make(600)};", pglast, keep_outside=True)
+        split(f"SELECT 1;\n{DEEP[2](600)};", pglast, keep_outside=True)
     assert info.value.sqlstate == "54001"
     assert info.value.message == "statement too deeply nested (statement 2, line 2)"
+
+
+@pytest.mark.parametrize("make", [DEEP[0], DEEP[1], DEEP[3]])
+def test_too_deep_to_look_into_runs_where_its_kind_says_enough(make):
+    """PREPARE and CREATE TABLE are never refused: their trees' kinds say so, and a
+    column named concurrently does not make one a suspect."""
+    script = split(f"SELECT 1;\n{make(600)};", pglast)
+    assert [s.number for s in script.statements] == [1, 2]
 
 
 def test_too_deep_for_the_parsers_stack_check_is_a_clean_error():
@@ -282,7 +292,16 @@ PIECES = [
     "SELECT 'a;b;c;" + "x;" * 50 + "';",
     "/* a comment; with; semicolons; " + "; " * 40 + "*/ SELECT 2;",
     "INSERT INTO t VALUES (1, 'é;');",
+    "-- ünïcode; before\n  /* ä; */ SELECT 'ß', $q$;ö;$q$;",
+    "SELECT 1; -- a note; DROP TABLE users; x;\nSELECT 3 -- y;\n + 4;",
 ]
+
+
+@pytest.mark.parametrize("piece", range(8, 80, 3))
+def test_a_semicolon_in_a_line_comment_never_ends_a_piece(monkeypatch, piece):
+    monkeypatch.setattr(script_module, "SPLIT_PIECE", piece)
+    texts = [s.text for s in split(PIECES[-1] * 3, pglast).statements]
+    assert texts == ["SELECT 1", "SELECT 3 -- y;\n + 4"] * 3
 
 
 @pytest.mark.parametrize("piece", [64, 100, 257, 1 << 14])
@@ -292,6 +311,34 @@ def test_splitting_in_pieces_finds_the_statements_of_a_whole_split(monkeypatch, 
     monkeypatch.setattr(script_module, "SPLIT_PIECE", piece)
     found = [(s.offset, s.end) for s in split(sql, pglast).statements]
     assert found == whole
+
+
+@pytest.mark.parametrize("piece", [64, 257, 1 << 14])
+def test_each_statement_is_given_its_own_tree_from_the_split(monkeypatch, piece):
+    deep = "SELECT " + "1+" * 60_000 + "1;"
+    sql = "\n".join(PIECES * 3 + [deep] + PIECES)
+    monkeypatch.setattr(script_module, "SPLIT_PIECE", piece)
+    given = []
+    script = split(sql, pglast, each=lambda tree, start, stop: given.append((tree, start, stop)))
+    assert [(start, stop) for _, start, stop in given] == [
+        (s.offset, s.end) for s in script.statements
+    ]
+    for tree, start, stop in given:
+        if sql[start:stop] == deep[:-1]:
+            assert tree is None  # too deep for a JSON tree: the analysis is told so
+        else:
+            own = parse(sql[start:stop], pglast)[0]
+            assert _placeless(json.loads(tree)) == _placeless(own)
+    assert sum(tree is None for tree, _, _ in given) == 1
+
+
+def _placeless(node: object) -> object:
+    """A parse tree without its locations, which count from where the parse began."""
+    if isinstance(node, dict):
+        return {k: _placeless(v) for k, v in node.items() if not k.endswith("location")}
+    if isinstance(node, list):
+        return [_placeless(v) for v in node]
+    return node
 
 
 def test_a_syntax_error_far_into_a_script_names_its_place(monkeypatch):
