@@ -48,10 +48,8 @@ def failure(reason: str, why: str, fingerprint: str | None, **fields: object) ->
 def write_events(events: list[dict], source: str) -> None:
     """Write events of a route that records no migration row (the scan, the trigger),
     through the one writer, ``heal.write_events``."""
-    plan = plpy.prepare(
-        "SELECT heal.write_events($1::jsonb, $2, NULL)", ["pg_catalog.text", "pg_catalog.text"]
-    )
-    plpy.execute(plan, [json.dumps(events), source])
+    fetch_value("SELECT heal.write_events($1::jsonb, $2, NULL)", json.dumps(events), source,
+                types=("text", "text"))  # fmt: skip
 
 
 def submit(migration: dict, events: list[dict]) -> int:
@@ -69,17 +67,14 @@ def write_pending() -> int | None:
         return None
     migration, events = _PENDING.pop()
     sql = migration.pop("sql")
-    plan = plpy.prepare(
-        "SELECT heal.record_migration($1::jsonb, $2::jsonb) AS id",
-        ["pg_catalog.text", "pg_catalog.text"],
-    )
-    migration_id = int(plpy.execute(plan, [json.dumps(migration), json.dumps(events)])[0]["id"])
-    plan = plpy.prepare(
-        "INSERT INTO heal.migration_scripts (migration_id, part, sql) VALUES ($1, $2, $3)",
-        ["pg_catalog.int8", "pg_catalog.int4", "pg_catalog.text"],
-    )
+    migration_id = int(fetch_value("SELECT heal.record_migration($1::jsonb, $2::jsonb)",
+                                   json.dumps(migration), json.dumps(events),
+                                   types=("text", "text")))  # fmt: skip
     for part, start in enumerate(range(0, len(sql), SCRIPT_PART), 1):
-        plpy.execute(plan, [migration_id, part, sql[start : start + SCRIPT_PART]])
+        fetch_value(
+            "INSERT INTO heal.migration_scripts (migration_id, part, sql) VALUES ($1, $2, $3)",
+            migration_id, part, sql[start : start + SCRIPT_PART], types=("int8", "int4", "text"),
+        )  # fmt: skip
     return migration_id
 
 

@@ -165,17 +165,22 @@ $$;
 -- recorded by a role with this user's rights (itself, a member of it, a superuser).
 -- A history row a less privileged role wrote never makes a more privileged runner
 -- skip a migration, or refuse it as changed.
+-- PL/pgSQL, not SQL: a SQL function with a SET clause is planned at every call, and
+-- every named heal.migrate asks.
 CREATE OR REPLACE FUNCTION heal.last_applied(name text)
 RETURNS TABLE (checksum text, finished_at timestamptz, run_by name)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
+BEGIN
+    RETURN QUERY
     SELECT m.checksum, m.finished_at, m.run_by
       FROM heal.migrations m
       JOIN pg_roles r ON r.oid = coalesce(m.run_by_oid,
                                           (SELECT o.oid FROM pg_roles o WHERE o.rolname = m.run_by))
      WHERE m.name = last_applied.name AND m.status = 'succeeded'
        AND pg_has_role(r.oid, current_user, 'USAGE')
-     ORDER BY m.id DESC LIMIT 1
+     ORDER BY m.id DESC LIMIT 1;
+END
 $$;
 COMMENT ON FUNCTION heal.last_applied(text) IS
     'The last successful run of migration name, among those recorded by a role with the '
