@@ -474,14 +474,11 @@ class Healer:
             return PgError.from_spi(exc, stmt)
         return None
 
-    def execute(
-        self, stmt: Statement, predicted: Iterable[Missing] = (), failed: PgError | None = None
-    ) -> None:
+    def execute(self, stmt: Statement, predicted: Iterable[Missing] = ()) -> None:
         """Run `stmt`, healing and retrying until it passes or cannot be healed.
 
         `predicted` are dependencies static analysis found missing: they are fixed
-        before the statement runs, so it needs no failed attempt. `failed` is how the
-        statement failed when it was run already.
+        before the statement runs, so it needs no failed attempt.
         """
         for missing in predicted:
             with OwnPath() as self.own:  # the statement runs on the session's path, pgheal not
@@ -492,7 +489,7 @@ class Healer:
         pending: dict | None = None  # the last heal, confirmed once the retry gets past it
         pending_key: tuple[str, str] | None = None
         while True:
-            error, failed = failed or self.run_statement(stmt), None
+            error = self.run_statement(stmt)
             key = (error.sqlstate, error.message) if error else None
             if pending is not None and key != pending_key:
                 self._succeeded(stmt, pending)
