@@ -159,6 +159,20 @@ ROLLED_BACK_HINT = "The migration was rolled back; heal.build_events has each st
 CHUNK_STATEMENTS, CHUNK_BYTES = 100, 1 << 16
 
 
+def _position(stmt: Statement, sqlstate: str) -> int:
+    """Where in `stmt` the server places the error it failed with, which PL/pgSQL's
+    diagnostics do not say: preparing the statement analyses it again without running
+    it, so an error found there (a missing function, type, relation) says where."""
+    try:
+        plpy.prepare(stmt.text)
+    except plpy.SPIError as exc:
+        if cancelled(exc):
+            raise
+        if exc.sqlstate == sqlstate:
+            return PgError.from_spi(exc, stmt).position
+    return 0
+
+
 class _SessionPath:
     """Run the script's statements on the session's search_path (:attr:`OwnPath.saved`);
     pgheal's own path again afterwards, keeping what the script set in `own`."""
@@ -433,19 +447,21 @@ class Healer:
         self.path_kept: list[str] = []
 
     def run_statements(self, statements: Statements, predicted: Found) -> None:
-        """Run every statement: those analysis found wanting one by one, through
+        """Run every statement: those analysis found wanting, and those PL/pgSQL's
+        EXECUTE cannot run (:attr:`Statements.alone`), one by one through
         :meth:`execute`; the others a chunk at a time, in one call of the server each
-        (heal._run_statements), and a statement of a chunk that fails through
-        :meth:`execute` again: it is run anew, for its error as PostgreSQL reports it.
+        (heal._run_statements). A statement of a chunk that fails goes on to
+        :meth:`execute` with the error it failed with: it runs no more often than alone.
         """
         chunk: list[tuple[int, int, int]] = []
         size = 0
+        alone = statements.alone
         for span in statements.spans():
             number, start, end = span
-            if number in predicted:
+            if number in predicted or number in alone:
                 self._run_chunk(statements, chunk)
                 chunk, size = [], 0
-                self.execute(statements.numbered(number), predicted[number])
+                self.execute(statements.numbered(number), predicted.get(number, ()))
                 continue
             chunk.append(span)
             size += end - start
@@ -457,13 +473,16 @@ class Healer:
     def _run_chunk(self, statements: Statements, chunk: list[tuple[int, int, int]]) -> None:
         sql = statements.script
         while chunk:
-            failed = fetch_value("SELECT heal._run_statements($1)",
-                                 [sql[start:end] for _, start, end in chunk],
-                                 types=("text[]",))  # fmt: skip
-            if not failed:
+            texts = [sql[start:end] for _, start, end in chunk]
+            ran = fetch("SELECT * FROM heal._run_statements($1)", texts, types=("text[]",))[0]
+            if not ran["failed"]:
                 return
-            self.execute(statements.numbered(chunk[failed - 1][0]))
-            chunk = chunk[failed:]
+            stmt = statements.numbered(chunk[ran["failed"] - 1][0])
+            code = ran["error_code"]
+            error = PgError(code, ran["error_message"], ran["error_detail"] or None,
+                            ran["error_hint"] or None, stmt, _position(stmt, code))  # fmt: skip
+            self.execute(stmt, failed=error)
+            chunk = chunk[ran["failed"] :]
 
     def run_statement(self, stmt: Statement) -> PgError | None:
         try:  # plpy.execute runs in a subtransaction of its own: a failure undoes just it
@@ -474,11 +493,14 @@ class Healer:
             return PgError.from_spi(exc, stmt)
         return None
 
-    def execute(self, stmt: Statement, predicted: Iterable[Missing] = ()) -> None:
+    def execute(
+        self, stmt: Statement, predicted: Iterable[Missing] = (), failed: PgError | None = None
+    ) -> None:
         """Run `stmt`, healing and retrying until it passes or cannot be healed.
 
         `predicted` are dependencies static analysis found missing: they are fixed
-        before the statement runs, so it needs no failed attempt.
+        before the statement runs, so it needs no failed attempt. `failed` is the
+        error it failed with when it ran already: its first attempt.
         """
         for missing in predicted:
             with OwnPath() as self.own:  # the statement runs on the session's path, pgheal not
@@ -489,7 +511,7 @@ class Healer:
         pending: dict | None = None  # the last heal, confirmed once the retry gets past it
         pending_key: tuple[str, str] | None = None
         while True:
-            error = self.run_statement(stmt)
+            error, failed = failed or self.run_statement(stmt), None
             key = (error.sqlstate, error.message) if error else None
             if pending is not None and key != pending_key:
                 self._succeeded(stmt, pending)

@@ -96,10 +96,18 @@ class Statements(Sequence[Statement]):
         self._dropped: set[int] = set()  # numbers of the statements not run
         self._outside: dict[int, str] = {}  # number -> what it is (Statement.outside)
         self._kept: array | None = None  # index -> number - 1, once indexed with drops
+        self._alone: set[int] = set()  # numbers of those to run alone (Statements.alone)
 
     def _add(self, start: int, end: int) -> None:
         self._bounds.append(start)
         self._bounds.append(end)
+
+    @property
+    def alone(self) -> frozenset[int]:
+        """The numbers of the statements to run on their own, not in a chunk of PL/pgSQL
+        EXECUTEs: ``SELECT ... INTO`` (which EXECUTE refuses once it has run it), and
+        those too deep for a tree to tell."""
+        return frozenset(self._alone)
 
     @property
     def dropped(self) -> frozenset[int]:
@@ -280,6 +288,8 @@ def split(
                 each(tree, start, stop)
             if _suspect(tree, sql, start, stop):
                 script.suspects[len(statements)] = tree
+            if tree is None or (tree.startswith(_SELECT) and _INTO in tree):
+                statements._alone.add(len(statements))
     except pglast.parser.ParseError as exc:
         message = exc.args[0]
         location = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(sql)
@@ -497,6 +507,8 @@ _NEVER_IN_TRANSACTION = {
 _SKIPPED_TRANSACTION = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START", "TRANS_STMT_COMMIT"})
 
 
+#: A SELECT ... INTO, as its tree says (only the outermost SELECT has an INTO).
+_SELECT, _INTO = '{"SelectStmt":', '"intoClause":'
 #: The kinds of statement :func:`classify_node` reads further, as their trees start.
 _SUSPECT_KINDS = tuple(f'{{"{kind}":' for kind in (
     *_NEVER_IN_TRANSACTION, "CreateSubscriptionStmt", "VacuumStmt", "ReindexStmt",

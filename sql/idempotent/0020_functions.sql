@@ -100,26 +100,34 @@ END
 $$;
 
 -- Internal: run statements one by one, each in a subtransaction of its own, until one
--- fails: its place in the array (the statements before it stay done), or 0 when all
--- ran. heal.migrate runs a script a chunk at a time through it, and a failed statement
--- on its own again, to heal it. With the caller's rights, on the caller's search_path:
--- no SET clause, which would undo what a statement sets when the call returns.
-CREATE OR REPLACE FUNCTION heal._run_statements(statements text[]) RETURNS integer
+-- fails: its place in the array (the statements before it stay done) and its error,
+-- or failed = 0 when all ran. heal.migrate runs a script a chunk at a time through
+-- it. With the caller's rights, on the caller's search_path: no SET clause, which
+-- would undo what a statement sets when the call returns. An ASSERT's failure is an
+-- error of the statement too; a cancel is not caught.
+CREATE OR REPLACE FUNCTION heal._run_statements(
+    statements text[], OUT failed integer, OUT error_code text, OUT error_message text,
+    OUT error_detail text, OUT error_hint text
+)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    ran integer := 0;
     query text;
 BEGIN
+    failed := 0;
     FOREACH query IN ARRAY statements LOOP
-        ran := ran OPERATOR(pg_catalog.+) 1;
+        failed := failed OPERATOR(pg_catalog.+) 1;
         BEGIN
             EXECUTE query;
-        EXCEPTION WHEN OTHERS THEN
-            RETURN ran;
+        EXCEPTION WHEN OTHERS OR assert_failure THEN
+            GET STACKED DIAGNOSTICS error_code = RETURNED_SQLSTATE,
+                                    error_message = MESSAGE_TEXT,
+                                    error_detail = PG_EXCEPTION_DETAIL,
+                                    error_hint = PG_EXCEPTION_HINT;
+            RETURN;
         END;
     END LOOP;
-    RETURN 0;
+    failed := 0;
 END
 $$;
 COMMENT ON FUNCTION heal._run_statements(text[]) IS

@@ -408,3 +408,35 @@ def test_a_script_that_switches_role_runs_its_chunks_as_that_role(conn, app_role
         f"CREATE TABLE owned_{i} (id int);\n" for i in range(150)))  # fmt: skip
     assert scalar(conn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'owned\\_%' "
                   f"AND tableowner = '{app_role}'") == 150  # fmt: skip
+
+
+def test_a_statement_that_fails_in_a_chunk_runs_no_more_often_than_alone(conn):
+    """Its first attempt is the chunk's: a SELECT ... INTO (which PL/pgSQL's EXECUTE
+    refuses once it ran it) runs alone, and a failing statement's side effects and
+    notices happen once an attempt, as without chunks."""
+    conn.execute(REACTIVE)
+    conn.execute("CREATE SEQUENCE once")
+    migrate(conn, "CREATE TABLE before_into (a int);\nSELECT nextval('once') AS v INTO taken;")
+    assert scalar(conn, "SELECT v FROM taken") == 1
+    notices = migrate(
+        conn,
+        "CREATE TABLE noted (a int);\n"
+        "DO $$ BEGIN RAISE NOTICE 'tried'; PERFORM soundex('x'); END $$;",
+    )
+    assert notices.count("tried") == 2  # the failed attempt, and the one after the heal
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate(conn, "CREATE TABLE fails (a int);\nSELECT nextval('once') / 0;")
+    assert scalar(conn, "SELECT last_value FROM once") == 2
+
+
+def test_an_assert_in_a_chunk_fails_the_migration_at_its_statement(conn):
+    with pytest.raises(psycopg.errors.AssertFailure) as info:
+        migrate(conn, "CREATE TABLE a1 (x int);\nDO $$ BEGIN ASSERT false, 'nope'; END $$;")
+    assert "failed at statement 2, line 2" in str(info.value.diag.message_detail)
+    assert scalar(conn, "SELECT status FROM heal.migrations ORDER BY id DESC LIMIT 1") == "failed"
+
+
+def test_a_chunked_statement_s_error_keeps_its_column(conn):
+    with pytest.raises(psycopg.errors.UndefinedFunction) as info:
+        migrate(conn, "CREATE TABLE a2 (x int);\nSELECT 1, nope_fn(1);")
+    assert "failed at statement 2, line 2, column 11" in str(info.value.diag.message_detail)
