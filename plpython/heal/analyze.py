@@ -699,8 +699,10 @@ _CONSTANT = re.compile(
     r'|isnull":true)'
 )
 _NO_CONSTANT = '{"A_Const":{"'
-#: Statements whose analysis reads a constant (a search_path's value) or the text.
-_READS_MORE = ('{"VariableSetStmt":', '{"CreateFunctionStmt":', '{"DoStmt":')
+#: Statements whose analysis reads their text (a PL/pgSQL body's), and those whose
+#: analysis reads a constant too (a search_path's value).
+_READS_TEXT = ('{"CreateFunctionStmt":', '{"DoStmt":')
+_READS_MORE = ('{"VariableSetStmt":', *_READS_TEXT)
 _SETS_CONFIG = '"sval":"set_config"'
 #: How many shapes an analysis keeps, and how long each may be: bounded memory.
 _SHAPES, _SHAPE_CHARS = 4096, 8192
@@ -712,16 +714,17 @@ class Analysis:
     Statements of one shape (equal trees but for constants and places: a seed file's
     INSERTs) are analysed once: a script's analysis costs a dictionary lookup per
     statement where its statements repeat. Called with each statement's JSON tree
-    (see :func:`heal.script.split`); a tree it cannot read stops it, and :meth:`of`
-    raises that.
+    (see :func:`heal.script.split`); a tree it cannot read stops it, and
+    :func:`heal.catalog.predict` raises that.
     """
 
     def __init__(self, sql: str, pglast: ModuleType) -> None:
         self.sql = sql
         self.pglast = pglast
         self.statements: list[Statement] = []
-        #: The number of the statement too deep to look into, or what analysing it raised.
+        #: The number of the statement too deep to look into, if one was.
         self.too_deep: int | None = None
+        #: What analysing a statement raised, if anything did.
         self.failed: Exception | None = None
         self._shapes: dict[str, Statement] = {}
 
@@ -741,7 +744,8 @@ class Analysis:
                 self.statements.append(known)
                 return
         try:
-            found = statement(json.loads(tree_json), self.pglast, self.sql[start:stop]).kept()
+            text = self.sql[start:stop] if tree_json.startswith(_READS_TEXT) else None
+            found = statement(json.loads(tree_json), self.pglast, text).kept()
         except RecursionError:
             self.too_deep = len(self.statements) + 1
             return

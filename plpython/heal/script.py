@@ -3,8 +3,8 @@
 Splitting parses the script with pglast's parser into JSON parse trees, a piece at a
 time (so a syntax error is found before anything runs): each statement is parsed
 once, and the same trees tell where statements end, feed the static analysis, and
-show the few statements whose first words say they might be something a procedure
-cannot run. Statements are edited as text found by the scanner: pglast's AST objects
+show, by their kind, the few statements that might be something a procedure cannot
+run. Statements are edited as text found by the scanner: pglast's AST objects
 are never built from user text (they recurse without a depth check and crash the
 backend on deep input).
 """
@@ -174,8 +174,8 @@ class Statements(Sequence[Statement]):
 class Script:
     statements: Statements
     notices: list[str] = field(default_factory=list)
-    #: number -> JSON parse tree, while split: the statements whose first words say
-    #: they may be something a procedure cannot run (see :func:`_check_runnable`)
+    #: number -> JSON parse tree, while split: the statements whose kind says they may
+    #: be something a procedure cannot run (see :func:`_suspect`, :func:`_check_runnable`)
     suspects: dict[int, str | None] = field(default_factory=dict, repr=False)
 
 
@@ -323,9 +323,9 @@ def _spans(text: str, pglast: ModuleType) -> Iterator[tuple[int, int, str | None
 
     `tree` is the statement's JSON parse tree as libpg_query writes it (``{"Kind":
     {...}}``), None when it is too deep for one: the one parse of the split feeds the
-    analysis too. A piece ends where a statement does, as the scanner finds it,
-    checked by the parser (a piece cut inside a function body does not parse, and is
-    made larger). A syntax error is raised at its place in `text`.
+    analysis too. A piece ends where a statement does, at a semicolon the parser ends
+    one at (see :func:`_cut`); one that cannot be cut is made larger. A syntax error is
+    raised at its place in `text`.
     """
     start, size = 0, SPLIT_PIECE
     while start < len(text):
