@@ -1,22 +1,26 @@
 """Predictive healing for DDL from any client: the body of the ddl_command_start trigger.
 
-``heal.predict_ddl()`` (PL/pgSQL: PL/Python cannot be an event trigger) calls
-:func:`heal_ddl` with the statement text, the role running it and its search_path.
-It analyses the statement like ``heal.plan``, applies the fixes the policy allows
-for that role (the same fix code as heal.migrate), records them with source
-``event_trigger``, and returns the search_path the statement needs, for the
-wrapper to set for the rest of the transaction.
+``heal.predict_ddl()`` (PL/pgSQL: PL/Python cannot be an event trigger) asks
+:func:`verdict` first, with the statement text, the role running it and its
+search_path: most DDL is of a shape this backend has judged before, and needs
+nothing. Otherwise it calls :func:`heal_ddl`, which analyses the statement like
+``heal.plan``, applies the fixes the policy allows for that role (the same fix code
+as heal.migrate), records them with source ``event_trigger``, and returns the
+search_path the statement needs, for the wrapper to set for the rest of the
+transaction.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from types import ModuleType
 
 import plpy
 
 from . import analyze, reasons
 from .db import caller, cancelled, fetch_value, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
+from .parser import loaded
 from .searchpath import appended
 from .snapshot import builtins, take_snapshot
 
@@ -33,12 +37,35 @@ _BUILTIN_ONLY: OrderedDict[tuple, None] = OrderedDict()
 _SCHEMAS_ONLY: OrderedDict[tuple, None] = OrderedDict()
 
 
-def heal_ddl(query: str, role: str, search_path: str) -> str | None:
-    """Fix what the DDL in `query` will miss; return the search_path it needs, if changed."""
+def verdict(query: str, role: str, search_path: str) -> list[str] | None:
+    """What this backend knows already of what the DDL in `query` needs, asking nothing.
+
+    ``[]``: nothing. Schema names (quoted as identifiers): nothing, if they all exist,
+    which the PL/pgSQL wrapper asks the catalog. None: what only the full analysis of
+    :func:`heal_ddl` can say. It runs no SQL, so it runs without a ``SET`` clause (a GUC
+    saved and restored for every DDL) and on the session's search_path, which it never
+    reads but as text; every verdict it finds, :func:`heal_ddl` made under its own path.
+    """
     key = hash((role, search_path, query))
     if key in _MET:
         _MET.move_to_end(key)
+        return []
+    pglast = loaded()
+    if pglast is None:
         return None
+    tree_json = pglast.parser.parse_sql_json(query)
+    shape, on_path, schemas = _shape(tree_json, pglast, role, search_path)
+    if shape is None or (on_path and not _PATH_OK.get((role, search_path), False)):
+        return None
+    found = _known(shape, role, on_path, key)
+    if found is None:
+        return None
+    return [_identifier(schema) for schema in sorted(schemas)] if found else []
+
+
+def heal_ddl(query: str, role: str, search_path: str) -> str | None:
+    """Fix what the DDL in `query` will miss; return the search_path it needs, if changed."""
+    key = hash((role, search_path, query))
     pglast = load_parser()
     tree_json = pglast.parser.parse_sql_json(query)
     try:
@@ -48,24 +75,46 @@ def heal_ddl(query: str, role: str, search_path: str) -> str | None:
         return None
 
 
-def _analysed(
-    query: str, role: str, search_path: str, tree_json: str, key: int, pglast: object
-) -> str | None:
+def _shape(
+    tree_json: str, pglast: ModuleType, role: str, search_path: str
+) -> tuple[tuple | None, bool, set[str]]:
+    """The statement's signature as the verdicts are kept by, whether it creates on the
+    path, and the schemas it names."""
     shape = analyze.signature(tree_json, pglast)
     on_path = shape is not None and shape[0] in analyze.CREATES_ON_PATH
     if on_path:  # where an unqualified CREATE lands depends on the path: one verdict each
         shape = (shape, role, search_path)
-    schemas = analyze.named_schemas(shape) if shape is not None else set()
-    # The schemas a statement names may have been dropped or rolled back since, in any
-    # session: the catalog is asked each time. Only a verdict on pg_catalog's names
-    # alone is kept for the statement's very text.
-    lands = not on_path or _lands_somewhere(role, search_path)
-    if lands and shape in _BUILTIN_ONLY:
+    return shape, on_path, analyze.named_schemas(shape) if shape is not None else set()
+
+
+def _known(shape: tuple, role: str, on_path: bool, key: int) -> bool | None:
+    """False: pg_catalog has all the statement of `shape` needs. True: so it has but
+    the schemas the shape names. None: not known. Only a verdict on pg_catalog's names
+    alone is kept for the statement's very text (`key`): the schemas it names may be
+    dropped or rolled back since, in any session, so the catalog is asked each time."""
+    if shape in _BUILTIN_ONLY:
+        _BUILTIN_ONLY.move_to_end(shape)
         if not on_path:
             _remember(_MET, key)
-        return None
-    if lands and (shape, role) in _SCHEMAS_ONLY and _all_exist(schemas):
+        return False
+    if (shape, role) in _SCHEMAS_ONLY:
         _SCHEMAS_ONLY.move_to_end((shape, role))
+        return True
+    return None
+
+
+def _identifier(name: str) -> str:
+    """`name` as an identifier for ``to_regnamespace``: quoted, quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _analysed(
+    query: str, role: str, search_path: str, tree_json: str, key: int, pglast: ModuleType
+) -> str | None:
+    shape, on_path, schemas = _shape(tree_json, pglast, role, search_path)
+    lands = not on_path or _lands_somewhere(role, search_path)
+    known = _known(shape, role, on_path, key) if shape is not None and lands else None
+    if known is False or (known and _all_exist(schemas)):
         return None
     analysed = [analyze.statement(tree, pglast, text)
                 for tree, text in analyze.with_texts(tree_json, query)]  # fmt: skip

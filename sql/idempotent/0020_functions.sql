@@ -506,8 +506,9 @@ try:
     now = time.monotonic()
     if GD.get("heal.checked", 0) < now - 1:  # an upgrade of the modules, once a second
         plpy.execute("SELECT heal._load()")
-        from heal.trigger import heal_ddl
+        from heal.trigger import heal_ddl, verdict
         GD["heal.heal_ddl"] = heal_ddl
+        GD["heal.verdict"] = verdict
         GD["heal.checked"] = now
     return GD["heal.heal_ddl"](query, role, search_path)
 except Exception as exc:
@@ -535,8 +536,28 @@ except Exception as exc:
     return None
 $$;
 
--- CREATE INDEX on plain columns: names without schema or quotes inside, columns with
--- at most ASC/DESC and NULLS FIRST/LAST, an access method of the core; one statement.
+-- Internal: what this backend knows already of the DDL heal.predict_ddl is given, asking
+-- nothing (heal.trigger.verdict): NULL, not known; an empty array, it needs nothing;
+-- schema names, it needs nothing if they exist. It runs no SQL, so it needs neither a
+-- SET clause (a GUC saved and restored for every DDL) nor the definer's rights (it runs
+-- with heal.predict_ddl's). What is not known, or is once a second (to see an upgrade
+-- of the modules), goes to heal.heal_ddl, which loads and judges as pgheal.
+CREATE OR REPLACE FUNCTION heal.ddl_verdict(query text, role name, search_path text)
+RETURNS text[]
+LANGUAGE plpython3u
+AS $$
+import time
+try:
+    if GD.get("heal.checked", 0) < time.monotonic() - 1:
+        return None
+    return GD["heal.verdict"](query, role, search_path)
+except Exception:  # the full analysis says what went wrong, and records it
+    return None
+$$;
+
+-- CREATE INDEX on plain columns: names without quotes inside, the table's qualified or
+-- not, columns with at most ASC/DESC and NULLS FIRST/LAST, an access method of the
+-- core; one statement.
 -- Matched case-insensitively (~*); heal.predict_ddl lets such DDL through at once.
 -- No SET clause, so that the planner inlines it and folds it to a constant: it runs for
 -- every CREATE INDEX. Its only names are schema-qualified, so no path can change it.
@@ -545,7 +566,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT pg_catalog.replace(pg_catalog.replace(
         '^\s*create\s+(unique\s+)?index\s+(concurrently\s+)?(if\s+not\s+exists\s+)?(NAME\s+)?'
-        'on\s+(only\s+)?NAME\s*(using\s+(btree|hash)\s*)?'
+        'on\s+(only\s+)?(NAME\s*\.\s*)?NAME\s*(using\s+(btree|hash)\s*)?'
         '\(\s*COLUMN(\s*,\s*COLUMN)*\s*\)\s*;?\s*$',
         'COLUMN', 'NAME(\s+(asc|desc))?(\s+nulls\s+(first|last))?'),
         'NAME', '(\w+|"[^"]+")');
@@ -554,9 +575,11 @@ $$;
 -- PL/Python cannot be an event trigger: this PL/pgSQL wrapper calls it. It stays out
 -- of heal.migrate (which heals on its own) and of the commands of an extension script
 -- pgheal itself runs (heal.apply_fix sets heal.fixing). An index on plain columns
--- (no expression, operator class, collation or schema; btree or hash, which have a
+-- (no expression, operator class or collation; btree or hash, which have a
 -- default operator class for nearly every type) cannot need anything, and is the
--- commonest DDL after CREATE TABLE: it is let through without a call into Python.
+-- commonest DDL after CREATE TABLE: it is let through without a call into Python; so is
+-- one on a table a schema qualifies (a missing schema means a missing table, which no
+-- fix provides).
 -- GIN, GiST, SP-GiST and BRIN are looked into: their defaults for plain types are in
 -- extensions (btree_gin, btree_gist).
 -- SECURITY DEFINER so that heal.heal_ddl needs no grant to PUBLIC (an event trigger
@@ -571,6 +594,8 @@ DECLARE
     query pg_catalog.text := pg_catalog.current_query();
     role pg_catalog.name := pg_catalog.current_setting('role');
     needed pg_catalog.text;
+    verdict pg_catalog.text[];
+    schema pg_catalog.text;
 BEGIN
     IF pg_catalog.current_setting('heal.fixing', true) OPERATOR(pg_catalog.=) 'on'
        OR pg_catalog.current_setting('heal.migrating', true) OPERATOR(pg_catalog.=) 'on'
@@ -581,6 +606,18 @@ BEGIN
     END IF;
     IF role OPERATOR(pg_catalog.=) 'none' THEN
         role := session_user;
+    END IF;
+    verdict := heal.ddl_verdict(query, role, pg_catalog.current_setting('search_path'));
+    IF verdict IS NOT NULL THEN
+        FOREACH schema IN ARRAY verdict LOOP
+            IF pg_catalog.to_regnamespace(schema) IS NULL THEN
+                verdict := NULL;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF verdict IS NOT NULL THEN
+            RETURN;
+        END IF;
     END IF;
     needed := heal.heal_ddl(query, role, pg_catalog.current_setting('search_path'));
     IF needed IS NOT NULL THEN

@@ -440,6 +440,21 @@ def test_pg_cron_retries_a_migration_as_its_own_role():
         assert scalar(conn, "SELECT count(*) FROM cron.job WHERE jobname LIKE 'heal-retry:%'") == 0
 
 
+def test_the_trigger_s_verdicts_are_read_by_pgheal_alone(conn, dsn):
+    """heal.ddl_verdict runs as whoever calls it, on their path, with no definer's rights
+    of its own: only heal.predict_ddl (as pgheal) may call it."""
+    for who in (_role(conn, operator=False, prefix="nobody"), _role(conn, prefix="op")):
+        verdict = "heal.ddl_verdict(text, name, text)"
+        assert not scalar(conn, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", (who, verdict))
+        with (
+            connect(role_dsn(dsn, who)) as session,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            session.execute(
+                "SELECT heal.ddl_verdict('CREATE TABLE x (a int)', current_user, 'public')"
+            )
+
+
 def test_a_session_cannot_pass_its_ddl_off_as_pgheals(conn):
     conn.execute("CALL heal.migrate('CREATE TABLE healed (e citext)')")  # pgheal's own
     conn.execute("SELECT set_config('heal.fixing', 'on', false)")
