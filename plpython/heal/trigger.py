@@ -21,6 +21,7 @@ from . import analyze, reasons
 from .db import caller, cancelled, fetch_value, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
 from .parser import loaded
+from .script import quote_ident
 from .searchpath import appended
 from .snapshot import builtins, take_snapshot
 
@@ -60,7 +61,7 @@ def verdict(query: str, role: str, search_path: str) -> list[str] | None:
     found = _known(shape, role, on_path, key)
     if found is None:
         return None
-    return [_identifier(schema) for schema in sorted(schemas)] if found else []
+    return [quote_ident(schema) for schema in sorted(schemas)] if found else []
 
 
 def heal_ddl(query: str, role: str, search_path: str) -> str | None:
@@ -101,11 +102,6 @@ def _known(shape: tuple, role: str, on_path: bool, key: int) -> bool | None:
         _SCHEMAS_ONLY.move_to_end((shape, role))
         return True
     return None
-
-
-def _identifier(name: str) -> str:
-    """`name` as an identifier for ``to_regnamespace``: quoted, quotes doubled."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _analysed(
