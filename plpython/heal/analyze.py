@@ -728,21 +728,32 @@ class Analysis:
         self.failed: Exception | None = None
         self._shapes: dict[str, Statement] = {}
 
-    def __call__(self, tree_json: str | None, start: int, stop: int) -> None:
-        if self.too_deep is not None or self.failed is not None:
+    def __call__(self, piece: list[tuple[int, int, str | None]]) -> None:
+        """Analyse the statements of a piece of the script, (start, stop, tree) each."""
+        if not piece or self.too_deep is not None or self.failed is not None:
             return
-        if tree_json is None:
-            self.too_deep = len(self.statements) + 1
-            return
-        shape = None
-        if len(tree_json) <= _SHAPE_CHARS and not (
-            tree_json.startswith(_READS_MORE) or _SETS_CONFIG in tree_json
-        ):
-            shape = _PLACES.sub("", _CONSTANT.sub(_NO_CONSTANT, tree_json))
-            known = self._shapes.get(shape)
-            if known is not None:
-                self.statements.append(known)
+        # Every tree's shape in two passes over them all: a pass a tree costs more.
+        # A newline is never inside libpg_query's JSON, nor made by the passes.
+        shapes = _PLACES.sub("", _CONSTANT.sub(
+            _NO_CONSTANT, "\n".join(tree or "" for _, _, tree in piece))).split("\n")  # fmt: skip
+        known = self._shapes.get
+        for (start, stop, tree), shape in zip(piece, shapes, strict=True):
+            if tree is None:
+                self.too_deep = len(self.statements) + 1
                 return
+            if len(tree) > _SHAPE_CHARS or tree.startswith(_READS_MORE) or _SETS_CONFIG in tree:
+                self._analyse(tree, start, stop, None)
+            else:
+                found = known(shape)
+                if found is None:
+                    self._analyse(tree, start, stop, shape)
+                else:
+                    self.statements.append(found)
+            if self.too_deep is not None or self.failed is not None:
+                return
+
+    def _analyse(self, tree_json: str, start: int, stop: int, shape: str | None) -> None:
+        """The analysis of one statement whose `shape` (None: not to be shared) has none."""
         try:
             text = self.sql[start:stop] if tree_json.startswith(_READS_TEXT) else None
             found = statement(json.loads(tree_json), self.pglast, text).kept()

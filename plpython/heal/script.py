@@ -98,10 +98,6 @@ class Statements(Sequence[Statement]):
         self._kept: array | None = None  # index -> number - 1, once indexed with drops
         self._alone: set[int] = set()  # numbers of those to run alone (Statements.alone)
 
-    def _add(self, start: int, end: int) -> None:
-        self._bounds.append(start)
-        self._bounds.append(end)
-
     @property
     def alone(self) -> frozenset[int]:
         """The numbers of the statements to run on their own, not in a chunk of PL/pgSQL
@@ -259,9 +255,10 @@ def split(
 
     With `keep_outside`, statements that cannot run inside a transaction are kept and
     marked (:attr:`Statement.outside`) instead of refused: the CLI runs them itself.
-    `each` is given every statement's JSON parse tree (None when too deep for one),
-    start and stop, in order (those dropped afterwards too): the analysis reads the
-    split's own parse.
+    `each` is given the statements a piece of the script holds, as (JSON parse tree,
+    None when too deep for one; start; stop), in order (those dropped afterwards too):
+    the analysis reads the split's own parse, and what it does to every tree it does
+    to a piece's at once.
     """
     statements = Statements(sql)
     script = Script(statements=statements)
@@ -281,15 +278,18 @@ def split(
         script.notices.append(f"skipped psql meta-command \\{command} on line {line}")
         blanked = _blank(blanked, start, end)
 
+    bounds, suspects, alone = statements._bounds, script.suspects, statements._alone
     try:
-        for start, stop, tree in _spans(blanked, pglast):
-            statements._add(start, stop)
+        for piece in _pieces(blanked, pglast):
             if each is not None:
-                each(tree, start, stop)
-            if _suspect(tree, sql, start, stop):
-                script.suspects[len(statements)] = tree
-            if tree is None or (tree.startswith(_SELECT) and _INTO in tree):
-                statements._alone.add(len(statements))
+                each(piece)
+            for start, stop, tree in piece:
+                bounds.append(start)
+                bounds.append(stop)
+                if _suspect(tree, sql, start, stop):
+                    suspects[len(bounds) // 2] = tree
+                if tree is None or (tree.startswith(_SELECT) and _INTO in tree):
+                    alone.add(len(bounds) // 2)
     except pglast.parser.ParseError as exc:
         message = exc.args[0]
         location = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(sql)
@@ -318,8 +318,8 @@ _CUT_TRIES = 8
 _RAW_STMT = '{"stmt":{'
 
 
-def _spans(text: str, pglast: ModuleType) -> Iterator[tuple[int, int, str | None]]:
-    """(start, stop, tree) of each statement of `text`, parsed a piece at a time.
+def _pieces(text: str, pglast: ModuleType) -> Iterator[list[tuple[int, int, str | None]]]:
+    """(start, stop, tree) of each statement of `text`, a list a piece parsed at a time.
 
     `tree` is the statement's JSON parse tree as libpg_query writes it (``{"Kind":
     {...}}``), None when it is too deep for one: the one parse of the split feeds the
@@ -330,14 +330,14 @@ def _spans(text: str, pglast: ModuleType) -> Iterator[tuple[int, int, str | None
     start, size = 0, SPLIT_PIECE
     while start < len(text):
         if len(text) - start <= size:
-            yield from _parsed(text, start, len(text), pglast)
+            yield _parsed(text, start, len(text), pglast)
             return
         found = _cut(text, start, start + size, pglast)
         if found is None:
             size *= 2
             continue
         start, parsed = found
-        yield from parsed
+        yield parsed
         size = SPLIT_PIECE
 
 
@@ -381,7 +381,7 @@ def _cut(
 def _parsed(
     text: str, start: int, stop: int, pglast: ModuleType
 ) -> list[tuple[int, int, str | None]]:
-    """:func:`_spans` of text[start:stop], which must be whole statements."""
+    """:func:`_pieces` of text[start:stop], which must be whole statements."""
     piece = text[start:stop]
     try:
         return list(_statements(pglast.parser.parse_sql_json(piece), text, start, stop))

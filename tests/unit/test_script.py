@@ -318,8 +318,9 @@ def test_each_statement_is_given_its_own_tree_from_the_split(monkeypatch, piece)
     deep = "SELECT " + "1+" * 60_000 + "1;"
     sql = "\n".join(PIECES * 3 + [deep] + PIECES)
     monkeypatch.setattr(script_module, "SPLIT_PIECE", piece)
-    given = []
-    script = split(sql, pglast, each=lambda tree, start, stop: given.append((tree, start, stop)))
+    pieces = []
+    script = split(sql, pglast, each=pieces.append)
+    given = [(tree, start, stop) for piece in pieces for start, stop, tree in piece]
     assert [(start, stop) for _, start, stop in given] == [
         (s.offset, s.end) for s in script.statements
     ]
