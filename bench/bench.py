@@ -8,9 +8,11 @@ the machine's load of the moment, so this is steadier than a ratio of medians):
 - a migration needing three heals, and one needing five (predicted and reactive),
   against the same migration with its dependencies present;
 - ``heal.plan`` on the 1,000-statement migration;
-- ``pgheal migrate`` against the real ``dbmate up`` on the same 200-file folder;
+- ``pgheal migrate`` against the real ``dbmate up`` on the same 200-file folder, and the
+  floor of a runner in Python: psycopg applying each file, nothing else;
 - seed scripts of 1,000 to 1,000,000 statements: ``heal.migrate`` against the in-server
-  floor (a PL/pgSQL loop executing each statement) and ``psql -1 -f``, with the memory
+  floor (a PL/pgSQL loop executing each statement), the floor of its design (the same
+  loop, a subtransaction a statement) and ``psql -1 -f``, with the memory
   ``heal.migrate`` adds to its backend (VmHWM) against the size of the script;
 - the predictive DDL trigger on vs off, on 2,000 DDL statements through ``psql -1 -f``
   in three workloads (public, schema-qualified, an application schema), and the floor
@@ -149,6 +151,24 @@ END $$;
 """
 FLOOR = """CREATE FUNCTION bench_floor(statements text[]) RETURNS void LANGUAGE plpgsql
 AS $$ DECLARE s text; BEGIN FOREACH s IN ARRAY statements LOOP EXECUTE s; END LOOP; END $$"""
+#: The floor of heal.migrate's design: the same loop, each statement in a subtransaction
+#: of its own (what an EXCEPTION clause opens), as heal.migrate must run them so that a
+#: failed statement is undone alone and retried.
+FLOOR_SUBTRANSACTION = """CREATE FUNCTION bench_floor(statements text[]) RETURNS void
+LANGUAGE plpgsql AS $$ DECLARE s text; BEGIN FOREACH s IN ARRAY statements LOOP
+BEGIN EXECUTE s; EXCEPTION WHEN OTHERS THEN RAISE; END; END LOOP; END $$"""
+#: The floor of a runner in Python: start, import psycopg, and apply each file's up
+#: section in a transaction of its own with its version row; nothing read back, nothing
+#: checked, nothing recorded but the version.
+PSYCOPG_RUNNER = """import sys, pathlib, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute("CREATE TABLE floor_migrations (version text PRIMARY KEY)")
+    for path in sorted(pathlib.Path(sys.argv[2]).iterdir()):
+        up = path.read_text().split("-- migrate:down")[0]
+        with conn.transaction():
+            conn.execute(up)
+            conn.execute("INSERT INTO floor_migrations VALUES (%s)", (path.name,))
+"""
 REACTIVE = "UPDATE heal.settings SET value = 'off' WHERE name = 'predict';"
 TRIGGER_OFF = "UPDATE heal.settings SET value = 'off' WHERE name = 'predictive';"
 #: The floor of the trigger's design: its PL/pgSQL wrapper calling PL/Python that finds
@@ -219,6 +239,10 @@ class Bench:
     def pgheal_migrate(self, dsn: str, migrations: Path) -> float:
         return self.timed([tool("pgheal"), "migrate", "--dsn", dsn, str(migrations)])
 
+    def psycopg_runner(self, dsn: str, migrations: Path) -> float:
+        """The floor of any runner in Python on psycopg: see PSYCOPG_RUNNER."""
+        return self.timed([sys.executable, "-c", PSYCOPG_RUNNER, dsn, str(migrations)])
+
     def compare(
         self, path: Path, variants: list[tuple[str, Runner]], rounds: int = RUNS
     ) -> list[Timing]:
@@ -262,12 +286,13 @@ class Bench:
             return time.perf_counter() - started, peak_mb(pid) - before
 
     @staticmethod
-    def floor_call(dsn: str, statements: list[str]) -> float:
+    def floor_call(dsn: str, statements: list[str], floor: str = FLOOR) -> float:
         """The in-server floor: the same statements executed one by one by a PL/pgSQL loop,
         in one transaction, with nothing added (no split, analysis, subtransaction or
-        record): what heal.migrate can approach and never beat."""
+        record): what heal.migrate can approach and never beat. With `floor`
+        FLOOR_SUBTRANSACTION, the floor of its design."""
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(FLOOR)
+            conn.execute(floor)
             started = time.perf_counter()
             conn.execute("SELECT bench_floor(%s)", (statements,))
             return time.perf_counter() - started
@@ -435,33 +460,41 @@ def scaling(bench: Bench, files: dict[str, Path]) -> None:
     print("seed scripts (a table, one INSERT a row): CALL heal.migrate against the in-server "
           "floor and psql -1 -f\n(targets: <= 1.5 x floor, <= 1.0 x psql, "
           "memory <= 3 x script + 64 MB):")  # fmt: skip
-    print(f"  {'statements':>10} {'script':>8} {'migrate':>9} {'floor':>9} {'psql':>9} "
-          f"{'/floor':>7} {'/psql':>6} {'+memory':>9} {'target':>7}")  # fmt: skip
+    print("(floor: a PL/pgSQL loop; +subxact: the same, a subtransaction a statement)")
+    print(f"  {'statements':>10} {'script':>8} {'migrate':>9} {'floor':>9} {'+subxact':>9} "
+          f"{'psql':>9} {'/floor':>7} {'/subxact':>8} {'/psql':>6} {'+memory':>9} "
+          f"{'target':>7}")  # fmt: skip
     for size, rounds in SCALES.items():
         sql = seed_script(size)
         path = files["clean"].parent / f"seed_{size}.sql"
         path.write_text(sql)
         statements = sql.splitlines()
-        migrate, floor, psql, grown = [], [], [], []
+        times: dict[str, list[float]] = {v: [] for v in ("migrate", "floor", "subxact", "psql")}
+        grown = []
         for _ in range(rounds):
-            for variant in ("migrate", "floor", "psql"):
+            for variant, bucket in times.items():
                 dsn = bench.fresh_db(TRIGGER_OFF if variant != "migrate" else "")
                 if variant == "migrate":
                     took, added = bench.migrate_call(dsn, sql)
-                    migrate.append(took)
+                    bucket.append(took)
                     grown.append(added)
                 elif variant == "floor":
-                    floor.append(bench.floor_call(dsn, statements))
+                    bucket.append(bench.floor_call(dsn, statements))
+                elif variant == "subxact":
+                    bucket.append(bench.floor_call(dsn, statements, FLOOR_SUBTRANSACTION))
                 else:
-                    psql.append(bench.psql_file(dsn, path))
+                    bucket.append(bench.psql_file(dsn, path))
                 bench.drop(dsn)
         path.unlink()
         mb = len(sql.encode()) / 2**20
-        over_floor = statistics.median(m / f for m, f in zip(migrate, floor, strict=True))
-        over_psql = statistics.median(m / p for m, p in zip(migrate, psql, strict=True))
-        print(f"  {size:>10,} {mb:6.1f}MB {statistics.median(migrate):8.2f}s "
-              f"{statistics.median(floor):8.2f}s {statistics.median(psql):8.2f}s "
-              f"{over_floor:7.2f} {over_psql:6.2f} {max(grown):7.1f}MB "
+        over = {
+            v: statistics.median(m / b for m, b in zip(times["migrate"], t, strict=True))
+            for v, t in times.items()
+        }
+        took = {v: statistics.median(t) for v, t in times.items()}
+        print(f"  {size:>10,} {mb:6.1f}MB {took['migrate']:8.2f}s {took['floor']:8.2f}s "
+              f"{took['subxact']:8.2f}s {took['psql']:8.2f}s {over['floor']:7.2f} "
+              f"{over['subxact']:8.2f} {over['psql']:6.2f} {max(grown):7.1f}MB "
               f"{3 * mb + 64:5.0f}MB")  # fmt: skip
 
 
@@ -469,12 +502,15 @@ def runner(bench: Bench, files: dict[str, Path]) -> None:
     """pgheal migrate against the real dbmate on the same folder, nothing to heal."""
     migrations = dbmate_folder(files["clean"].parent / "dbmate")
     count = len(list(migrations.iterdir()))
-    dbmate, pgheal = bench.compare(
-        migrations, [(TRIGGER_OFF, bench.dbmate_up), ("", bench.pgheal_migrate)]
-    )
+    dbmate, floor, pgheal = bench.compare(
+        migrations,
+        [(TRIGGER_OFF, bench.dbmate_up), (TRIGGER_OFF, bench.psycopg_runner),
+         ("", bench.pgheal_migrate)],
+    )  # fmt: skip
     print(f"{count} dbmate migrations (a table, an index, two rows each), nothing to heal "
           f"(median of {RUNS} rounds):")  # fmt: skip
     print(line("dbmate up", dbmate))
+    print(line("Python + psycopg floor", floor, dbmate))
     print(line("pgheal migrate", pgheal, dbmate, "  (target <= 1.0)"))
 
 
