@@ -549,7 +549,10 @@ def _reference(node_type: str, node: dict, access_method: str | None = None) -> 
     if node_type == "FuncCall":
         schema, name = _qualified(node.get("funcname"))
         if schema != "pg_catalog":
-            return Missing("function", name, schema, ("unknown",) * len(node.get("args") or ()))
+            count = len(node.get("args") or ())
+            if node.get("agg_within_group"):  # an ordered-set aggregate's sort keys are
+                count += len(node.get("agg_order") or ())  # arguments too: percentile_cont
+            return Missing("function", name, schema, ("unknown",) * count)
     elif node_type == "TypeName":
         schema, name = _qualified(node.get("names"))
         if not node.get("pct_type") and schema != "pg_catalog" and name not in _SERIALS:
@@ -569,9 +572,9 @@ def _reference(node_type: str, node: dict, access_method: str | None = None) -> 
 
 
 #: What :func:`signature` leaves to the full analysis: a schema moved to, operator
-#: classes (which depend on the access method), table samples, and types given by OID
-#: (which the parser does not make).
-_NOT_LONE = re.compile(r'"(?:newschema|opclass|RangeTableSample|typeOid)":')
+#: classes (which depend on the access method), table samples, types given by OID
+#: (which the parser does not make), and WITHIN GROUP (its sort keys count as arguments).
+_NOT_LONE = re.compile(r'"(?:newschema|opclass|RangeTableSample|typeOid|agg_within_group)":')
 #: The schema a relation is qualified with (a RangeVar's, or CREATE SCHEMA's own).
 _SCHEMA_NAME = re.compile(r'"schemaname":"((?:[^"\\]|\\.)*)"')
 #: The mark of the schemas a signature names, as ``(SCHEMAS, names)``.

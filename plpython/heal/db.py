@@ -40,14 +40,26 @@ class OwnPath:
     """
 
     def __enter__(self) -> OwnPath:
-        self.saved = fetch_value("SELECT pg_catalog.current_setting('search_path')")
-        if self.saved != OWN_PATH:
-            take_own_path()
+        self.saved = leave_for_own_path()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.saved != OWN_PATH:
             fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", self.saved)
+
+
+#: See :func:`leave_for_own_path`: the subquery is evaluated first.
+_READ_AND_TAKE = f"""SELECT s.saved,
+       CASE WHEN s.saved OPERATOR(pg_catalog.<>) '{OWN_PATH}'
+            THEN pg_catalog.set_config('search_path', '{OWN_PATH}', true) END
+  FROM (SELECT pg_catalog.current_setting('search_path') AS saved OFFSET 0) AS s"""
+
+
+def leave_for_own_path() -> str:
+    """The session's search_path, with :data:`OWN_PATH` taken for the rest of the
+    transaction, in one query: every heal.migrate, and every DDL the trigger heals,
+    begins so. No parameter and nothing unqualified: it runs on the path it leaves."""
+    return fetch_value(_READ_AND_TAKE)
 
 
 def take_own_path() -> None:

@@ -27,6 +27,7 @@ from .db import (
     database_search_path,
     fetch,
     fetch_value,
+    leave_for_own_path,
     load_parser,
     session_search_path,
     settings,
@@ -185,9 +186,7 @@ class _SessionPath:
             fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", self.own.saved)
 
     def __exit__(self, *exc: object) -> None:
-        self.own.saved = fetch_value("SELECT pg_catalog.current_setting('search_path')")
-        if self.own.saved != OWN_PATH:
-            fetch_value("SELECT pg_catalog.set_config('search_path', $1, true)", OWN_PATH)
+        self.own.saved = leave_for_own_path()
 
 
 class _DryRun(Exception):
@@ -309,7 +308,7 @@ def _migrate(run: Run, policy: Policy, who: Caller, own: OwnPath) -> dict[str, s
     predicted = Found()
     if analysis is not None:
         try:
-            predicted = predict(script, analysis, session_search_path(own.saved))
+            predicted = predict(script, analysis, session_search_path(own.saved, who.role))
         except Exception as exc:  # analysis must never stop a migration; a cancel does
             if cancelled(exc):
                 raise

@@ -313,6 +313,10 @@ BEGIN
            created_at timestamptz, event_type text, statement integer, sqlstate text,
            message text, fix_sql text, duration_ms numeric, detail jsonb, fingerprint text,
            reason_kind text);
+    -- Most runs move no counter (nothing healed, no pattern tried): two updates spared.
+    IF NOT (events @? '$[*].detail.pattern' OR events @? '$[*].detail.learned') THEN
+        RETURN;
+    END IF;
     IF (SELECT m.status FROM heal.migrations m WHERE m.id = write_events.migration_id)
        = 'dry_run' THEN
         RETURN;  -- rolled back on purpose: nothing was healed, nothing counts

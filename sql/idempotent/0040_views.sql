@@ -174,15 +174,19 @@ COMMENT ON VIEW heal.stats IS
     'Per day: heals, failures (the rows of heal.unhealed: times, and distinct errors), median time to heal, and an estimate of person-minutes saved '
     '(10 minutes per heal: reading the error, fixing it by hand, running again).';
 
--- pgheal events --follow listens here.
+-- pgheal events --follow listens here: a notification an event, its id the payload,
+-- sent once a statement (a scan writes thousands of events in one).
 CREATE OR REPLACE FUNCTION heal.notify_event() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM pg_notify('heal_events', NEW.id::text);
+    PERFORM pg_notify('heal_events', a.id::text) FROM added a ORDER BY a.id;
     RETURN NULL;
 END
 $$;
 
 CREATE OR REPLACE TRIGGER build_events_notify AFTER INSERT ON heal.build_events
-    FOR EACH ROW EXECUTE FUNCTION heal.notify_event();
+    REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION heal.notify_event();
+COMMENT ON FUNCTION heal.notify_event() IS
+    'Internal: the trigger that tells pgheal events --follow of new events.';

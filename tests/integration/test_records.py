@@ -32,6 +32,18 @@ def test_monitoring_queries_run_verbatim(conn):
     assert len(patterns) >= 7
 
 
+def test_each_event_is_notified_once_with_its_id(conn, dsn):
+    """pgheal events --follow hears of every event, in order, however many one
+    statement writes (a run's record writes all of its events at once)."""
+    with connect(dsn) as listener:
+        listener.execute("LISTEN heal_events")
+        migrate(conn, DEMO)
+        ids = [r[0] for r in conn.execute("SELECT id FROM heal.build_events ORDER BY id")]
+        heard = [int(n.payload) for n in listener.notifies(timeout=5, stop_after=len(ids))]
+    assert len(ids) >= 5  # started, three heals, succeeded (and their attempts)
+    assert heard == ids
+
+
 def test_migration_row_and_event_columns(conn):
     migrate(conn, DEMO)
     row = conn.execute(

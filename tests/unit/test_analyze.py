@@ -242,8 +242,20 @@ def test_what_the_signature_leaves_to_the_full_analysis():
         "CREATE VIEW v AS SELECT x FROM t TABLESAMPLE system_rows(5)",
         "CREATE TYPE mood AS ENUM ('a'); CREATE TABLE m (x mood)",
         "CREATE FUNCTION k() RETURNS int LANGUAGE sql AS 'SELECT 1; SELECT f()'",
+        "CREATE VIEW v AS SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM t",
     ):
         assert signature_of(sql) is None, sql
+
+
+def test_an_ordered_set_aggregate_s_sort_keys_are_arguments():
+    """pg_proc counts WITHIN GROUP's sort keys among the arguments; an aggregate's own
+    ORDER BY is no argument."""
+    (stmt,) = analysed(
+        "CREATE VIEW v AS SELECT my_pct(0.5) WITHIN GROUP (ORDER BY x), "
+        "my_mode() WITHIN GROUP (ORDER BY x), my_agg(x ORDER BY y) FROM t"
+    )
+    arity = {r.name: len(r.args) for r in stmt.refs if r.kind == "function"}
+    assert arity == {"my_pct": 2, "my_mode": 1, "my_agg": 1}
 
 
 def _analysed(sql: str) -> list:
