@@ -85,16 +85,14 @@ _PLANS_SIZE = 256
 def _prepare(query: str, types: tuple[str, ...]) -> Any:
     """A plan for `query` made on :data:`OWN_PATH`, whatever the path now: a saved plan is
     re-planned on the path it was made on, and it serves every later caller. Not
-    :class:`OwnPath`, whose own queries come through here."""
-    saved = plpy.execute("SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
-    if saved == OWN_PATH:
-        return plpy.prepare(query, [_qualified_type(t) for t in types])
-    take_own_path()
+    :class:`OwnPath`, whose own queries come through here (this one has no parameter)."""
+    saved = leave_for_own_path()
     try:
         return plpy.prepare(query, [_qualified_type(t) for t in types])
     finally:
-        restore = plpy.quote_literal(saved)
-        plpy.execute(f"SELECT pg_catalog.set_config('search_path', {restore}, true)")
+        if saved != OWN_PATH:
+            restore = plpy.quote_literal(saved)
+            plpy.execute(f"SELECT pg_catalog.set_config('search_path', {restore}, true)")
 
 
 def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
