@@ -20,8 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pglast
-
+from heal.parser import load as load_parser
 from heal.script import INCLUDE_META_COMMANDS, meta_lines
 
 
@@ -81,7 +80,7 @@ def _read(path: Path, including: tuple[Path, ...] = ()) -> str:
         raise LayoutError(f"{path}: not UTF-8 text") from None
     if "\\" not in text:
         return text
-    includes = [m for m in meta_lines(text, pglast) if m[2] in INCLUDE_META_COMMANDS]
+    includes = [m for m in meta_lines(text, load_parser()) if m[2] in INCLUDE_META_COMMANDS]
     pieces, last = [], 0
     for start, end, command, arguments in includes:
         name = arguments.strip()

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-import pglast
 import psycopg
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from heal.parser import load as load_parser
 from heal.script import ScriptError, split, without_concurrently
 
 from . import history, session
@@ -98,7 +98,7 @@ def parts(migration: Migration, force: bool = False) -> list[Part]:
     """The migration as heal.migrate runs it: whole, unless some statements must run
     outside a transaction; then the chunks between them, and them, in order."""
     try:
-        script = split(migration.text, pglast, keep_outside=True)
+        script = split(migration.text, load_parser(), keep_outside=True)
     except ScriptError as exc:
         raise RunnerError(f"{migration.path}: {exc.message}") from None
     force = force or migration.repeatable
@@ -437,7 +437,7 @@ def in_transaction(part: Part) -> str | None:
     """The same index change without CONCURRENTLY, for a dry run (which rolls back)."""
     if part.outside not in ("CREATE INDEX CONCURRENTLY", "DROP INDEX CONCURRENTLY"):
         return None
-    return without_concurrently(part.sql, pglast)
+    return without_concurrently(part.sql, load_parser())
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -21,6 +21,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 OWN_PATH = "pg_catalog, pg_temp"
 _SET = "SELECT pg_catalog.set_config('search_path', %s, false)"
+#: The path the user's SQL left, read, and pgheal's taken back, in one query: the
+#: subquery is evaluated first. Nothing unqualified: it runs on the path it leaves.
+_LEAVE = f"""SELECT s.given, pg_catalog.set_config('search_path', '{OWN_PATH}', false)
+  FROM (SELECT pg_catalog.current_setting('search_path') AS given OFFSET 0) AS s"""
 #: The search_path each connection had when pgheal took it over.
 _given: WeakKeyDictionary[psycopg.Connection, str] = WeakKeyDictionary()
 
@@ -47,9 +51,7 @@ def users_path(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
         if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
             # The path as the user's SQL left it (a migration's SET, or its heal) is
             # the one the next migration runs on, as in one psql session.
-            _given[conn] = conn.execute(
-                "SELECT pg_catalog.current_setting('search_path')").fetchone()[0]  # fmt: skip
-            conn.execute(_SET, (OWN_PATH,))
+            _given[conn] = conn.execute(_LEAVE).fetchone()[0]
 
 
 @contextmanager
@@ -65,8 +67,7 @@ def users_path_pipelined(conn: psycopg.Connection) -> Iterator[psycopg.Connectio
             conn.execute(_SET, (given,))
         yield conn
         if given is not None:
-            left = conn.execute("SELECT pg_catalog.current_setting('search_path')")
-            conn.execute(_SET, (OWN_PATH,))
+            left = conn.execute(_LEAVE)
     if given is not None:
         _given[conn] = left.fetchone()[0]
 

@@ -9,14 +9,16 @@ import os
 import pwd
 import sys
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import plpy
 
 from . import PGLAST_VERSION, __version__, parser
 from .errors import is_cancel
-from .policy import Caller
 from .searchpath import resolved, split_path
+
+if TYPE_CHECKING:  # imported where used: the DDL trigger's first call should not pay for it
+    from .policy import Caller
 
 
 def cancelled(exc: BaseException) -> bool:
@@ -177,6 +179,8 @@ def session_search_path(value: str | None = None, user: str | None = None) -> li
 
 def caller(role: str | None = None) -> Caller:
     """What `role` (the current user by default) could do by hand in this database."""
+    from .policy import Caller
+
     rows = fetch(
         """SELECT r.rolname, r.rolsuper, d.datname,
                   pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(),

@@ -241,8 +241,7 @@ def _checked(
         sql, name=name, dry_run=dry_run, forced=force, source=source, retry_of=retry_of,
         commit=source != "scan", run_by=who.role,
     )  # fmt: skip
-    fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'on', true)")
-    roles = _Roles()
+    roles = _Roles("on")
     try:
         return _migrate(run, policy, who, own)
     except plpy.SPIError as exc:
@@ -259,22 +258,29 @@ def _checked(
         except plpy.SPIError as exc:  # an aborted call reverts them anyway; a cancel wins
             if cancelled(exc):
                 raise
-        fetch_value("SELECT pg_catalog.set_config('heal.migrating', 'off', true)")
+            fetch_value(_MIGRATING, "off")
+
+
+#: Sets ``heal.migrating`` (the DDL trigger stays out of a run, which heals on its own).
+_MIGRATING = "SELECT pg_catalog.set_config('heal.migrating', $1, true)"
+#: The session's roles, read in the query that sets ``heal.migrating``: a call begins and
+#: ends with one query each for both.
+_ROLES = """SELECT pg_catalog.set_config('heal.migrating', $1, true) AS migrating,
+                  pg_catalog.current_setting('session_authorization') AS session,
+                  pg_catalog.current_setting('role') AS role"""
 
 
 class _Roles:
     """The session's role as the call found it: a script's SET ROLE or SET SESSION
-    AUTHORIZATION ends with the script, as a function's SET clause would."""
+    AUTHORIZATION ends with the script, as a function's SET clause would. Made with
+    ``heal.migrating`` on, and :meth:`restore` turns it off."""
 
-    def __init__(self) -> None:
-        row = fetch(
-            "SELECT pg_catalog.current_setting('session_authorization') AS session, "
-            "pg_catalog.current_setting('role') AS role"
-        )[0]
+    def __init__(self, migrating: str) -> None:
+        row = fetch(_ROLES, migrating)[0]
         self.session, self.role = row["session"], row["role"]
 
     def restore(self) -> None:
-        now = _Roles()
+        now = _Roles("off")
         if now.session != self.session:  # resets the role too
             fetch_value("SELECT pg_catalog.set_config('session_authorization', $1, false)",
                         self.session)  # fmt: skip

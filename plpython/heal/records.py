@@ -61,16 +61,22 @@ def submit(migration: dict, events: list[dict]) -> int:
         _PENDING.clear()
 
 
+#: A run's row and events, and its script's first part, in one query.
+_RECORD = """WITH m AS (SELECT heal.record_migration($1::jsonb, $2::jsonb) AS id),
+     s AS (INSERT INTO heal.migration_scripts (migration_id, part, sql)
+           SELECT m.id, 1, $3 FROM m WHERE $3 <> '')
+SELECT m.id FROM m"""
+
+
 def write_pending() -> int | None:
     """Body of ``heal.write_records()`` (SECURITY DEFINER): write what was queued."""
     if not _PENDING:
         return None
     migration, events = _PENDING.pop()
     sql = migration.pop("sql")
-    migration_id = int(fetch_value("SELECT heal.record_migration($1::jsonb, $2::jsonb)",
-                                   json.dumps(migration), json.dumps(events),
-                                   types=("text", "text")))  # fmt: skip
-    for part, start in enumerate(range(0, len(sql), SCRIPT_PART), 1):
+    migration_id = int(fetch_value(_RECORD, json.dumps(migration), json.dumps(events),
+                                   sql[:SCRIPT_PART], types=("text", "text", "text")))  # fmt: skip
+    for part, start in enumerate(range(SCRIPT_PART, len(sql), SCRIPT_PART), 2):
         fetch_value(
             "INSERT INTO heal.migration_scripts (migration_id, part, sql) VALUES ($1, $2, $3)",
             migration_id, part, sql[start : start + SCRIPT_PART], types=("int8", "int4", "text"),

@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from .analyze import parse
-
 #: psql meta-commands that change nothing a migration does: pg_dump's \\restrict lines,
 #: and what psql-run migrations start with (output and timing). Skipped with a notice.
 SKIPPED_META_COMMANDS = frozenset({"restrict", "unrestrict", "echo", "qecho", "warn", "timing",
@@ -640,6 +638,8 @@ def policy_probe(sql: str, probe: str, pglast: ModuleType) -> PolicyProbe | None
     CREATE POLICY, rather than deparsed from an AST: deparsing recurses unchecked and
     crashes on deep expressions, and the text is what PostgreSQL rejected anyway.
     """
+    from .analyze import parse  # here: the CLI splits scripts, and never analyses them
+
     try:
         trees = parse(sql, pglast)
         tokens = _tokens(sql, pglast)

@@ -51,45 +51,54 @@ def builtins(wanted: analyze.Names) -> analyze.Snapshot:
     return _BUILTINS
 
 
+#: Whether plain type ``t`` has no default operator class for access method ``m``: none
+#: for it, for a polymorphic type, or for a type it casts to without a function.
+_LACKING = """t.typtype = 'b' AND t.typcategory <> 'A' AND NOT EXISTS (
+                  SELECT FROM pg_catalog.pg_opclass o
+                   WHERE o.opcmethod = m.oid AND o.opcdefault
+                     AND (o.opcintype = t.oid
+                          OR o.opcintype IN ('pg_catalog.anyelement'::pg_catalog.regtype,
+                                             'pg_catalog.anynonarray'::pg_catalog.regtype)
+                          OR EXISTS (SELECT FROM pg_catalog.pg_cast k
+                                      WHERE k.castsource = t.oid
+                                        AND k.casttarget = o.opcintype
+                                        AND k.castmethod = 'b' AND k.castcontext = 'i')))"""
+
+
 def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names) -> None:
     """The types of existing tables' index columns (an unqualified table as the path
     finds it), and which plain types have no default operator class for an access
-    method. Arrays, domains, enums and ranges are left to the server: polymorphic
-    operator classes serve them."""
+    method: a column's type and that answer in one query. Arrays, domains, enums and
+    ranges are left to the server: polymorphic operator classes serve them."""
+    answered: set[tuple[str, str]] = set()
     for schema, table, column, am in wanted.index_columns:
         rows = fetch(
-            """SELECT t.typname FROM pg_catalog.pg_attribute a
-                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-                 JOIN LATERAL pg_catalog.unnest($4::pg_catalog.text[])
-                      WITH ORDINALITY AS p(name, position) ON p.name = n.nspname
-                WHERE c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped
-                  AND ($1::pg_catalog.text IS NULL OR n.nspname = $1)
-                ORDER BY p.position LIMIT 1""",
-            schema, table, column, [schema] if schema else ["pg_catalog", *wanted.path],
-            types=("text", "text", "text", "text[]"),
+            f"""SELECT t.typname, {_LACKING} AS lacking
+                  FROM pg_catalog.pg_attribute a
+                  JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                  JOIN LATERAL pg_catalog.unnest($4::pg_catalog.text[])
+                       WITH ORDINALITY AS p(name, position) ON p.name = n.nspname,
+                       pg_catalog.pg_am m
+                 WHERE c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped
+                   AND ($1::pg_catalog.text IS NULL OR n.nspname = $1) AND m.amname = $5
+                 ORDER BY p.position LIMIT 1""",
+            schema, table, column, [schema] if schema else ["pg_catalog", *wanted.path], am,
+            types=("text", "text", "text", "text[]", "name"),
         )  # fmt: skip
         if rows:
             typ = rows[0]["typname"]
             snap.column_types[(schema, table, column)] = typ
-            wanted.opclass_defaults.add((typ, am))
-    for typ, am in wanted.opclass_defaults:
+            answered.add((typ, am))
+            if rows[0]["lacking"]:
+                snap.no_default_opclass.add((typ, am))
+    for typ, am in wanted.opclass_defaults - answered:
         lacking = fetch(
-            """SELECT t.typtype = 'b' AND t.typcategory <> 'A' AND NOT EXISTS (
-                      SELECT FROM pg_catalog.pg_opclass o
-                       WHERE o.opcmethod = m.oid AND o.opcdefault
-                         AND (o.opcintype = t.oid
-                              OR o.opcintype IN ('pg_catalog.anyelement'::pg_catalog.regtype,
-                                                 'pg_catalog.anynonarray'::pg_catalog.regtype)
-                              OR EXISTS (SELECT FROM pg_catalog.pg_cast k
-                                          WHERE k.castsource = t.oid
-                                            AND k.casttarget = o.opcintype
-                                            AND k.castmethod = 'b' AND k.castcontext = 'i')))
-                      AS lacking
-                 FROM pg_catalog.pg_type t, pg_catalog.pg_am m
-                WHERE t.typname = $1 AND m.amname = $2
-                ORDER BY t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace DESC LIMIT 1""",
+            f"""SELECT {_LACKING} AS lacking
+                  FROM pg_catalog.pg_type t, pg_catalog.pg_am m
+                 WHERE t.typname = $1 AND m.amname = $2
+                 ORDER BY t.typnamespace = 'pg_catalog'::pg_catalog.regnamespace DESC LIMIT 1""",
             typ, am, types=("name", "name"),
         )  # fmt: skip
         if lacking and lacking[0]["lacking"]:

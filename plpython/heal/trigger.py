@@ -21,7 +21,6 @@ from . import analyze, reasons
 from .db import caller, cancelled, fetch_value, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
 from .parser import loaded
-from .script import quote_ident
 from .searchpath import appended
 from .snapshot import builtins, take_snapshot
 
@@ -61,7 +60,7 @@ def verdict(query: str, role: str, search_path: str) -> list[str] | None:
     found = _known(shape, role, on_path, key)
     if found is None:
         return None
-    return [quote_ident(schema) for schema in sorted(schemas)] if found else []
+    return [plpy.quote_ident(schema) for schema in sorted(schemas)] if found else []
 
 
 def heal_ddl(query: str, role: str, search_path: str) -> str | None:
