@@ -640,10 +640,6 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
         return None  # _statement_refs reads names a signature leaves out
     if _EXCLUSION in tree_json:
         return None  # the columns' types decide: _index_columns
-    if kind[1] == "IndexStmt":
-        access_method = _ACCESS_METHOD.search(tree_json)
-        if access_method and access_method[1] in _EXTENSIBLE_AMS:
-            return None  # the indexed table's column types decide, not the statement
     head: tuple = (kind[1],)
     schemas = _SCHEMA_NAME.findall(tree_json)
     start = 0  # where the nodes start: after the name a CREATE FUNCTION gives
@@ -677,6 +673,28 @@ def signature(tree_json: str, pglast: ModuleType) -> tuple | None:
             read += str(len(_DECODER.raw_decode(tree_json, match.start())[0]["args"]))
         nodes.append(read)
     return (*head, *nodes)
+
+
+def columns_decide(shape: tuple) -> bool:
+    """Whether a verdict on statements of `shape` holds only while their index columns'
+    types have a default operator class: a CREATE INDEX of an access method core
+    PostgreSQL has few of those for (:func:`indexed_columns` says which columns)."""
+    return shape[0] == "IndexStmt" and shape[1] in _EXTENSIBLE_AMS
+
+
+def indexed_columns(tree_json: str) -> tuple[str | None, str, list[str], str] | None:
+    """The schema (None: unqualified), table, plain columns and access method of the one
+    CREATE INDEX in `tree_json`: the columns whose types' defaults decide, as for
+    :func:`statement`. None for a table another database's name qualifies."""
+    body = json.loads(tree_json)["stmts"][0]["stmt"]["IndexStmt"]
+    relation = body.get("relation") or {}
+    if relation.get("catalogname") or not relation.get("relname"):
+        return None
+    found = Statement()
+    _index_columns("IndexStmt", body, found)
+    return (relation.get("schemaname"), relation["relname"],
+            sorted({column for _, _, column, _, _ in found.index_columns}),
+            body.get("accessMethod") or "btree")  # fmt: skip
 
 
 def named_schemas(shape: tuple) -> set[str]:

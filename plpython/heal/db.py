@@ -78,23 +78,12 @@ def _qualified_type(name: str) -> str:
 
 #: Plans of :func:`fetch`'s queries, per backend: preparing and planning one costs more
 #: than running it, and the DDL trigger runs some for every statement. PostgreSQL
-#: re-plans a saved plan whose catalogs changed. The queries are pgheal's own, a bounded
-#: set of texts; the bound is a guard.
+#: re-plans a saved plan whose catalogs changed, and one run on another search_path than
+#: it was last planned on, on the path it runs on: so these run on :data:`OWN_PATH`
+#: (pgheal's functions' ``SET`` clause, :class:`OwnPath`). The queries are pgheal's own,
+#: a bounded set of texts; the bound is a guard.
 _PLANS: dict[tuple[str, tuple[str, ...]], Any] = {}
 _PLANS_SIZE = 256
-
-
-def _prepare(query: str, types: tuple[str, ...]) -> Any:
-    """A plan for `query` made on :data:`OWN_PATH`, whatever the path now: a saved plan is
-    re-planned on the path it was made on, and it serves every later caller. Not
-    :class:`OwnPath`, whose own queries come through here (this one has no parameter)."""
-    saved = leave_for_own_path()
-    try:
-        return plpy.prepare(query, [_qualified_type(t) for t in types])
-    finally:
-        if saved != OWN_PATH:
-            restore = plpy.quote_literal(saved)
-            plpy.execute(f"SELECT pg_catalog.set_config('search_path', {restore}, true)")
 
 
 def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
@@ -105,7 +94,7 @@ def fetch(query: str, *args: Any, types: tuple[str, ...] = ()) -> list[dict]:
     if plan_ is None:
         if len(_PLANS) >= _PLANS_SIZE:
             _PLANS.pop(next(iter(_PLANS)))
-        plan_ = _PLANS[key] = _prepare(query, key[1])
+        plan_ = _PLANS[key] = plpy.prepare(query, [_qualified_type(t) for t in key[1]])
     return list(plpy.execute(plan_, list(args)))
 
 

@@ -37,19 +37,30 @@ _BUILTIN_ONLY: OrderedDict[tuple, None] = OrderedDict()
 _SCHEMAS_ONLY: OrderedDict[tuple, None] = OrderedDict()
 
 
-def verdict(query: str, role: str, search_path: str) -> list[str] | None:
+#: What :func:`verdict` finds: the schemas that must exist (quoted), and the table (as
+#: SQL writes it, looked up on the session's path), columns and access method of an
+#: index whose columns pg_catalog's default operator classes must serve, or Nones.
+Verdict = tuple[list[str], str | None, list[str] | None, str | None]
+_NOTHING: Verdict = ([], None, None, None)
+
+
+def verdict(query: str, role: str, search_path: str) -> Verdict | None:
     """What this backend knows already of what the DDL in `query` needs, asking nothing.
 
-    ``[]``: nothing. Schema names (quoted as identifiers): nothing, if they all exist,
-    which the PL/pgSQL wrapper asks the catalog. None: what only the full analysis of
-    :func:`heal_ddl` can say. It runs no SQL, so it runs without a ``SET`` clause (a GUC
-    saved and restored for every DDL) and on the session's search_path, which it never
-    reads but as text; every verdict it finds, :func:`heal_ddl` made under its own path.
+    None: what only the full analysis of :func:`heal_ddl` can say. Else what the
+    PL/pgSQL wrapper is to ask the catalog (:data:`Verdict`): nothing is needed if the
+    schemas named (quoted as identifiers) exist and, for a GIN, GiST, SP-GiST or BRIN
+    index, pg_catalog's default operator classes serve the columns indexed. The wrapper
+    asks in SQL, not here: each query a PL/Python function runs is a subtransaction,
+    which costs more with every table a migration's transaction has created. It runs
+    no SQL, so it runs without a ``SET`` clause (a GUC saved and restored for every
+    DDL) and on the session's search_path, which it never reads but as text; every
+    verdict it finds, :func:`heal_ddl` made under its own path.
     """
     key = hash((role, search_path, query))
     if key in _MET:
         _MET.move_to_end(key)
-        return []
+        return _NOTHING
     pglast = loaded()
     if pglast is None:
         return None
@@ -60,7 +71,19 @@ def verdict(query: str, role: str, search_path: str) -> list[str] | None:
     found = _known(shape, role, on_path, key)
     if found is None:
         return None
-    return [plpy.quote_ident(schema) for schema in sorted(schemas)] if found else []
+    named = [plpy.quote_ident(schema) for schema in sorted(schemas)] if found else []
+    if not analyze.columns_decide(shape):
+        return (named, None, None, None) if named else _NOTHING
+    index = analyze.indexed_columns(tree_json)
+    if index is None:
+        return None
+    schema, table, columns, am = index
+    if not columns:
+        return (named, None, None, None)
+    relation = plpy.quote_ident(table)
+    if schema is not None:
+        relation = f"{plpy.quote_ident(schema)}.{relation}"
+    return (named, relation, columns, am)
 
 
 def heal_ddl(query: str, role: str, search_path: str) -> str | None:
@@ -94,7 +117,7 @@ def _known(shape: tuple, role: str, on_path: bool, key: int) -> bool | None:
     dropped or rolled back since, in any session, so the catalog is asked each time."""
     if shape in _BUILTIN_ONLY:
         _BUILTIN_ONLY.move_to_end(shape)
-        if not on_path:
+        if not on_path and not analyze.columns_decide(shape):
             _remember(_MET, key)
         return False
     if (shape, role) in _SCHEMAS_ONLY:
@@ -108,16 +131,20 @@ def _analysed(
 ) -> str | None:
     shape, on_path, schemas = _shape(tree_json, pglast, role, search_path)
     lands = not on_path or _lands_somewhere(role, search_path)
+    # An index whose columns decide is looked into here each time: the wrapper asks of
+    # them on the session's path, and this runs on pgheal's.
+    decided = shape is not None and analyze.columns_decide(shape)
     known = _known(shape, role, on_path, key) if shape is not None and lands else None
-    if known is False or (known and _all_exist(schemas)):
+    if not decided and (known is False or (known and _all_exist(schemas))):
         return None
     analysed = [analyze.statement(tree, pglast, text)
                 for tree, text in analyze.with_texts(tree_json, query)]  # fmt: skip
     if shape is not None and not schemas and lands and _only_builtins(analysed[0]):
         _remember(_BUILTIN_ONLY, shape)
-        if not on_path:
-            _remember(_MET, key)
-        return None
+        if not decided:
+            if not on_path:
+                _remember(_MET, key)
+            return None
     path = session_search_path(search_path, role)
     found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)), path)
     if not found:

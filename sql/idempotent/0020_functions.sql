@@ -541,22 +541,29 @@ except Exception as exc:
 $$;
 
 -- Internal: what this backend knows already of the DDL heal.predict_ddl is given, asking
--- nothing (heal.trigger.verdict): NULL, not known; an empty array, it needs nothing;
--- schema names, it needs nothing if they exist. It runs no SQL, so it needs neither a
--- SET clause (a GUC saved and restored for every DDL) nor the definer's rights (it runs
--- with heal.predict_ddl's). What is not known, or is once a second (to see an upgrade
--- of the modules), goes to heal.heal_ddl, which loads and judges as pgheal.
-CREATE OR REPLACE FUNCTION heal.ddl_verdict(query text, role name, search_path text)
-RETURNS text[]
+-- nothing (heal.trigger.verdict). NULLs: not known. Else it needs nothing if the
+-- schemas named exist and, when index_table is not NULL, pg_catalog's default operator
+-- classes for index_am serve index_columns of that table: heal.predict_ddl asks, in
+-- SQL (a query from PL/Python is a subtransaction, dearer with every table the
+-- transaction created). It runs no SQL, so it needs neither a SET clause (a GUC saved
+-- and restored for every DDL) nor the definer's rights (it runs with heal.predict_ddl's).
+-- What is not known, or is once a second (to see an upgrade of the modules), goes to
+-- heal.heal_ddl, which loads and judges as pgheal.
+DROP FUNCTION IF EXISTS heal.ddl_verdict(text, name, text);
+CREATE FUNCTION heal.ddl_verdict(query text, role name, search_path text, OUT schemas text[],
+                                 OUT index_table text, OUT index_columns name[],
+                                 OUT index_am name)
 LANGUAGE plpython3u
 AS $$
+# A row of NULLs, never a NULL row: heal.predict_ddl reads the fields of a record.
 import time
+unknown = (None, None, None, None)
 try:
     if GD.get("heal.checked", 0) < time.monotonic() - 1:
-        return None
-    return GD["heal.verdict"](query, role, search_path)
+        return unknown
+    return GD["heal.verdict"](query, role, search_path) or unknown
 except Exception:  # the full analysis says what went wrong, and records it
-    return None
+    return unknown
 $$;
 
 -- CREATE INDEX on plain columns: names without quotes inside, the table's qualified or
@@ -598,7 +605,8 @@ DECLARE
     query pg_catalog.text := pg_catalog.current_query();
     role pg_catalog.name := pg_catalog.current_setting('role');
     needed pg_catalog.text;
-    verdict pg_catalog.text[];
+    verdict record;
+    known pg_catalog.bool;
     schema pg_catalog.text;
 BEGIN
     IF pg_catalog.current_setting('heal.fixing', true) OPERATOR(pg_catalog.=) 'on'
@@ -612,14 +620,40 @@ BEGIN
         role := session_user;
     END IF;
     verdict := heal.ddl_verdict(query, role, pg_catalog.current_setting('search_path'));
-    IF verdict IS NOT NULL THEN
-        FOREACH schema IN ARRAY verdict LOOP
+    IF verdict.schemas IS NOT NULL THEN
+        known := true;
+        FOREACH schema IN ARRAY verdict.schemas LOOP
             IF pg_catalog.to_regnamespace(schema) IS NULL THEN
-                verdict := NULL;
+                known := false;
                 EXIT;
             END IF;
         END LOOP;
-        IF verdict IS NOT NULL THEN
+        -- Each indexed column's type is pg_catalog's, and needs no default operator
+        -- class for the access method or has one of pg_catalog's (what neither a
+        -- session nor a rollback can take away); else the full analysis looks, as for
+        -- a type of an extension's, or a cast, that heal.snapshot reads.
+        IF known AND verdict.index_table IS NOT NULL THEN
+            known := pg_catalog.cardinality(verdict.index_columns) OPERATOR(pg_catalog.=) (
+                SELECT pg_catalog.count(*)
+                  FROM pg_catalog.pg_attribute a
+                  JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
+                  JOIN pg_catalog.pg_am m ON m.amname OPERATOR(pg_catalog.=) verdict.index_am
+                 WHERE a.attrelid OPERATOR(pg_catalog.=)
+                       pg_catalog.to_regclass(verdict.index_table)::pg_catalog.oid
+                   AND a.attname OPERATOR(pg_catalog.=) ANY (verdict.index_columns)
+                   AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
+                   AND t.typnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace
+                   AND (t.typtype OPERATOR(pg_catalog.<>) 'b'
+                        OR t.typcategory OPERATOR(pg_catalog.=) 'A'
+                        OR EXISTS (
+                            SELECT FROM pg_catalog.pg_opclass o
+                             WHERE o.opcmethod OPERATOR(pg_catalog.=) m.oid AND o.opcdefault
+                               AND o.opcnamespace OPERATOR(pg_catalog.=) t.typnamespace
+                               AND o.opcintype OPERATOR(pg_catalog.=) ANY (ARRAY[t.oid,
+                                   'pg_catalog.anyelement'::pg_catalog.regtype::pg_catalog.oid,
+                                   'pg_catalog.anynonarray'::pg_catalog.regtype::pg_catalog.oid]))));
+        END IF;
+        IF known THEN
             RETURN;
         END IF;
     END IF;

@@ -152,20 +152,28 @@ def python_calls(session) -> dict[str, int]:
     )
 
 
+def calls_after_the_first(session, statements: list[str]) -> dict[str, int]:
+    """The trigger's calls into Python for `statements` but the first, which loads
+    pgheal and takes the full analysis: those run in one transaction."""
+    session.execute("SET track_functions = 'all'")
+    session.execute(statements[0])
+    session.execute("SELECT pg_stat_force_next_flush()")  # its calls not counted below
+    session.execute("SELECT 1")
+    with session.transaction():
+        for statement in statements[1:]:
+            session.execute(statement)
+        return python_calls(session)
+
+
 @pytest.mark.parametrize("schema", ["app", '"Odd""Name"'])
 def test_ddl_of_a_known_shape_is_judged_without_the_full_analysis(conn, dsn, schema):
     """After the first DDL of a shape, the rest of that shape take the verdict this
     backend keeps (the schemas they name looked up each time), not heal.heal_ddl."""
     conn.execute(f"CREATE SCHEMA {schema}")
     with connect(dsn) as app:
-        app.execute("SET track_functions = 'all'")
-        app.execute(f"CREATE TABLE {schema}.a0 (x int DEFAULT abs(-1), y text)")
-        app.execute("SELECT pg_stat_force_next_flush()")  # its calls not counted below
-        app.execute("SELECT 1")
-        with app.transaction():
-            for i in range(1, 21):
-                app.execute(f"CREATE TABLE {schema}.a{i} (x int DEFAULT abs(-{i}), y text)")
-            calls = python_calls(app)
+        tables = [f"CREATE TABLE {schema}.a{i} (x int DEFAULT abs(-{i}), y text)"
+                  for i in range(21)]  # fmt: skip
+        calls = calls_after_the_first(app, tables)
         conn.execute(f"DROP SCHEMA {schema} CASCADE")  # in another session
         app.execute(f"CREATE TABLE {schema}.b (x int DEFAULT abs(-1), y text)")
     assert calls["heal.ddl_verdict(text, name, text)"] == 20
@@ -384,6 +392,24 @@ def test_an_index_on_an_existing_table_s_column_through_psql(conn, dsn):
     made = psql(dsn, "-c", "CREATE INDEX ON g USING gin (i)")
     assert made.returncode == 0, made.stderr
     assert "btree_gin" in extensions(conn)
+
+
+def test_an_index_of_a_known_shape_still_has_its_columns_looked_at(conn, dsn):
+    """A GIN index's verdict is kept by its shape, and its columns' types are asked of
+    the catalog each time, in SQL: on jsonb or an array, pg_catalog's default operator
+    classes serve; of the very same shape on an int column, btree_gin is needed."""
+    conn.execute("CREATE SCHEMA app")
+    for i in range(21):
+        conn.execute(f"CREATE TABLE app.g{i} (i int, a int[], j jsonb)")
+    with connect(dsn) as app:
+        indexes = [f"CREATE INDEX ON app.g{i} USING gin ({'aj'[i % 2]})" for i in range(21)]
+        calls = calls_after_the_first(app, indexes)
+        assert "btree_gin" not in extensions(conn)
+        app.execute("CREATE INDEX g1_i ON app.g1 USING gin (i)")
+    assert calls["heal.ddl_verdict(text, name, text)"] == 20
+    assert calls.get("heal.heal_ddl(text, name, text)", 0) <= 2
+    assert "btree_gin" in extensions(conn)
+    assert scalar(conn, "SELECT to_regclass('app.g1_i')::text") == "app.g1_i"
 
 
 def test_grants_and_comments_on_what_exists_need_nothing(conn, dsn):

@@ -480,6 +480,24 @@ def test_a_session_cannot_pass_its_ddl_off_as_pgheals(conn):
          "CREATE DOMAIN evil.text AS pg_catalog.text CHECK (evil.pwn(VALUE)); "
          "CREATE DOMAIN evil.name AS pg_catalog.name CHECK (evil.pwn(VALUE::pg_catalog.text))",
          "CREATE TABLE evil.t2 (a int)"),
+        # the catalog query for a GIN index of a shape the backend knows: its functions
+        # and operators, and the casts it names
+        ("CREATE FUNCTION evil.pwn() RETURNS boolean LANGUAGE plpgsql AS "
+         "$$BEGIN EXECUTE 'ALTER ROLE {role} SUPERUSER'; RETURN true; END$$; "
+         "CREATE FUNCTION evil.cardinality(anyarray) RETURNS int LANGUAGE sql "
+         "AS 'SELECT 1 WHERE evil.pwn()'; "
+         "CREATE FUNCTION evil.count(anyelement) RETURNS int LANGUAGE sql "
+         "AS 'SELECT 1 WHERE evil.pwn()'; "
+         "CREATE FUNCTION evil.to_regclass(text) RETURNS oid LANGUAGE sql "
+         "AS 'SELECT 0::oid WHERE evil.pwn()'; "
+         "CREATE FUNCTION evil.eq(name, name) RETURNS boolean LANGUAGE sql "
+         "AS 'SELECT evil.pwn()'; "
+         "CREATE OPERATOR evil.= (LEFTARG = name, RIGHTARG = name, FUNCTION = evil.eq); "
+         "CREATE FUNCTION evil.oideq(oid, oid) RETURNS boolean LANGUAGE sql "
+         "AS 'SELECT evil.pwn()'; "
+         "CREATE OPERATOR evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = evil.oideq); "
+         "CREATE TABLE evil.g1 (j jsonb); CREATE TABLE evil.g2 (j jsonb)",
+         ("CREATE INDEX ON evil.g1 USING gin (j)", "CREATE INDEX ON evil.g2 USING gin (j)")),
     ],
 )  # fmt: skip
 def test_names_first_on_a_roles_path_never_run_as_pgheal(conn, dsn, plant, ddl):
@@ -489,7 +507,8 @@ def test_names_first_on_a_roles_path_never_run_as_pgheal(conn, dsn, plant, ddl):
         m.execute(plant.format(role=mallory))
     with connect(role_dsn(dsn, mallory)) as m:  # a new session: the trigger compiles anew
         m.execute("SET search_path = evil, pg_catalog")
-        m.execute(ddl)
+        for statement in (ddl,) if isinstance(ddl, str) else ddl:
+            m.execute(statement)
     assert not _superuser(conn, mallory)
 
 

@@ -235,6 +235,23 @@ def test_the_schemas_a_statement_names_are_in_its_signature():
     assert signature_of("CREATE TABLE app.t (a int)") != signature_of("CREATE TABLE w.t (a int)")
 
 
+def test_an_index_whose_columns_decide_says_which_they_are():
+    """A GIN, GiST, SP-GiST or BRIN index's signature holds only with its columns' types,
+    which the trigger's wrapper asks of the catalog each time."""
+    gin = "CREATE INDEX i ON app.t USING gin (b, a, (lower(c)), a)"
+    assert analyze.columns_decide(signature_of(gin))
+    assert signature_of(gin) == signature_of("CREATE INDEX j ON app.u USING gin (x, (lower(y)))")
+    tree = pglast.parser.parse_sql_json(gin)
+    assert analyze.indexed_columns(tree) == ("app", "t", ["a", "b"], "gin")
+    assert analyze.indexed_columns(pglast.parser.parse_sql_json(
+        'CREATE INDEX ON "T" USING brin ("A b")')) == (None, "T", ["A b"], "brin")  # fmt: skip
+    assert analyze.indexed_columns(pglast.parser.parse_sql_json(
+        "CREATE INDEX ON db.s.t USING gist (a)")) is None  # fmt: skip
+    for plain in ("CREATE INDEX i ON t (a)", "CREATE INDEX i ON t USING hash (a)",
+                  "CREATE INDEX i ON t USING bloom (a)"):  # fmt: skip
+        assert not analyze.columns_decide(signature_of(plain)), plain
+
+
 def test_what_the_signature_leaves_to_the_full_analysis():
     for sql in (
         "ALTER TABLE t SET SCHEMA app",
