@@ -175,12 +175,13 @@ TRIGGER_OFF = "UPDATE heal.settings SET value = 'off' WHERE name = 'predictive';
 #: every statement known to need nothing (in a throwaway database); and the same call
 #: with the SET clause the full analysis has, which saves and restores a GUC each call.
 VERDICT = """CREATE OR REPLACE FUNCTION heal.ddl_verdict(query text, role name, search_path text,
-    OUT schemas text[], OUT index_table text, OUT index_columns name[], OUT index_am name)"""
+    OUT schemas text[], OUT index_table name, OUT index_columns name[], OUT index_am name,
+    OUT index_path name[])"""
 PYTHON_FLOOR = f"""{VERDICT}
-LANGUAGE plpython3u AS 'return ([], None, None, None)';"""
+LANGUAGE plpython3u AS 'return ([], None, None, None, None)';"""
 PYTHON_FLOOR_SET = f"""{VERDICT}
 LANGUAGE plpython3u SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS 'return ([], None, None, None)';"""
+AS 'return ([], None, None, None, None)';"""
 
 Runner = Callable[[str, Path], float]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
@@ -40,10 +40,53 @@ def since(text: str) -> timedelta:
     return timedelta(**{unit: int(match.group(1))})
 
 
-def data_row(table: Table, *cells: object) -> None:
-    """A table row of data: each cell plain text, never read as markup."""
-    table.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c))
-                    for c in cells))  # fmt: skip
+def print_table(
+    con: Console,
+    title: str,
+    columns: tuple[str, ...],
+    rows: Iterable[tuple[object, ...]],
+    right: frozenset[str] = frozenset(),
+) -> None:
+    """A table of data (each cell plain text, never read as markup; `right`, the columns
+    aligned right). On a terminal, drawn by rich; elsewhere (a log, a pipe, CI), as
+    psql's aligned format: each row on one line, whole, and written in a fraction of
+    the time rich takes to measure and draw a box (a millisecond a row), which for a
+    run of hundreds of migrations was a tenth of the command's time."""
+    rows = list(rows)
+    if con.is_terminal:
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, justify="right" if column in right else "left")
+        for row in rows:
+            table.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c))
+                            for c in row))  # fmt: skip
+        con.print(table)
+        return
+    lines = [[_one_line(c.plain if isinstance(c, Text) else "" if c is None else str(c))
+              for c in row] for row in rows]  # fmt: skip
+    widths = [max([len(column), *(len(row[i]) for row in lines)]) for i, column in
+              enumerate(columns)]  # fmt: skip
+
+    def line(row: list[str]) -> str:
+        cut = zip(row, widths, columns, strict=True)
+        return " | ".join(
+            c.rjust(w) if column in right else c.ljust(w) for c, w, column in cut
+        ).rstrip()
+
+    con.file.write("\n".join([
+        title, line(list(columns)), "-+-".join("-" * w for w in widths),
+        *(line(row) for row in lines), f"({len(lines)} row{'s' if len(lines) != 1 else ''})",
+    ]) + "\n")  # fmt: skip
+
+
+def _one_line(cell: str) -> str:
+    """A cell on one line, as text: white space runs made one space, and any other
+    character a terminal would act on (an escape sequence in an error message) shown
+    as its code, never written to a log as it is."""
+    cell = " ".join(cell.split())
+    if cell.isprintable():
+        return cell
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cell)
 
 
 def console(out: TextIO) -> Console:
@@ -182,13 +225,9 @@ def print_doctor(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool)
         out.write(json.dumps(jsonable({"checks": checks})) + "\n")
         return 1 if problems else 0
     con = console(out)
-    table = Table(title="pgheal doctor")
-    for column in ("check", "status", "found", "do this"):
-        table.add_column(column)
-    for c in checks:
-        style = STATUS_STYLE[c["status"]]
-        data_row(table, c["name"], Text(c["status"], style=style), c["detail"], c["remediation"])
-    con.print(table)
+    print_table(con, "pgheal doctor", ("check", "status", "found", "do this"), [
+        (c["name"], Text(c["status"], style=STATUS_STYLE[c["status"]]), c["detail"],
+         c["remediation"]) for c in checks])  # fmt: skip
     con.print("all checks pass" if not problems else f"{len(problems)} to look at")
     return 1 if problems else 0
 
@@ -240,12 +279,8 @@ def print_events(rows: Iterator[dict[str, Any]] | list[dict[str, Any]], out: Tex
         return
     con = console(out)
     if table:
-        view = Table(title="heal.build_events")
-        for column in EVENT_COLUMNS:
-            view.add_column(column)
-        for row in rows:
-            data_row(view, *(row[c] for c in EVENT_COLUMNS))
-        con.print(view)
+        print_table(con, "heal.build_events", EVENT_COLUMNS,
+                    [tuple(row[c] for c in EVENT_COLUMNS) for row in rows])  # fmt: skip
         return
     for row in rows:
         style = "green" if row["event_type"] == "auto_heal_success" else (

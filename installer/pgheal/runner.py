@@ -20,14 +20,13 @@ from typing import TextIO
 import psycopg
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from heal.parser import load as load_parser
 from heal.script import ScriptError, split, without_concurrently
 
 from . import history, session
 from .layouts import Found, LayoutError, Migration, read_file, read_folder
-from .monitor import data_row
+from .monitor import print_table
 
 __all__ = ["Migration", "Runner", "RunnerError", "discover", "parts"]
 
@@ -326,16 +325,11 @@ class Runner:
         return outcomes
 
     def summary(self, outcomes: list[Outcome]) -> None:
-        table = Table(title="migrations")
-        for column in ("migration", "status", "statements", "heals", "ms", "error"):
-            table.add_column(
-                column, justify="right" if column in ("statements", "heals", "ms") else "left"
-            )
-        for o in outcomes:
-            data_row(table, o.name, o.status, str(o.statements), str(o.heals),
-                          f"{o.duration_ms:.0f}",
-                          (o.error or "").split("\n")[0] or "; ".join(o.notices))  # fmt: skip
-        self.console.print(table)
+        print_table(self.console, "migrations",
+                    ("migration", "status", "statements", "heals", "ms", "error"),
+                    [(o.name, o.status, o.statements, o.heals, f"{o.duration_ms:.0f}",
+                      (o.error or "").split("\n")[0] or "; ".join(o.notices)) for o in outcomes],
+                    right=frozenset({"statements", "heals", "ms"}))  # fmt: skip
 
     def plan(self, migrations: list[Migration], layout: str | None = None) -> list[tuple]:
         """heal.plan over the pending migrations as one script, rows mapped back to files."""
@@ -417,20 +411,21 @@ class Runner:
         return rows
 
     def print_info(self, rows: list[dict]) -> None:
-        table = Table(title="migrations")
-        for column in ("migration", "state", "applied at", "by"):
-            table.add_column(column)
-        for row in rows:
-            data_row(table, row["migration"], row["state"], row["applied_at"], row["by"])
-        self.console.print(table)
+        print_table(
+            self.console,
+            "migrations",
+            ("migration", "state", "applied at", "by"),
+            [(r["migration"], r["state"], r["applied_at"], r["by"]) for r in rows],
+        )
 
     def print_plan(self, rows: list[tuple]) -> None:
-        table = Table(title="heal plan")
-        for column in ("migration", "line", "missing", "fix", "allowed", "why not"):
-            table.add_column(column)
-        for name, line, missing, fix, allowed, reason in rows:
-            data_row(table, name, line, missing, fix, "yes" if allowed else "no", reason)
-        self.console.print(table if rows else "nothing is missing")
+        if not rows:
+            self.console.print("nothing is missing")
+            return
+        print_table(self.console, "heal plan",
+                    ("migration", "line", "missing", "fix", "allowed", "why not"),
+                    [(name, line, missing, fix, "yes" if allowed else "no", reason)
+                     for name, line, missing, fix, allowed, reason in rows])  # fmt: skip
 
 
 def in_transaction(part: Part) -> str | None:

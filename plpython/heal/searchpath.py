@@ -116,3 +116,11 @@ def appended(value: str, schema: str) -> str:
 def resolved(value: str, user: str) -> list[str]:
     """The names of `value` with ``$user`` standing for `user`, as the server resolves it."""
     return [user if name == "$user" else name for name in split_path(value)]
+
+
+def relation_lookup(names: list[str]) -> list[str]:
+    """The schemas the server searches for an unqualified table on a path of `names`
+    (``$user`` resolved), in order: the session's temporary schema (``pg_temp``) and
+    pg_catalog first, unless the path places them."""
+    return [*(["pg_temp"] if "pg_temp" not in names else []),
+            *(["pg_catalog"] if "pg_catalog" not in names else []), *names]  # fmt: skip

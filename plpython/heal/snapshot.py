@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import analyze
 from .db import fetch
+from .searchpath import relation_lookup
 
 #: What pg_catalog holds for names seen so far in this backend. Most names a statement
 #: uses are there, resolve on every search_path and never change: asked for once.
@@ -67,9 +68,10 @@ _LACKING = """t.typtype = 'b' AND t.typcategory <> 'A' AND NOT EXISTS (
 
 def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names) -> None:
     """The types of existing tables' index columns (an unqualified table as the path
-    finds it), and which plain types have no default operator class for an access
-    method: a column's type and that answer in one query. Arrays, domains, enums and
-    ranges are left to the server: polymorphic operator classes serve them."""
+    finds it, the session's temporary one first), and which plain types have no default
+    operator class for an access method: a column's type and that answer in one query.
+    Arrays, domains, enums and ranges are left to the server: polymorphic operator
+    classes serve them."""
     answered: set[tuple[str, str]] = set()
     for schema, table, column, am in wanted.index_columns:
         rows = fetch(
@@ -78,14 +80,16 @@ def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names) -> None:
                   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-                  JOIN LATERAL pg_catalog.unnest($4::pg_catalog.text[])
-                       WITH ORDINALITY AS p(name, position) ON p.name = n.nspname,
+                  JOIN LATERAL pg_catalog.unnest($3::pg_catalog.text[])
+                       WITH ORDINALITY AS p(name, position)
+                       ON p.name = n.nspname
+                          OR p.name = 'pg_temp' AND n.oid = pg_catalog.pg_my_temp_schema(),
                        pg_catalog.pg_am m
-                 WHERE c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped
-                   AND ($1::pg_catalog.text IS NULL OR n.nspname = $1) AND m.amname = $5
+                 WHERE c.relname = $1 AND a.attname = $2 AND NOT a.attisdropped
+                   AND m.amname = $4
                  ORDER BY p.position LIMIT 1""",
-            schema, table, column, [schema] if schema else ["pg_catalog", *wanted.path], am,
-            types=("text", "text", "text", "text[]", "name"),
+            table, column, [schema] if schema else relation_lookup(wanted.path), am,
+            types=("text", "text", "text[]", "name"),
         )  # fmt: skip
         if rows:
             typ = rows[0]["typname"]

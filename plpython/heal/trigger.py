@@ -21,7 +21,7 @@ from . import analyze, reasons
 from .db import caller, cancelled, fetch_value, load_parser, session_search_path, settings
 from .errors import PATTERNS, Missing
 from .parser import loaded
-from .searchpath import appended
+from .searchpath import appended, relation_lookup, resolved
 from .snapshot import builtins, take_snapshot
 
 #: Hashes of (role, search_path, query text) whose needs pg_catalog alone met, per
@@ -37,11 +37,20 @@ _BUILTIN_ONLY: OrderedDict[tuple, None] = OrderedDict()
 _SCHEMAS_ONLY: OrderedDict[tuple, None] = OrderedDict()
 
 
-#: What :func:`verdict` finds: the schemas that must exist (quoted), and the table (as
-#: SQL writes it, looked up on the session's path), columns and access method of an
-#: index whose columns pg_catalog's default operator classes must serve, or Nones.
-Verdict = tuple[list[str], str | None, list[str] | None, str | None]
-_NOTHING: Verdict = ([], None, None, None)
+#: What :func:`verdict` finds: the schemas that must exist (quoted), and the table's
+#: name, columns and access method of an index whose columns pg_catalog's default
+#: operator classes must serve, with the schemas to look for the table in, in order
+#: (:func:`lookup_path`), or Nones.
+Verdict = tuple[list[str], str | None, list[str] | None, str | None, list[str] | None]
+_NOTHING: Verdict = ([], None, None, None, None)
+
+
+def lookup_path(schema: str | None, search_path: str, role: str) -> list[str]:
+    """Where the server looks for a table named in `schema` (None: unqualified) when
+    `role` runs DDL on `search_path`: ``$user`` is that role, not pgheal's owner, whose
+    rights the wrapper asks with. The wrapper takes the first of these holding the
+    table that the role may use, as the server does."""
+    return [schema] if schema is not None else relation_lookup(resolved(search_path, role))
 
 
 def verdict(query: str, role: str, search_path: str) -> Verdict | None:
@@ -73,17 +82,14 @@ def verdict(query: str, role: str, search_path: str) -> Verdict | None:
         return None
     named = [plpy.quote_ident(schema) for schema in sorted(schemas)] if found else []
     if not analyze.columns_decide(shape):
-        return (named, None, None, None) if named else _NOTHING
+        return (named, None, None, None, None) if named else _NOTHING
     index = analyze.indexed_columns(tree_json)
     if index is None:
         return None
     schema, table, columns, am = index
     if not columns:
-        return (named, None, None, None)
-    relation = plpy.quote_ident(table)
-    if schema is not None:
-        relation = f"{plpy.quote_ident(schema)}.{relation}"
-    return (named, relation, columns, am)
+        return (named, None, None, None, None)
+    return (named, table, columns, am, lookup_path(schema, search_path, role))
 
 
 def heal_ddl(query: str, role: str, search_path: str) -> str | None:

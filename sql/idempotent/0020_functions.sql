@@ -543,25 +543,30 @@ $$;
 -- Internal: what this backend knows already of the DDL heal.predict_ddl is given, asking
 -- nothing (heal.trigger.verdict). NULLs: not known. Else it needs nothing if the
 -- schemas named exist and, when index_table is not NULL, pg_catalog's default operator
--- classes for index_am serve index_columns of that table: heal.predict_ddl asks, in
--- SQL (a query from PL/Python is a subtransaction, dearer with every table the
--- transaction created). It runs no SQL, so it needs neither a SET clause (a GUC saved
--- and restored for every DDL) nor the definer's rights (it runs with heal.predict_ddl's).
+-- classes for index_am serve index_columns of the table of that name found first in
+-- index_path (the schemas the role's own lookup searches, "$user" its name, pg_temp
+-- the session's): heal.predict_ddl asks, in SQL (a query from PL/Python is a
+-- subtransaction, dearer with every table the transaction created). It runs no SQL, so
+-- it needs neither a SET clause (a GUC saved and restored for every DDL) nor the
+-- definer's rights (it runs with heal.predict_ddl's).
 -- What is not known, or is once a second (to see an upgrade of the modules), goes to
 -- heal.heal_ddl, which loads and judges as pgheal.
 DROP FUNCTION IF EXISTS heal.ddl_verdict(text, name, text);
 CREATE FUNCTION heal.ddl_verdict(query text, role name, search_path text, OUT schemas text[],
-                                 OUT index_table text, OUT index_columns name[],
-                                 OUT index_am name)
+                                 OUT index_table name, OUT index_columns name[],
+                                 OUT index_am name, OUT index_path name[])
 LANGUAGE plpython3u
 AS $$
 # A row of NULLs, never a NULL row: heal.predict_ddl reads the fields of a record.
 import time
-unknown = (None, None, None, None)
+unknown = (None, None, None, None, None)
 try:
     if GD.get("heal.checked", 0) < time.monotonic() - 1:
         return unknown
-    return GD["heal.verdict"](query, role, search_path) or unknown
+    found = GD["heal.verdict"](query, role, search_path)
+    # Of the shape this function returns, or not known: modules loaded before an
+    # upgrade may answer in an older one until the next load.
+    return found if isinstance(found, tuple) and len(found) == 5 else unknown
 except Exception:  # the full analysis says what went wrong, and records it
     return unknown
 $$;
@@ -638,8 +643,22 @@ BEGIN
                   FROM pg_catalog.pg_attribute a
                   JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid
                   JOIN pg_catalog.pg_am m ON m.amname OPERATOR(pg_catalog.=) verdict.index_am
-                 WHERE a.attrelid OPERATOR(pg_catalog.=)
-                       pg_catalog.to_regclass(verdict.index_table)::pg_catalog.oid
+                 WHERE a.attrelid OPERATOR(pg_catalog.=) (
+                       -- The table the server finds for the role: the first schema of
+                       -- index_path holding it that the role may use, as it searches.
+                       SELECT c.oid
+                         FROM pg_catalog.unnest(verdict.index_path) WITH ORDINALITY
+                              AS p(nspname, place)
+                         JOIN pg_catalog.pg_namespace n
+                           ON n.nspname OPERATOR(pg_catalog.=) p.nspname
+                              OR p.nspname OPERATOR(pg_catalog.=) 'pg_temp'
+                                 AND n.oid OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()
+                         JOIN pg_catalog.pg_class c
+                           ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
+                              AND c.relname OPERATOR(pg_catalog.=) verdict.index_table
+                        WHERE n.oid OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()
+                              OR pg_catalog.has_schema_privilege(role, n.oid, 'USAGE')
+                        ORDER BY p.place LIMIT 1)
                    AND a.attname OPERATOR(pg_catalog.=) ANY (verdict.index_columns)
                    AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped
                    AND t.typnamespace OPERATOR(pg_catalog.=) 'pg_catalog'::pg_catalog.regnamespace

@@ -191,6 +191,20 @@ def test_an_index_that_needs_an_operator_class_still_heals(conn, dsn):
     assert "pg_trgm" in extensions(conn)
 
 
+@pytest.mark.parametrize("answer", ["['\"app\"']", "('a', 'b')", "42", "None"])
+def test_a_verdict_of_another_shape_leaves_the_ddl_to_the_full_analysis(conn, answer):
+    """Modules loaded before an upgrade answer in their own shape until the next load
+    (at most a second later): the trigger then takes the full analysis, and the DDL
+    runs, healed as ever."""
+    conn.execute("CREATE TABLE warm (a int)")  # pgheal's modules loaded in this backend
+    conn.execute("DO LANGUAGE plpython3u $$import time\n"
+                 f"GD['heal.verdict'] = lambda query, role, path: {answer}\n"
+                 "GD['heal.checked'] = time.monotonic() + 3600 $$")  # fmt: skip
+    conn.execute("CREATE TABLE app_t (a int)")
+    conn.execute("CREATE TABLE app_u (e citext)")
+    assert "citext" in extensions(conn)
+
+
 def test_a_failure_inside_the_analysis_leaves_the_ddl_working(conn, dsn):
     conn.execute("UPDATE heal.modules SET code = NULL, "
                  "source = 'raise RuntimeError(\"injected\")' "

@@ -496,8 +496,15 @@ def test_a_session_cannot_pass_its_ddl_off_as_pgheals(conn):
          "CREATE FUNCTION evil.oideq(oid, oid) RETURNS boolean LANGUAGE sql "
          "AS 'SELECT evil.pwn()'; "
          "CREATE OPERATOR evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = evil.oideq); "
+         "CREATE FUNCTION evil.has_schema_privilege(name, oid, text) RETURNS boolean "
+         "LANGUAGE sql AS 'SELECT evil.pwn()'; "
+         "CREATE FUNCTION evil.pg_my_temp_schema() RETURNS oid LANGUAGE sql "
+         "AS 'SELECT 0::oid WHERE evil.pwn()'; "
+         "CREATE FUNCTION evil.unnest(anyarray) RETURNS SETOF name LANGUAGE sql "
+         "AS 'SELECT NULL::name WHERE evil.pwn()'; "
          "CREATE TABLE evil.g1 (j jsonb); CREATE TABLE evil.g2 (j jsonb)",
-         ("CREATE INDEX ON evil.g1 USING gin (j)", "CREATE INDEX ON evil.g2 USING gin (j)")),
+         ("CREATE INDEX ON evil.g1 USING gin (j)", "CREATE INDEX ON evil.g2 USING gin (j)",
+          "CREATE INDEX ON g1 USING gin (j)", "CREATE INDEX ON g2 USING gin (j)")),
     ],
 )  # fmt: skip
 def test_names_first_on_a_roles_path_never_run_as_pgheal(conn, dsn, plant, ddl):
@@ -510,6 +517,37 @@ def test_names_first_on_a_roles_path_never_run_as_pgheal(conn, dsn, plant, ddl):
         for statement in (ddl,) if isinstance(ddl, str) else ddl:
             m.execute(statement)
     assert not _superuser(conn, mallory)
+
+
+@pytest.mark.parametrize("shadow", ["owner's name", "own schema", "temporary"])
+def test_an_index_s_table_is_the_one_the_role_s_own_lookup_finds(conn, dsn, shadow):
+    """The trigger judges a GIN index by the columns of the table the server will find
+    for the role running it: "$user" on the path is that role, not pgheal's owner
+    (whose rights the trigger asks with), and the session's temporary table comes first.
+    Here that table's int column needs btree_gin, and a jsonb table of the same name
+    elsewhere must not hide it, whoever made that one."""
+    bob = _role(conn, operator=False, create_db=True, prefix="bob")
+    owner = scalar(conn, "SELECT pg_get_userbyid(proowner) FROM pg_proc "
+                   "WHERE oid = 'heal.predict_ddl'::regproc")  # fmt: skip
+    conn.execute("CREATE TABLE public.events (payload jsonb)")
+    if shadow == "owner's name":  # another role's schema, on bob's path as "$user" was not
+        mallory = _role(conn, operator=False, create_db=True, prefix="mallory")
+        conn.execute("DROP TABLE public.events")
+        with connect(role_dsn(dsn, mallory)) as m:
+            m.execute(f'CREATE SCHEMA "{owner}"; CREATE TABLE "{owner}".events (payload jsonb)')
+    with connect(role_dsn(dsn, bob)) as b:
+        if shadow == "owner's name":
+            b.execute("CREATE TABLE public.events (payload int)")
+        elif shadow == "own schema":
+            b.execute(f"CREATE SCHEMA {bob}; CREATE TABLE {bob}.events (payload int)")
+        b.execute("CREATE TABLE public.warm (j jsonb)")
+    with connect(role_dsn(dsn, bob)) as b:  # a new session, on the default path
+        if shadow == "temporary":
+            b.execute("CREATE TEMPORARY TABLE events (payload int)")
+        b.execute("CREATE INDEX ON warm USING gin (j)")  # the shape, judged in full
+        b.execute("CREATE INDEX events_payload ON events USING gin (payload)")
+        assert scalar(b, "SELECT count(*) FROM pg_indexes WHERE indexname = 'events_payload'")
+    assert "btree_gin" in extensions(conn)
 
 
 # -- history written by a less privileged role -------------------------------------------------

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from heal.searchpath import PathSyntaxError, appended, join_path, resolved, split_path
+from heal.searchpath import (
+    PathSyntaxError,
+    appended,
+    join_path,
+    relation_lookup,
+    resolved,
+    split_path,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,3 +55,18 @@ def test_appended_keeps_quoted_names_and_never_repeats():
 
 def test_resolved_user():
     assert resolved('"$user", public', "app") == ["app", "public"]
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["alice", "public"], ["pg_temp", "pg_catalog", "alice", "public"]),
+        (["public", "pg_catalog"], ["pg_temp", "public", "pg_catalog"]),
+        (["public", "pg_temp"], ["pg_catalog", "public", "pg_temp"]),
+        ([], ["pg_temp", "pg_catalog"]),
+    ],
+)
+def test_a_table_is_looked_for_first_in_the_sessions_temporary_schema_then_pg_catalog(
+    names, expected
+):
+    assert relation_lookup(names) == expected
