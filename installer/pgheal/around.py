@@ -31,6 +31,7 @@ import psycopg
 from heal.errors import HEALABLE_SQLSTATES, PATTERNS, classify
 
 from . import history, session
+from .problems import CommandError
 
 #: How long the server's logging collector is given to write the tool's errors.
 LOG_WAIT_SECONDS = 3.0
@@ -145,7 +146,7 @@ def _run_once(
     return code, b"".join(kept).decode(errors="replace")
 
 
-class RunError(Exception):
+class RunError(CommandError):
     """The tool cannot be run at all."""
 
 

@@ -3,6 +3,9 @@
 Exit codes: 0 success; 1 a migration failed, a plan has a problem with no allowed
 fix, status found an error, doctor found anything to look at; 2 bad usage, a
 missing prerequisite or no connection.
+
+Each command imports the modules it uses, where it runs: a ``pgheal migrate`` in a
+deploy pipeline should not pay for the monitoring, network and installer code.
 """
 
 from __future__ import annotations
@@ -19,21 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import (
-    __version__,
-    around,
-    deploy,
-    history,
-    layouts,
-    monitor,
-    network,
-    patterns,
-    problems,
-    runner,
-    schedule,
-    serverdeps,
-    session,
-)
+from . import __version__, layouts, problems, serverdeps, session
 
 EPILOG = """\
 The connection comes from --dsn, else $PGHEAL_DSN, else libpq's environment
@@ -92,6 +81,8 @@ def _say(args: argparse.Namespace, text: str, **fields: object) -> None:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    from . import deploy, monitor, schedule
+
     out = monitor.console(sys.stderr)
     with _connect(args) as conn:
         with out.status("installing pgheal (parsing the server's extension scripts) ..."):
@@ -117,6 +108,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
+    from . import schedule
+
     with _connect(args) as conn:
         result = schedule.schedule(_dsn(args), conn, args.every)
     _say(args, result.message, ok=result.ok)
@@ -124,6 +117,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_unschedule(args: argparse.Namespace) -> int:
+    from . import schedule
+
     with _connect(args) as conn:
         if args.orphans:
             result = schedule.unschedule_orphans(_dsn(args), conn)
@@ -141,6 +136,8 @@ def cmd_predictive(args: argparse.Namespace) -> int:
 
 
 def cmd_patterns(args: argparse.Namespace) -> int:
+    from . import patterns
+
     with _connect(args) as conn:
         if args.action == "list":
             rows = patterns.listing(conn)
@@ -157,9 +154,9 @@ def cmd_patterns(args: argparse.Namespace) -> int:
                 print("no learned patterns yet")
         elif args.action in ("disable", "enable"):
             if args.id is None:
-                raise runner.RunnerError(f"pgheal patterns {args.action} needs a pattern id")
+                raise problems.CommandError(f"pgheal patterns {args.action} needs a pattern id")
             if not patterns.set_enabled(conn, args.id, args.action == "enable"):
-                raise runner.RunnerError(f"no learned pattern with id {args.id}")
+                raise problems.CommandError(f"no learned pattern with id {args.id}")
             _say(args, f"pattern {args.id} {args.action}d", id=args.id,
                  enabled=args.action == "enable")  # fmt: skip
         elif args.action == "export":
@@ -177,6 +174,8 @@ def cmd_patterns(args: argparse.Namespace) -> int:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
+    from . import network
+
     if args.action in ("join",) and not args.hub:
         raise network.NetworkError("pgheal network join needs --hub HUB (the hub's connection)")
     with _connect(args) as conn:
@@ -197,6 +196,8 @@ def cmd_network(args: argparse.Namespace) -> int:
 def _network_action(
     args: argparse.Namespace, conn: psycopg.Connection, hub: psycopg.Connection | None
 ) -> Any:
+    from . import network
+
     if args.action == "hub":
         return network.hub(conn).__dict__
     if args.action == "join":
@@ -243,6 +244,8 @@ def _network_lines(action: str, result: Any) -> list[str]:
 
 def _connect_to(dsn: str) -> psycopg.Connection:
     """The hub's connection (--hub); a failure says it was the hub's."""
+    from . import network
+
     try:
         return session.take(psycopg.connect(dsn, autocommit=True))
     except psycopg.OperationalError as exc:
@@ -253,13 +256,15 @@ def _connect_to(dsn: str) -> psycopg.Connection:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
+    from . import deploy, schedule
+
     with _connect(args) as conn:
         dbname = conn.info.dbname
         what = ("pgheal and its migration history" if args.drop_history else
                 "pgheal (its migration history is kept for a later install)")  # fmt: skip
         if not args.yes:
             if not sys.stdin.isatty():
-                raise runner.RunnerError(
+                raise problems.CommandError(
                     f"this removes {what} from database {dbname}: pass --yes to confirm "
                     "(no terminal to ask on)"
                 )
@@ -282,6 +287,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import runner
+
     found = runner.discover(args.paths, args.layout)
     for path, why in found.not_run:
         print(f"not run: {path} ({why})", file=sys.stderr)
@@ -307,6 +314,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from . import runner
+
     found = runner.discover(args.paths, args.layout)
     with _connect(args) as conn:
         run = runner.Runner(conn, sys.stdout)
@@ -319,6 +328,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
+    from . import runner
+
     found = runner.discover(args.paths, args.layout)
     with _connect(args) as conn:
         done = runner.Runner(conn, sys.stdout).baseline(found.migrations, found.layout, args.to)
@@ -328,6 +339,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import around
+
     command = args.tool[1:] if args.tool[:1] == ["--"] else args.tool
     if not command:
         print("pgheal run: name the command to run after --, e.g. pgheal run -- dbmate up",
@@ -352,16 +365,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from . import monitor
+
     with _connect(args) as conn:
         return monitor.print_status(conn, _dsn(args), sys.stdout, args.json)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import monitor
+
     with _connect(args) as conn:
         return monitor.print_doctor(conn, _dsn(args), sys.stdout, args.json)
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from . import monitor
+
     window = monitor.since(args.since)
     with _connect(args) as conn:
         monitor.print_events(monitor.events(conn, window), sys.stdout, args.json,
@@ -543,15 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except (
-        deploy.InstallError,
-        runner.RunnerError,
-        patterns.PatternError,
-        monitor.MonitorError,
-        around.RunError,
-        history.HistoryError,
-        network.NetworkError,
-    ) as exc:
+    except problems.CommandError as exc:
         problem = problems.Problem(str(exc))
     except psycopg.ProgrammingError as exc:
         if exc.diag.sqlstate is None:  # libpq refused the connection string itself

@@ -19,6 +19,7 @@ from heal import PGLAST_VERSION, __version__
 from heal.reasons import KINDS
 
 from . import serverdeps
+from .problems import CommandError
 
 MIN_SERVER_VERSION = 150000
 _HISTORY = """CREATE TABLE IF NOT EXISTS heal.installed_scripts (
@@ -28,7 +29,7 @@ _HISTORY = """CREATE TABLE IF NOT EXISTS heal.installed_scripts (
 )"""
 
 
-class InstallError(Exception):
+class InstallError(CommandError):
     """A prerequisite is missing; the message says what and how to get it."""
 
 

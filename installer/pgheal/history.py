@@ -27,13 +27,14 @@ import psycopg
 
 from . import session
 from .layouts import Migration, SqitchChange, flyway_version
+from .problems import CommandError
 
 #: (applied, record): whether the tool's table lists a migration; write it there.
 Applied = Callable[[Migration], bool]
 Record = Callable[[Migration, int], None]
 
 
-class HistoryError(Exception):
+class HistoryError(CommandError):
     """A tool's history table pgheal will not read or write, named with the reason."""
 
 

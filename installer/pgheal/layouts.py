@@ -109,7 +109,9 @@ def _raw(path: Path) -> str:
 
 
 def _sql_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix == ".sql")
+    # By name: the order of paths in one folder, at a fraction of comparing paths.
+    return sorted((p for p in folder.iterdir() if p.suffix == ".sql" and p.is_file()),
+                  key=lambda p: p.name)  # fmt: skip
 
 
 # -- pgheal and Supabase: NNNN_name.sql -----------------------------------------------------------

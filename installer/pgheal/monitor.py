@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import psycopg
 from psycopg.rows import dict_row
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from . import schedule
+from .problems import CommandError
+
+if TYPE_CHECKING:  # rich is imported where it draws: off a terminal, most output needs none
+    from rich.console import Console
 
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "error": "red"}
 EVENT_COLUMNS = ("id", "created_at", "source", "event_type", "statement", "sqlstate", "message",
@@ -25,7 +27,7 @@ MINUTES_PER_HEAL = 10
 _SINCE = re.compile(r"^(\d+)\s*([smhd])$")
 
 
-class MonitorError(Exception):
+class MonitorError(CommandError):
     """Bad input to a monitoring command."""
 
 
@@ -41,7 +43,7 @@ def since(text: str) -> timedelta:
 
 
 def print_table(
-    con: Console,
+    con: Console | Plain,
     title: str,
     columns: tuple[str, ...],
     rows: Iterable[tuple[object, ...]],
@@ -54,6 +56,9 @@ def print_table(
     run of hundreds of migrations was a tenth of the command's time."""
     rows = list(rows)
     if con.is_terminal:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=title)
         for column in columns:
             table.add_column(column, justify="right" if column in right else "left")
@@ -62,8 +67,7 @@ def print_table(
                             for c in row))  # fmt: skip
         con.print(table)
         return
-    lines = [[_one_line(c.plain if isinstance(c, Text) else "" if c is None else str(c))
-              for c in row] for row in rows]  # fmt: skip
+    lines = [[_one_line(_plain_cell(c)) for c in row] for row in rows]
     widths = [max([len(column), *(len(row[i]) for row in lines)]) for i, column in
               enumerate(columns)]  # fmt: skip
 
@@ -79,21 +83,66 @@ def print_table(
     ]) + "\n")  # fmt: skip
 
 
+def _plain_cell(cell: object) -> str:
+    """A cell's text: a rich Text's without its styles (it has ``plain``), None empty."""
+    return "" if cell is None else str(getattr(cell, "plain", cell))
+
+
 def _one_line(cell: str) -> str:
     """A cell on one line, as text: white space runs made one space, and any other
     character a terminal would act on (an escape sequence in an error message) shown
     as its code, never written to a log as it is."""
-    cell = " ".join(cell.split())
-    if cell.isprintable():
-        return cell
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in cell)
+    return _printable(" ".join(cell.split()))
 
 
-def console(out: TextIO) -> Console:
-    con = Console(file=out, highlight=False, soft_wrap=True)
-    if not con.is_terminal:
-        con.width = 200
-    return con
+def _printable(text: str) -> str:
+    """`text` with every character a terminal would act on but line ends and tabs (an
+    escape sequence a server message carries) shown as its code."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else f"\\x{ord(ch):02x}"
+                   for ch in text)  # fmt: skip
+
+
+class Plain:
+    """The console off a terminal (a log, a pipe, CI): a plain string printed without
+    markup is written as it is, but for the characters a terminal acts on
+    (:func:`_printable`), without rich, which takes a third of a millisecond a line to
+    render one and a tenth of a second to import. Anything else (markup, a renderable,
+    a status) goes to a rich Console made at its first use, as wide as a log line."""
+
+    is_terminal = False
+
+    def __init__(self, out: TextIO) -> None:
+        self.file = out
+        self._rich: Console | None = None
+
+    def print(self, *objects: Any, markup: bool | None = None, **options: Any) -> None:
+        if markup is False and not options and all(type(o) is str for o in objects):
+            self.file.write(_printable(" ".join(objects)) + "\n")
+        else:
+            self.rich.print(*objects, markup=markup, **options)
+
+    @property
+    def rich(self) -> Console:
+        if self._rich is None:
+            from rich.console import Console
+
+            self._rich = Console(file=self.file, highlight=False, soft_wrap=True, width=200)
+        return self._rich
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.rich, name)
+
+
+def console(out: TextIO) -> Console | Plain:
+    """Where a command writes for people: rich's Console on a terminal (or with
+    FORCE_COLOR, as rich reads it), else :class:`Plain`."""
+    if os.environ.get("FORCE_COLOR") or (hasattr(out, "isatty") and out.isatty()):
+        from rich.console import Console
+
+        return Console(file=out, highlight=False, soft_wrap=True)
+    return Plain(out)
 
 
 def jsonable(value: Any) -> Any:
@@ -197,6 +246,8 @@ def last_day(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def print_status(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool) -> int:
+    from rich.text import Text
+
     checks, day = health(conn, dsn), last_day(conn)
     worst = _worst(checks)
     if as_json:
@@ -219,6 +270,8 @@ def print_status(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool)
 
 
 def print_doctor(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool) -> int:
+    from rich.text import Text
+
     checks = health(conn, dsn)
     problems = [c for c in checks if c["status"] != "ok"]
     if as_json:
@@ -272,6 +325,8 @@ def follow(
 
 def print_events(rows: Iterator[dict[str, Any]] | list[dict[str, Any]], out: TextIO,
                  as_json: bool, table: bool) -> None:  # fmt: skip
+    from rich.text import Text
+
     if as_json:
         for row in rows:
             out.write(json.dumps(jsonable(row)) + "\n")

@@ -23,6 +23,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
+from .problems import CommandError
+
 #: Publication of a member's shared rows, and of a hub's merged rows.
 MEMBER_PUBLICATION = "pgheal_shared"
 HUB_PUBLICATION = "pgheal_network"
@@ -33,7 +35,7 @@ HUB_TRIGGERS = ("shared_patterns_check", "shared_patterns_merge", "shared_patter
 NEEDED = 2
 
 
-class NetworkError(Exception):
+class NetworkError(CommandError):
     """A network command that cannot be carried out; the message says what to change."""
 
 

@@ -8,11 +8,13 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from .problems import CommandError
+
 FIELDS = ("fingerprint", "pattern", "sqlstate", "message", "fix_kind", "fix_target",
           "confidence", "learned_from", "enabled")  # fmt: skip
 
 
-class PatternError(Exception):
+class PatternError(CommandError):
     """A patterns file that cannot be imported."""
 
 

@@ -20,6 +20,12 @@ BROKEN_PIPE = 141
 _HEAL_OBJECT = re.compile(r'(?:relation|schema|function|procedure|view) "?heal\b|\bheal\.')
 
 
+class CommandError(Exception):
+    """What a command refuses or cannot do, said in one line that names the fix: the
+    base of each module's own error, so that the CLI catches them all without
+    importing the modules a command does not use."""
+
+
 @dataclass(frozen=True)
 class Problem:
     message: str

@@ -13,25 +13,29 @@ from __future__ import annotations
 import hashlib
 import shlex
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import psycopg
-from rich.console import Console
-from rich.progress import Progress
 
 from heal.parser import load as load_parser
 from heal.script import ScriptError, split, without_concurrently
 
 from . import history, session
 from .layouts import Found, LayoutError, Migration, read_file, read_folder
-from .monitor import print_table
+from .monitor import Plain, console, print_table
+from .problems import CommandError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Migration", "Runner", "RunnerError", "discover", "parts"]
 
 
-class RunnerError(Exception):
+class RunnerError(CommandError):
     """The files cannot be run as given."""
 
 
@@ -147,9 +151,7 @@ class Runner:
         self.conn = conn
         #: The command line that ran these migrations, for advice that works as written.
         self.rerun = rerun or ["pgheal", "migrate", "..."]
-        self.console = Console(file=out, highlight=False, soft_wrap=True)
-        if not self.console.is_terminal:
-            self.console.width = 200  # logs and pipes: keep table rows on one line
+        self.console = console(out)
         self.notices: list[str] = []
         self.history: history.ToolHistory | None = None
         #: Part name -> the checksum it was last applied with (None: never), looked up
@@ -206,18 +208,14 @@ class Runner:
         split_up = [(m, parts(m, m.name in force)) for m in migrations]
         self._look_up([p for _, pieces in split_up for p in pieces])
         outcomes: list[Outcome] = []
-        with Progress(
-            console=self.console, transient=True, disable=not self.console.is_terminal
-        ) as bar:
-            task = bar.add_task("migrating", total=len(split_up))
+        with _progress(self.console, len(split_up)) as step:
             if dry_run:
                 outcomes = self._dry_run(split_up)
             else:
                 for migration, pieces in split_up:
-                    bar.update(task, description=migration.name)
+                    step(migration.name, len(outcomes))
                     outcome = self._apply(migration, pieces)
                     outcomes.append(outcome)
-                    bar.advance(task)
                     if outcome.status == "failed":
                         break
         return outcomes
@@ -426,6 +424,20 @@ class Runner:
                     ("migration", "line", "missing", "fix", "allowed", "why not"),
                     [(name, line, missing, fix, "yes" if allowed else "no", reason)
                      for name, line, missing, fix, allowed, reason in rows])  # fmt: skip
+
+
+@contextmanager
+def _progress(con: Console | Plain, total: int) -> Iterator[Callable[[str, int], None]]:
+    """On a terminal, a bar of the migrations run, naming the one running:
+    ``step(name, done)`` as each starts. Elsewhere nothing, and no rich to import."""
+    if not con.is_terminal:
+        yield lambda name, done: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=con, transient=True) as bar:
+        task = bar.add_task("migrating", total=total)
+        yield lambda name, done: bar.update(task, description=name, completed=done)
 
 
 def in_transaction(part: Part) -> str | None:

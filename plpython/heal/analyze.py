@@ -703,10 +703,16 @@ def named_schemas(shape: tuple) -> set[str]:
     for part in shape:
         if isinstance(part, tuple):
             if len(part) == 2 and part[0] == SCHEMAS and isinstance(part[1], tuple):
-                found.update(json.loads(f'"{name}"') for name in part[1])
+                found.update(_decoded(name) for name in part[1])
             else:
                 found |= named_schemas(part)
     return found
+
+
+def _decoded(name: str) -> str:
+    """A name as libpg_query's JSON writes it, decoded: without a backslash it is the
+    name itself (the DDL trigger decodes the schemas of every statement it judges)."""
+    return json.loads(f'"{name}"') if "\\" in name else name
 
 
 #: What a tree holds that :func:`statement` never reads: where each node is, and the

@@ -230,6 +230,11 @@ def test_the_schemas_a_statement_names_are_in_its_signature():
         ('CREATE VIEW "W x".v AS SELECT a FROM app.t', {"W x", "app"}),
         ("CREATE FUNCTION k() RETURNS int LANGUAGE sql AS 'SELECT count(*) FROM b.t'", {"b"}),
         ("CREATE TABLE t (a int)", set()),
+        # Escaped in the JSON tree, decoded; a name without a backslash there is as it is.
+        ('CREATE TABLE "back\\slash".t (a int)', {"back\\slash"}),
+        ('CREATE TABLE "q""uote".t (a int)', {'q"uote'}),
+        ('CREATE TABLE "tab\there".t (a int)', {"tab\there"}),
+        ('CREATE VIEW "schéma".v AS SELECT 1', {"schéma"}),
     ):
         assert analyze.named_schemas(signature_of(sql)) == schemas, sql
     assert signature_of("CREATE TABLE app.t (a int)") != signature_of("CREATE TABLE w.t (a int)")

@@ -1,8 +1,11 @@
-"""The CLI's tables as a log or a pipe gets them: psql's aligned format, a row a line."""
+"""The CLI's output as a log or a pipe gets it: tables in psql's aligned format, a row
+a line; lines as they are, with nothing a terminal would act on, and without rich."""
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 from rich.text import Text
 
@@ -41,3 +44,30 @@ def test_a_cell_is_text_not_markup_and_never_writes_control_characters() -> None
 def test_no_rows_still_says_so() -> None:
     header = "migration | status | ms | error"
     assert _printed() == ["migrations", header, "----------+--------+----+------", "(0 rows)"]
+
+
+def test_a_line_off_a_terminal_is_written_as_it_is_and_a_run_needs_no_rich() -> None:
+    # In a fresh interpreter: what a `pgheal migrate` in a pipeline imports is the point.
+    code = """if True:
+        import io, sys
+        from pgheal import cli, runner
+        out = io.StringIO()
+        con = runner.console(out)
+        con.print("0001_users :smile: [bold]x[/bold] \\x1b[2Jgone\\x07 tab\\tend", markup=False)
+        print(repr(out.getvalue()))
+        print(sorted(m for m in sys.modules if m in (
+            "rich", "pgheal.deploy", "pgheal.network", "pgheal.around", "pgheal.patterns")))
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    written, imported = done.stdout.splitlines()
+    assert written == repr("0001_users :smile: [bold]x[/bold] \\x1b[2Jgone\\x07 tab\tend\n")
+    assert imported == "[]"
+
+
+def test_markup_and_renderables_off_a_terminal_still_go_through_rich() -> None:
+    out = io.StringIO()
+    con = console(out)
+    assert not con.is_terminal
+    con.print("[bold]all checks pass[/bold]")
+    con.print(Text.assemble(("pgheal: ok", "bold green"), " in database app"))
+    assert out.getvalue() == "all checks pass\npgheal: ok in database app\n"
