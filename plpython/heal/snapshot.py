@@ -66,12 +66,13 @@ _LACKING = """t.typtype = 'b' AND t.typcategory <> 'A' AND NOT EXISTS (
                                         AND k.castmethod = 'b' AND k.castcontext = 'i')))"""
 
 
-def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names) -> None:
-    """The types of existing tables' index columns (an unqualified table as the path
-    finds it, the session's temporary one first), and which plain types have no default
-    operator class for an access method: a column's type and that answer in one query.
-    Arrays, domains, enums and ranges are left to the server: polymorphic operator
-    classes serve them."""
+def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names, role: str | None) -> None:
+    """The types of existing tables' index columns (the table the server finds for
+    `role`, None the current user: the session's temporary one first, then the first
+    schema of the path holding it that the role may use), and which plain types have no
+    default operator class for an access method: a column's type and that answer in
+    one query. Arrays, domains, enums and ranges are left to the server: polymorphic
+    operator classes serve them."""
     answered: set[tuple[str, str]] = set()
     for schema, table, column, am in wanted.index_columns:
         rows = fetch(
@@ -87,9 +88,12 @@ def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names) -> None:
                        pg_catalog.pg_am m
                  WHERE c.relname = $1 AND a.attname = $2 AND NOT a.attisdropped
                    AND m.amname = $4
+                   AND (n.oid = pg_catalog.pg_my_temp_schema()
+                        OR pg_catalog.has_schema_privilege(coalesce($5, current_user), n.oid,
+                                                           'USAGE'))
                  ORDER BY p.position LIMIT 1""",
-            table, column, [schema] if schema else relation_lookup(wanted.path), am,
-            types=("text", "text", "text[]", "name"),
+            table, column, [schema] if schema else relation_lookup(wanted.path), am, role,
+            types=("text", "text", "text[]", "name", "name"),
         )  # fmt: skip
         if rows:
             typ = rows[0]["typname"]
@@ -109,11 +113,12 @@ def _index_opclasses(snap: analyze.Snapshot, wanted: analyze.Names) -> None:
             snap.no_default_opclass.add((typ, am))
 
 
-def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
+def take_snapshot(wanted: analyze.Names, role: str | None = None) -> analyze.Snapshot:
     """Fetch, in one query per kind, what the catalogs hold for the script's names.
 
     Names pg_catalog has are answered from :func:`builtins` unless a statement
-    qualifies them with another schema.
+    qualifies them with another schema. An index's table is the one `role` (None: the
+    current user) would find: the DDL trigger judges as pgheal for the role running it.
     """
     snap = analyze.Snapshot()
     known = builtins(wanted)
@@ -194,7 +199,7 @@ def take_snapshot(wanted: analyze.Names) -> analyze.Snapshot:
              JOIN pg_catalog.pg_language l ON l.oid = x.trflang
             WHERE t.typname = ANY($1)""",
         wanted.transforms)}  # fmt: skip
-    _index_opclasses(snap, wanted)
+    _index_opclasses(snap, wanted, role)
     if wanted.access_methods:
         snap.access_methods = {r["amname"] for r in fetch("SELECT amname FROM pg_catalog.pg_am")}
     if wanted.extensions:

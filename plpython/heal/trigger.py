@@ -152,7 +152,7 @@ def _analysed(
                 _remember(_MET, key)
             return None
     path = session_search_path(search_path, role)
-    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path)), path)
+    found = analyze.predict(analysed, take_snapshot(analyze.names(analysed, path), role), path)
     if not found:
         if schemas and lands and _only_schemas(analysed[0]):
             _remember(_SCHEMAS_ONLY, (shape, role))

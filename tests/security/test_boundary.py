@@ -550,6 +550,27 @@ def test_an_index_s_table_is_the_one_the_role_s_own_lookup_finds(conn, dsn, shad
     assert "btree_gin" in extensions(conn)
 
 
+def test_an_index_s_table_is_never_one_in_a_schema_the_role_may_not_use(conn, dsn):
+    """The server passes over a schema on the path that the role has no USAGE on; so
+    does pgheal's full analysis, the trigger's (which judges as pgheal) and heal.plan's:
+    a jsonb table of the same name there must not hide the int column that needs
+    btree_gin."""
+    bob = _role(conn, create_db=True, prefix="bob")
+    conn.execute("CREATE SCHEMA hidden; CREATE TABLE hidden.events (payload jsonb)")
+    with connect(role_dsn(dsn, bob)) as b:
+        b.execute("CREATE TABLE public.events (payload int)")
+    with connect(role_dsn(dsn, bob)) as b:
+        b.execute("SET search_path = hidden, public")
+        planned = b.execute(
+            "SELECT missing, fix FROM heal.plan('CREATE INDEX ON events USING gin (payload)')"
+        ).fetchall()
+        assert any("btree_gin" in (fix or "") for _, fix in planned), planned
+        b.execute("CREATE INDEX events_payload ON events USING gin (payload)")
+        assert scalar(b, "SELECT count(*) FROM pg_indexes WHERE indexname = 'events_payload' "
+                         "AND schemaname = 'public'")  # fmt: skip
+    assert "btree_gin" in extensions(conn)
+
+
 # -- history written by a less privileged role -------------------------------------------------
 
 
