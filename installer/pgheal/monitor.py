@@ -63,7 +63,7 @@ def print_table(
         for column in columns:
             table.add_column(column, justify="right" if column in right else "left")
         for row in rows:
-            table.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c))
+            table.add_row(*(c if isinstance(c, Text) else Text(_printable(_plain_cell(c)))
                             for c in row))  # fmt: skip
         con.print(table)
         return
@@ -97,19 +97,26 @@ def _one_line(cell: str) -> str:
 
 def _printable(text: str) -> str:
     """`text` with every character a terminal would act on but line ends and tabs (an
-    escape sequence a server message carries) shown as its code."""
+    escape sequence in a server's message, which any role whose error reaches the log
+    can write) shown as its code, as Python writes it in a string."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() or ch in "\n\t" else f"\\x{ord(ch):02x}"
-                   for ch in text)  # fmt: skip
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else _code(ch) for ch in text)
+
+
+def _code(ch: str) -> str:
+    point = ord(ch)
+    return (f"\\x{point:02x}" if point < 0x100 else f"\\u{point:04x}" if point < 0x10000
+            else f"\\U{point:08x}")  # fmt: skip
 
 
 class Plain:
     """The console off a terminal (a log, a pipe, CI): a plain string printed without
     markup is written as it is, but for the characters a terminal acts on
     (:func:`_printable`), without rich, which takes a third of a millisecond a line to
-    render one and a tenth of a second to import. Anything else (markup, a renderable,
-    a status) goes to a rich Console made at its first use, as wide as a log line."""
+    render one and a tenth of a second to import. Anything else (markup, a renderable)
+    is rendered by a rich Console made at its first use, as wide as a log line, and
+    written the same way. Each print is flushed: a log shows the migration running."""
 
     is_terminal = False
 
@@ -121,28 +128,42 @@ class Plain:
         if markup is False and not options and all(type(o) is str for o in objects):
             self.file.write(_printable(" ".join(objects)) + "\n")
         else:
-            self.rich.print(*objects, markup=markup, **options)
+            with self.rich.capture() as captured:
+                self.rich.print(*objects, markup=markup, **options)
+            self.file.write(_printable(captured.get()))
+        self.file.flush()
 
     @property
     def rich(self) -> Console:
         if self._rich is None:
             from rich.console import Console
 
-            self._rich = Console(file=self.file, highlight=False, soft_wrap=True, width=200)
+            self._rich = Console(file=self.file, highlight=False, soft_wrap=True, width=200,
+                                 emoji=False)  # fmt: skip
         return self._rich
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # never while made or copied, before _rich exists
+            raise AttributeError(name)
         return getattr(self.rich, name)
 
 
 def console(out: TextIO) -> Console | Plain:
     """Where a command writes for people: rich's Console on a terminal (or with
-    FORCE_COLOR, as rich reads it), else :class:`Plain`."""
-    if os.environ.get("FORCE_COLOR") or (hasattr(out, "isatty") and out.isatty()):
-        from rich.console import Console
+    FORCE_COLOR, as rich reads it), else :class:`Plain`. On a terminal too, a string
+    printed without markup is data, written as :func:`_printable` makes it; the cells
+    of a table and the fields of an event or a check are made so where they are drawn."""
+    if not (os.environ.get("FORCE_COLOR") or (hasattr(out, "isatty") and out.isatty())):
+        return Plain(out)
+    from rich.console import Console
 
-        return Console(file=out, highlight=False, soft_wrap=True)
-    return Plain(out)
+    class Terminal(Console):
+        def print(self, *objects: Any, markup: bool | None = None, **options: Any) -> None:
+            if markup is False:
+                objects = tuple(_printable(o) if type(o) is str else o for o in objects)
+            super().print(*objects, markup=markup, **options)
+
+    return Terminal(file=out, highlight=False, soft_wrap=True, emoji=False)
 
 
 def jsonable(value: Any) -> Any:
@@ -259,8 +280,9 @@ def print_status(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool)
                             f" in database {conn.info.dbname}"))  # fmt: skip
     for check in checks:
         if check["status"] != "ok":
+            said = _printable(f" {check['name']}: {check['detail']}")
             con.print(Text.assemble("  ", (f"{check['status']:5}", STATUS_STYLE[check["status"]]),
-                                    f" {check['name']}: {check['detail']}"))  # fmt: skip
+                                    said))  # fmt: skip
     con.print(
         f"last 24 h: {day['heals']} heals, {day['failures']} not healed, {day['migrations']} "
         f"migrations ({day['failed_migrations']} failed), {day['errors_seen']} application "
@@ -343,7 +365,7 @@ def print_events(rows: Iterator[dict[str, Any]] | list[dict[str, Any]], out: Tex
         # Text, never markup: messages and fixes are data, brackets and all.
         con.print(Text.assemble(
             f"{row['created_at']:%H:%M:%S} {row['source']:13} ",
-            (f"{row['event_type']:19}", style), f" {row['message'] or ''}",
-            f" -> {row['fix_sql']}" if row["fix_sql"] else "",
+            (f"{row['event_type']:19}", style), _printable(f" {row['message'] or ''}"),
+            _printable(f" -> {row['fix_sql']}") if row["fix_sql"] else "",
         ))  # fmt: skip
         out.flush()

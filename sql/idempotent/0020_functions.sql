@@ -657,7 +657,13 @@ BEGIN
                            ON c.relnamespace OPERATOR(pg_catalog.=) n.oid
                               AND c.relname OPERATOR(pg_catalog.=) verdict.index_table
                         WHERE n.oid OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()
-                              OR pg_catalog.has_schema_privilege(role, n.oid, 'USAGE')
+                              -- By oid: a role renamed since the session's SET ROLE
+                              -- (which keeps the old name) finds nothing, and the
+                              -- full analysis says so in a WARNING; the DDL runs.
+                              OR pg_catalog.has_schema_privilege(
+                                  (SELECT r.oid FROM pg_catalog.pg_roles r
+                                    WHERE r.rolname OPERATOR(pg_catalog.=) role),
+                                  n.oid, 'USAGE')
                         ORDER BY p.place LIMIT 1)
                    AND a.attname OPERATOR(pg_catalog.=) ANY (verdict.index_columns)
                    AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped

@@ -3,6 +3,8 @@ and plain psycopg (no heal.migrate)."""
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 
@@ -424,6 +426,23 @@ def test_an_index_of_a_known_shape_still_has_its_columns_looked_at(conn, dsn):
     assert calls.get("heal.heal_ddl(text, name, text)", 0) <= 2
     assert "btree_gin" in extensions(conn)
     assert scalar(conn, "SELECT to_regclass('app.g1_i')::text") == "app.g1_i"
+
+
+def test_ddl_of_a_role_renamed_since_set_role_still_runs(conn, dsn):
+    """SET ROLE keeps the name it was given; a rename from another session leaves the
+    setting naming no role. The trigger's catalog query for a GIN index of a known
+    shape must not fail on it: the DDL runs (the full analysis, which cannot name the
+    role either, says why in a WARNING)."""
+    role = f"renamed_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {role}; GRANT CREATE ON SCHEMA public TO {role}")
+    with connect(dsn) as session:
+        session.execute(f"SET ROLE {role}")
+        session.execute("CREATE TABLE warm (j jsonb)")
+        session.execute("CREATE INDEX ON warm USING gin (j)")  # its shape, judged in full
+        conn.execute(f"ALTER ROLE {role} RENAME TO {role}_now")
+        session.execute("CREATE TABLE later (j jsonb)")
+        session.execute("CREATE INDEX later_j ON later USING gin (j)")
+        assert scalar(session, "SELECT to_regclass('later_j')::text") == "later_j"
 
 
 def test_grants_and_comments_on_what_exists_need_nothing(conn, dsn):
