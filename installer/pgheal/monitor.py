@@ -267,14 +267,14 @@ def last_day(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def print_status(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool) -> int:
-    from rich.text import Text
-
     checks, day = health(conn, dsn), last_day(conn)
     worst = _worst(checks)
     if as_json:
         out.write(json.dumps(jsonable({"status": worst, "checks": checks, "last_24h": day}))
                   + "\n")  # fmt: skip
         return 1 if worst == "error" else 0
+    from rich.text import Text
+
     con = console(out)
     con.print(Text.assemble((f"pgheal: {worst}", f"bold {STATUS_STYLE[worst]}"),
                             f" in database {conn.info.dbname}"))  # fmt: skip
@@ -292,13 +292,13 @@ def print_status(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool)
 
 
 def print_doctor(conn: psycopg.Connection, dsn: str, out: TextIO, as_json: bool) -> int:
-    from rich.text import Text
-
     checks = health(conn, dsn)
     problems = [c for c in checks if c["status"] != "ok"]
     if as_json:
         out.write(json.dumps(jsonable({"checks": checks})) + "\n")
         return 1 if problems else 0
+    from rich.text import Text
+
     con = console(out)
     print_table(con, "pgheal doctor", ("check", "status", "found", "do this"), [
         (c["name"], Text(c["status"], style=STATUS_STYLE[c["status"]]), c["detail"],
@@ -347,13 +347,13 @@ def follow(
 
 def print_events(rows: Iterator[dict[str, Any]] | list[dict[str, Any]], out: TextIO,
                  as_json: bool, table: bool) -> None:  # fmt: skip
-    from rich.text import Text
-
     if as_json:
         for row in rows:
             out.write(json.dumps(jsonable(row)) + "\n")
             out.flush()
         return
+    from rich.text import Text
+
     con = console(out)
     if table:
         print_table(con, "heal.build_events", EVENT_COLUMNS,
